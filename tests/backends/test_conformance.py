@@ -1,0 +1,240 @@
+"""Every registered backend against torch.nn.functional.conv1d/conv2d.
+
+Each configuration is either computed to within the dtype's tolerance or refused with
+`Unsupported` exactly where the backend's `supports` says so — never a wrong answer.
+Tolerances are relative to max|reference| and sit orders of magnitude below the error of any
+plausible bug (a missing tap, a wrong offset or a missing bias moves the result by O(1)).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import convbench
+from convbench import ConvProblem, Unsupported
+
+BACKENDS = convbench.backend_names()
+# Backends that must compute every valid configuration on the CPU in float32/float64.
+FULL_COVERAGE_CPU = {"naive", "im2col", "fft"}
+
+TOL = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.float16: 2e-2,
+    torch.bfloat16: 6e-2,
+}
+
+
+def _cfg(cin, cout, spatial, kernel, stride=1, padding=0, dilation=1, groups=1, bias=True,
+         batch=2, unbatched=False):
+    return dict(cin=cin, cout=cout, spatial=spatial, kernel=kernel, stride=stride,
+                padding=padding, dilation=dilation, groups=groups, bias=bias, batch=batch,
+                unbatched=unbatched)
+
+
+CONFIGS = {
+    # 1D
+    "1d-basic": _cfg(4, 6, (17,), (3,)),
+    "1d-pad1-nobias": _cfg(4, 6, (17,), (3,), padding=1, bias=False),
+    "1d-pad-tuple": _cfg(4, 6, (16,), (5,), padding=(2,)),
+    "1d-stride2": _cfg(4, 6, (17,), (3,), stride=2, padding=1),
+    "1d-stride3-tuple": _cfg(3, 5, (20,), (4,), stride=(3,)),
+    "1d-dilation2": _cfg(4, 6, (19,), (3,), dilation=2, padding=2),
+    "1d-same-odd": _cfg(4, 4, (15,), (5,), padding="same"),
+    "1d-same-even": _cfg(4, 4, (15,), (4,), padding="same"),
+    "1d-same-dilated-even": _cfg(4, 4, (23,), (4,), padding="same", dilation=3),
+    "1d-valid": _cfg(4, 6, (12,), (7,), padding="valid"),
+    "1d-groups2": _cfg(4, 6, (13,), (3,), groups=2, padding=1),
+    "1d-depthwise": _cfg(6, 6, (31,), (7,), groups=6, padding="same"),
+    "1d-depthwise-mult": _cfg(3, 6, (14,), (3,), groups=3),
+    "1d-k1": _cfg(5, 7, (9,), (1,)),
+    "1d-kernel-equals-input": _cfg(3, 4, (6,), (6,)),
+    "1d-unbatched": _cfg(4, 6, (17,), (3,), padding=1, unbatched=True),
+    "1d-long-kernel": _cfg(2, 3, (64,), (31,), padding=15),
+    "1d-stride-dilation": _cfg(4, 4, (29,), (3,), stride=2, dilation=3, padding=1),
+    # 2D
+    "2d-basic": _cfg(4, 6, (9, 10), (3, 3)),
+    "2d-pad1": _cfg(4, 6, (9, 10), (3, 3), padding=1),
+    "2d-pad-tuple-nobias": _cfg(3, 5, (8, 11), (3, 5), padding=(1, 2), bias=False),
+    "2d-rect-kernel": _cfg(3, 4, (10, 9), (2, 4)),
+    "2d-1x7": _cfg(3, 4, (9, 12), (1, 7), padding=(0, 3)),
+    "2d-stride2": _cfg(4, 6, (11, 10), (3, 3), stride=2, padding=1),
+    "2d-stride-tuple": _cfg(3, 4, (12, 13), (3, 3), stride=(1, 2), padding=1),
+    "2d-dilation": _cfg(3, 4, (13, 12), (3, 3), dilation=2, padding=2),
+    "2d-dilation-tuple": _cfg(3, 4, (13, 12), (3, 2), dilation=(2, 3)),
+    "2d-same-odd": _cfg(4, 4, (9, 10), (3, 3), padding="same"),
+    "2d-same-even": _cfg(4, 4, (9, 10), (2, 4), padding="same"),
+    "2d-same-dilated": _cfg(4, 4, (12, 11), (3, 2), padding="same", dilation=(2, 3)),
+    "2d-valid": _cfg(3, 4, (7, 8), (3, 3), padding="valid"),
+    "2d-groups": _cfg(4, 6, (8, 9), (3, 3), groups=2, padding=1),
+    "2d-depthwise": _cfg(8, 8, (9, 9), (3, 3), groups=8, padding=1),
+    "2d-depthwise-stride2": _cfg(6, 6, (10, 11), (3, 3), groups=6, stride=2, padding=1),
+    "2d-pointwise": _cfg(8, 5, (6, 7), (1, 1)),
+    "2d-pointwise-stride2": _cfg(8, 5, (7, 7), (1, 1), stride=2),
+    "2d-stem-7x7-s2": _cfg(3, 8, (23, 22), (7, 7), stride=2, padding=3),
+    "2d-unbatched": _cfg(4, 6, (9, 10), (3, 3), padding=1, unbatched=True),
+    "2d-unbatched-stride": _cfg(4, 6, (9, 10), (3, 3), stride=2, unbatched=True),
+    "2d-batch1": _cfg(4, 6, (9, 10), (3, 3), padding=1, batch=1),
+    "2d-kernel-equals-input": _cfg(3, 4, (5, 6), (5, 6)),
+    "2d-11x11": _cfg(2, 3, (24, 24), (11, 11), padding=5),
+}
+
+
+def make(cfg, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    shape = (cfg["cin"], *cfg["spatial"])
+    if not cfg["unbatched"]:
+        shape = (cfg["batch"], *shape)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    w = torch.randn(
+        (cfg["cout"], cfg["cin"] // cfg["groups"], *cfg["kernel"]),
+        generator=gen, dtype=torch.float64,
+    )
+    b = torch.randn(cfg["cout"], generator=gen, dtype=torch.float64) if cfg["bias"] else None
+    kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
+                  groups=cfg["groups"])
+    cast = [t.to(dtype) if t is not None else None for t in (x, w, b)]
+    return cast, kwargs
+
+
+def reference(x, w, b, kwargs):
+    fn = F.conv1d if w.dim() == 3 else F.conv2d
+    b64 = b.double() if b is not None else None
+    return fn(x.double(), w.double(), b64, **kwargs)
+
+
+def check_backend(name, x, w, b, kwargs, tol):
+    backend = convbench.get_backend(name)
+    reason = backend.supports(x, w, b, **kwargs)
+    if reason is not None:
+        assert isinstance(reason, str) and reason
+        with pytest.raises(Unsupported):
+            backend.conv(x, w, b, **kwargs)
+        return reason
+    y = backend.conv(x, w, b, **kwargs)
+    ref = reference(x, w, b, kwargs)
+    assert y.shape == ref.shape, (y.shape, ref.shape)
+    assert y.dtype == x.dtype
+    err = (y.double() - ref).abs().max().item()
+    scale = ref.abs().max().item()
+    assert err <= tol * scale, f"{name}: max error {err:.3g} > {tol:g} × {scale:.3g}"
+    return None
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
+@pytest.mark.parametrize("name", BACKENDS)
+def test_matches_torch(name, config, dtype):
+    (x, w, b), kwargs = make(CONFIGS[config], dtype)
+    reason = check_backend(name, x, w, b, kwargs, TOL[dtype])
+    if name in FULL_COVERAGE_CPU:
+        assert reason is None, f"{name} refused a valid CPU problem: {reason}"
+
+
+HALF_CONFIGS = ["1d-pad1-nobias", "1d-depthwise", "2d-pad1", "2d-stride2", "2d-groups"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+@pytest.mark.parametrize("config", HALF_CONFIGS)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_half_precision(name, config, dtype):
+    (x, w, b), kwargs = make(CONFIGS[config], dtype)
+    check_backend(name, x, w, b, kwargs, TOL[dtype])
+
+
+GRAD_CONFIGS = ["1d-stride2", "1d-same-even", "1d-depthwise", "2d-pad1", "2d-stride2",
+                "2d-dilation", "2d-groups", "2d-unbatched", "2d-same-even"]
+
+
+@pytest.mark.parametrize("config", GRAD_CONFIGS)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_gradients_match_autograd(name, config):
+    (x, w, b), kwargs = make(CONFIGS[config], torch.float64, seed=1)
+    backend = convbench.get_backend(name)
+    if backend.supports(x, w, b, **kwargs) is not None:
+        pytest.skip(backend.supports(x, w, b, **kwargs))
+    leaves = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    ref_leaves = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    y = backend.conv(*leaves, **kwargs)
+    ref = reference(*ref_leaves, kwargs)
+    grad_out = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2),
+                           dtype=torch.float64)
+    got = torch.autograd.grad(y, leaves, grad_out)
+    want = torch.autograd.grad(ref, ref_leaves, grad_out)
+    for label, g, r in zip(("input", "weight", "bias"), got, want, strict=True):
+        err = (g - r).abs().max().item()
+        assert err <= 1e-9 * max(1.0, r.abs().max().item()), f"grad {label}: {err}"
+
+
+def test_unsupported_is_consistent_for_cudnn_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float32)
+    backend = convbench.get_backend("cudnn")
+    assert backend.supports(x, w, b, **kwargs) == "no CUDA device"
+    with pytest.raises(Unsupported, match="no CUDA device"):
+        backend.conv(x, w, b, **kwargs)
+
+
+def test_onednn_says_when_torch_takes_another_path():
+    (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float64)
+    reason = convbench.get_backend("onednn").supports(x, w, b, **kwargs)
+    assert reason is not None and "Slow" in reason
+    (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float32)
+    assert convbench.get_backend("onednn").supports(x, w, b, **kwargs) is None
+
+
+@st.composite
+def problems(draw):
+    nd = draw(st.sampled_from([1, 2]))
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cin = groups * draw(st.integers(1, 3))
+    cout = groups * draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(1, 5)) for _ in range(nd))
+    dilation = tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    same = draw(st.booleans())
+    stride = (1,) * nd if same else tuple(draw(st.integers(1, 3)) for _ in range(nd))
+    padding = "same" if same else tuple(draw(st.integers(0, 3)) for _ in range(nd))
+    extent = [d * (k - 1) + 1 for k, d in zip(kernel, dilation, strict=True)]
+    spatial = tuple(draw(st.integers(max(1, e - 3), e + 12)) for e in extent)
+    try:
+        return ConvProblem(
+            batch=draw(st.integers(1, 3)), in_channels=cin, out_channels=cout,
+            spatial=spatial, kernel=kernel, stride=stride, padding=padding,
+            dilation=dilation, groups=groups, bias=draw(st.booleans()),
+        )
+    except convbench.ProblemError:
+        from hypothesis import assume
+
+        assume(False)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problem=problems(), dtype=st.sampled_from([torch.float64, torch.float32]))
+def test_random_problems_all_backends(problem, dtype):
+    x, w, b = problem.make_tensors(dtype, seed=3)
+    kwargs = problem.conv_kwargs()
+    ref = reference(x, w, b, kwargs)
+    assert tuple(ref.shape) == problem.output_shape
+    for name in BACKENDS:
+        reason = check_backend(name, x, w, b, kwargs, TOL[dtype])
+        if name in FULL_COVERAGE_CPU:
+            assert reason is None, f"{name}: {reason}"
+
+
+def test_plan_separates_weight_work_from_input_work():
+    (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float64)
+    ref = reference(x, w, b, kwargs)
+    for name in BACKENDS:
+        backend = convbench.get_backend(name)
+        if backend.supports(x, w, b, **kwargs) is not None:
+            continue
+        plan = backend.prepare(w, b, **kwargs, input=x)
+        for _ in range(2):  # a plan is reusable across inputs of the planned shape
+            assert (plan(x).double() - ref).abs().max().item() < 1e-9
+        with pytest.raises(ValueError, match="prepared for input shape"):
+            plan(x[:, :, :-1])
