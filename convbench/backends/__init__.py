@@ -80,6 +80,11 @@ class Backend:
     ) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict]:
         raise NotImplementedError
 
+    def workspace_bytes(self, args: ConvArgs) -> int:
+        """Rough extra memory beyond input, weight and output, for the runner's guard that
+        skips CPU cases too large for the machine (not a measurement: the probe measures)."""
+        return 0
+
     # -- public API ---------------------------------------------------------------------
     def supports(
         self,

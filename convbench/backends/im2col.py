@@ -10,6 +10,8 @@ memory probe shows.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from convbench.backends import Backend, add_bias, pad_input, register
@@ -40,6 +42,11 @@ class Im2colBackend(Backend):
         if args.device.type not in ("cpu", "cuda", "meta"):
             return f"im2col: device {args.device.type} not supported"
         return None
+
+    def workspace_bytes(self, args: ConvArgs) -> int:
+        itemsize = torch.empty((), dtype=args.dtype).element_size()
+        cols = args.batch * args.in_channels * math.prod(args.kernel) * math.prod(args.out_spatial)
+        return cols * itemsize
 
     def plan(self, args, weight, bias):
         g = args.groups

@@ -1,0 +1,90 @@
+"""The SQLite store: one commit per result, no duplicates, schema version, DataFrame load."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from convbench import results
+from convbench.errors import UserError
+from convbench.store import SCHEMA_VERSION, Store
+
+
+def _row(key, status="ok", **extra):
+    return {"run_id": "r1", "result_key": key, "status": status, "backend": "naive",
+            "case_name": "c", "median_ms": 1.5, **extra}
+
+
+def test_roundtrip_and_samples(tmp_path):
+    db = tmp_path / "x.sqlite"
+    with Store(db) as store:
+        store.create_run("r1", suite="s", suite_path=None, command="convbench run s",
+                         config={"a": 1}, env={"torch": "2.13"})
+        store.add_result(_row("k1"), samples_ms=[1.0, 2.0, 1.5])
+        store.add_result(_row("k2", status="unsupported", reason="nope", median_ms=None))
+        assert store.finished_keys("r1") == {"k1", "k2"}
+        assert store.samples("r1", "k1") == [1.0, 2.0, 1.5]
+        assert store.run("r1")["env"] == {"torch": "2.13"}
+    # a second connection (another process would do the same) sees every committed row
+    df = results.load(db, "r1", samples=True)
+    assert list(df.result_key) == ["k1", "k2"]
+    assert df.loc[0, "samples_ms"] == [1.0, 2.0, 1.5]
+    assert {"run_id", "suite", "case", "backend", "status", "reason", "median_ms", "iqr_ms",
+            "ci_low_ms", "ci_high_ms", "n_samples", "gflops", "peak_mem_bytes", "max_abs_err",
+            "rel_err", "gpu_util_pct", "power_w", "energy_j"} <= set(df.columns)
+
+
+def test_duplicate_result_is_refused(tmp_path):
+    with Store(tmp_path / "x.sqlite") as store:
+        store.create_run("r1", suite="s", suite_path=None, command="", config={}, env={})
+        store.add_result(_row("k1"))
+        with pytest.raises(sqlite3.IntegrityError):
+            store.add_result(_row("k1"))
+
+
+def test_unknown_field_is_a_bug(tmp_path):
+    with Store(None) as store, pytest.raises(KeyError, match="bogus"):
+        store.add_result(_row("k", bogus=1))
+
+
+def test_wal_mode_and_schema_version(tmp_path):
+    db = tmp_path / "x.sqlite"
+    Store(db).close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+    conn.execute("UPDATE meta SET value='999'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(UserError, match="schema version 999"):
+        Store(db)
+
+
+def test_not_a_store(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_text("this is not sqlite")
+    with pytest.raises(UserError, match="not a convbench results database"):
+        Store(bad)
+
+
+def test_missing_run_names_known_runs(tmp_path):
+    with Store(tmp_path / "x.sqlite") as store:
+        store.create_run("r1", suite="s", suite_path=None, command="", config={}, env={})
+        with pytest.raises(UserError, match="no run 'zz'.*r1"):
+            store.run("zz")
+
+
+def test_export_csv_and_parquet(tmp_path):
+    db = tmp_path / "x.sqlite"
+    with Store(db) as store:
+        store.create_run("r1", suite="s", suite_path=None, command="", config={}, env={})
+        store.add_result(_row("k1"))
+    import pandas as pd
+
+    csv = results.export(db, tmp_path / "out.csv")
+    assert pd.read_csv(csv).loc[0, "median_ms"] == 1.5
+    pq = results.export(db, tmp_path / "out.parquet")
+    assert pd.read_parquet(pq).loc[0, "result_key"] == "k1"
+    with pytest.raises(UserError, match="csv or parquet"):
+        results.export(db, tmp_path / "out.xlsx")
