@@ -74,8 +74,7 @@ def runs(db: str | Path | Store) -> pd.DataFrame:
             store.close()
 
 
-def export(db: str | Path, out: str | Path, fmt: str | None = None,
-           run: str | None = None) -> Path:
+def export(db: str | Path, out: str | Path, fmt: str | None = None, run: str | None = None) -> Path:
     """Write the results table to CSV or Parquet (by ``fmt`` or the file's suffix)."""
     out = Path(out)
     fmt = (fmt or out.suffix.lstrip(".")).lower()

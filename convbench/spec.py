@@ -286,8 +286,10 @@ class ConvProblem:
                 )
         pads = resolve_padding(self.padding, nd, kernel, stride, dilation)
         output_size(spatial, kernel, stride, pads, dilation)  # raises if the kernel cannot fit
-        padding = self.padding if isinstance(self.padding, str) else _expand(
-            "padding", self.padding, nd, 0
+        padding = (
+            self.padding
+            if isinstance(self.padding, str)
+            else _expand("padding", self.padding, nd, 0)
         )
         for name, value in (
             ("spatial", spatial),
@@ -336,7 +338,9 @@ class ConvProblem:
         return 2 * self.macs
 
     def args(
-        self, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+        self,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
         unbatched: bool = False,
     ) -> ConvArgs:
         return ConvArgs(

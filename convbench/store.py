@@ -172,8 +172,15 @@ class Store:
                 "INSERT INTO runs (run_id, suite, suite_path, command, config_json, env_json,"
                 " status, created_at, schema_version) VALUES (?,?,?,?,?,?,?,?,?)",
                 (
-                    run_id, suite, suite_path, command, json.dumps(dict(config)),
-                    json.dumps(dict(env), default=str), "running", time.time(), SCHEMA_VERSION,
+                    run_id,
+                    suite,
+                    suite_path,
+                    command,
+                    json.dumps(dict(config)),
+                    json.dumps(dict(env), default=str),
+                    "running",
+                    time.time(),
+                    SCHEMA_VERSION,
                 ),
             )
 

@@ -45,8 +45,16 @@ def selected_path(args: ConvArgs, **flags) -> str:
     b = _probe_tensor((args.out_channels,), args) if args.has_bias else None
     with _flags(**flags):
         backend = torch._C._select_conv_backend(
-            x, w, b, list(args.stride), padding, list(args.dilation), False, [0] * args.nd,
-            args.groups, None,
+            x,
+            w,
+            b,
+            list(args.stride),
+            padding,
+            list(args.dilation),
+            False,
+            [0] * args.nd,
+            args.groups,
+            None,
         )
     return str(backend).rsplit(".", 1)[-1]
 

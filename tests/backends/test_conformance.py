@@ -29,11 +29,32 @@ TOL = {
 }
 
 
-def _cfg(cin, cout, spatial, kernel, stride=1, padding=0, dilation=1, groups=1, bias=True,
-         batch=2, unbatched=False):
-    return dict(cin=cin, cout=cout, spatial=spatial, kernel=kernel, stride=stride,
-                padding=padding, dilation=dilation, groups=groups, bias=bias, batch=batch,
-                unbatched=unbatched)
+def _cfg(
+    cin,
+    cout,
+    spatial,
+    kernel,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups=1,
+    bias=True,
+    batch=2,
+    unbatched=False,
+):
+    return dict(
+        cin=cin,
+        cout=cout,
+        spatial=spatial,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        bias=bias,
+        batch=batch,
+        unbatched=unbatched,
+    )
 
 
 CONFIGS = {
@@ -92,11 +113,13 @@ def make(cfg, dtype, seed=0):
     x = torch.randn(shape, generator=gen, dtype=torch.float64)
     w = torch.randn(
         (cfg["cout"], cfg["cin"] // cfg["groups"], *cfg["kernel"]),
-        generator=gen, dtype=torch.float64,
+        generator=gen,
+        dtype=torch.float64,
     )
     b = torch.randn(cfg["cout"], generator=gen, dtype=torch.float64) if cfg["bias"] else None
-    kwargs = dict(stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"],
-                  groups=cfg["groups"])
+    kwargs = dict(
+        stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"]
+    )
     cast = [t.to(dtype) if t is not None else None for t in (x, w, b)]
     return cast, kwargs
 
@@ -146,8 +169,17 @@ def test_half_precision(name, config, dtype):
     check_backend(name, x, w, b, kwargs, TOL[dtype])
 
 
-GRAD_CONFIGS = ["1d-stride2", "1d-same-even", "1d-depthwise", "2d-pad1", "2d-stride2",
-                "2d-dilation", "2d-groups", "2d-unbatched", "2d-same-even"]
+GRAD_CONFIGS = [
+    "1d-stride2",
+    "1d-same-even",
+    "1d-depthwise",
+    "2d-pad1",
+    "2d-stride2",
+    "2d-dilation",
+    "2d-groups",
+    "2d-unbatched",
+    "2d-same-even",
+]
 
 
 @pytest.mark.parametrize("config", GRAD_CONFIGS)
@@ -161,8 +193,9 @@ def test_gradients_match_autograd(name, config):
     ref_leaves = [t.clone().requires_grad_(True) for t in (x, w, b)]
     y = backend.conv(*leaves, **kwargs)
     ref = reference(*ref_leaves, kwargs)
-    grad_out = torch.randn(ref.shape, generator=torch.Generator().manual_seed(2),
-                           dtype=torch.float64)
+    grad_out = torch.randn(
+        ref.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
     got = torch.autograd.grad(y, leaves, grad_out)
     want = torch.autograd.grad(ref, ref_leaves, grad_out)
     for label, g, r in zip(("input", "weight", "bias"), got, want, strict=True):
@@ -203,9 +236,16 @@ def problems(draw):
     spatial = tuple(draw(st.integers(max(1, e - 3), e + 12)) for e in extent)
     try:
         return ConvProblem(
-            batch=draw(st.integers(1, 3)), in_channels=cin, out_channels=cout,
-            spatial=spatial, kernel=kernel, stride=stride, padding=padding,
-            dilation=dilation, groups=groups, bias=draw(st.booleans()),
+            batch=draw(st.integers(1, 3)),
+            in_channels=cin,
+            out_channels=cout,
+            spatial=spatial,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=draw(st.booleans()),
         )
     except convbench.ProblemError:
         from hypothesis import assume

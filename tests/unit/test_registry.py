@@ -32,7 +32,8 @@ def test_unknown_backend_lists_known_names():
 def test_entry_point_backend_is_registered(tmp_path):
     """A package that declares an entry point in group `convbench.backends` is picked up."""
     pkg = tmp_path / "mybackend.py"
-    pkg.write_text(textwrap.dedent("""
+    pkg.write_text(
+        textwrap.dedent("""
         import torch.nn.functional as F
         from convbench.backends import Backend
 
@@ -45,7 +46,8 @@ def test_entry_point_backend_is_registered(tmp_path):
                 pads = args.symmetric_padding
                 return (lambda x: fn(x, weight, bias, args.stride, pads, args.dilation,
                                      args.groups)), {}
-    """))
+    """)
+    )
     dist = tmp_path / "mybackend-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mybackend\nVersion: 1.0\n")
@@ -62,7 +64,9 @@ def test_entry_point_backend_is_registered(tmp_path):
         print("ok")
     """)
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
@@ -76,12 +80,19 @@ def test_broken_entry_point_does_not_break_builtins(tmp_path):
     (dist / "entry_points.txt").write_text("[convbench.backends]\nbad = nosuchmodule:X\n")
     code = "import convbench; print(','.join(convbench.backend_names()))"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().split(",")[:6] == [
-        "naive", "im2col", "fft", "winograd", "onednn", "cudnn"
+        "naive",
+        "im2col",
+        "fft",
+        "winograd",
+        "onednn",
+        "cudnn",
     ]
     assert "could not load backend entry point 'bad'" in out.stderr
 

@@ -17,8 +17,7 @@ def torch_output_shape(p: dict):
     x = torch.empty(p["batch"], p["in_channels"], *p["spatial"], device="meta")
     if p["in_channels"] % p["groups"]:
         return None
-    w = torch.empty(p["out_channels"], p["in_channels"] // p["groups"], *p["kernel"],
-                    device="meta")
+    w = torch.empty(p["out_channels"], p["in_channels"] // p["groups"], *p["kernel"], device="meta")
     fn = F.conv1d if nd == 1 else F.conv2d
     try:
         return tuple(fn(x, w, None, p["stride"], p["padding"], p["dilation"], p["groups"]).shape)
@@ -42,8 +41,9 @@ def raw_problems(draw):
         out_channels=draw(st.integers(1, 8)),
         spatial=tuple(draw(st.integers(1, 12)) for _ in range(nd)),
         kernel=tuple(draw(st.integers(1, 6)) for _ in range(nd)),
-        stride=draw(st.sampled_from([1, 2, 3])) if draw(st.booleans()) else
-        tuple(draw(st.integers(1, 3)) for _ in range(nd)),
+        stride=draw(st.sampled_from([1, 2, 3]))
+        if draw(st.booleans())
+        else tuple(draw(st.integers(1, 3)) for _ in range(nd)),
         padding=padding,
         dilation=draw(st.integers(1, 3)),
         groups=draw(st.sampled_from([1, 2, 3, 4])),
@@ -66,12 +66,20 @@ def test_shapes_and_validity_agree_with_torch(p):
 
 
 def test_flops_direct_convolution():
-    p = ConvProblem(batch=8, in_channels=128, out_channels=128, spatial=(28, 28), kernel=3,
-                    padding=1)
+    p = ConvProblem(
+        batch=8, in_channels=128, out_channels=128, spatial=(28, 28), kernel=3, padding=1
+    )
     assert p.output_shape == (8, 128, 28, 28)
     assert p.flops == 2 * 8 * 128 * 28 * 28 * 128 * 9
-    depthwise = ConvProblem(batch=1, in_channels=32, out_channels=32, spatial=(10,),
-                            kernel=(5,), groups=32, padding="same")
+    depthwise = ConvProblem(
+        batch=1,
+        in_channels=32,
+        out_channels=32,
+        spatial=(10,),
+        kernel=(5,),
+        groups=32,
+        padding="same",
+    )
     assert depthwise.flops == 2 * 32 * 10 * 1 * 5
 
 
@@ -102,21 +110,37 @@ def test_impossible_problems_name_the_field(kwargs, field, text):
 
 
 def test_same_padding_is_resolved_like_torch():
-    p = ConvProblem(batch=1, in_channels=1, out_channels=1, spatial=(10,), kernel=(4,),
-                    dilation=1, padding="same")
+    p = ConvProblem(
+        batch=1,
+        in_channels=1,
+        out_channels=1,
+        spatial=(10,),
+        kernel=(4,),
+        dilation=1,
+        padding="same",
+    )
     assert p.args().padding == ((1, 2),)  # total 3: the smaller half first, as torch pads
     assert p.output_shape == (1, 1, 10)
 
 
 def test_problem_key_is_stable_and_field_sensitive():
-    p = ConvProblem(batch=8, in_channels=64, out_channels=64, spatial=(56, 56), kernel=3,
-                    padding=1, bias=False)
-    same = ConvProblem(batch=8, in_channels=64, out_channels=64, spatial=[56, 56],
-                       kernel=(3, 3), padding=(1, 1), bias=False)
+    p = ConvProblem(
+        batch=8, in_channels=64, out_channels=64, spatial=(56, 56), kernel=3, padding=1, bias=False
+    )
+    same = ConvProblem(
+        batch=8,
+        in_channels=64,
+        out_channels=64,
+        spatial=[56, 56],
+        kernel=(3, 3),
+        padding=(1, 1),
+        bias=False,
+    )
     assert p == same and p.key == same.key
     assert p.key == "7a5651beba8f"  # pinned: ids must not change between versions
-    other = ConvProblem(batch=8, in_channels=64, out_channels=64, spatial=(56, 56), kernel=3,
-                        padding=1, bias=True)
+    other = ConvProblem(
+        batch=8, in_channels=64, out_channels=64, spatial=(56, 56), kernel=3, padding=1, bias=True
+    )
     assert other.key != p.key
 
 

@@ -12,15 +12,28 @@ from convbench.store import SCHEMA_VERSION, Store
 
 
 def _row(key, status="ok", **extra):
-    return {"run_id": "r1", "result_key": key, "status": status, "backend": "naive",
-            "case_name": "c", "median_ms": 1.5, **extra}
+    return {
+        "run_id": "r1",
+        "result_key": key,
+        "status": status,
+        "backend": "naive",
+        "case_name": "c",
+        "median_ms": 1.5,
+        **extra,
+    }
 
 
 def test_roundtrip_and_samples(tmp_path):
     db = tmp_path / "x.sqlite"
     with Store(db) as store:
-        store.create_run("r1", suite="s", suite_path=None, command="convbench run s",
-                         config={"a": 1}, env={"torch": "2.13"})
+        store.create_run(
+            "r1",
+            suite="s",
+            suite_path=None,
+            command="convbench run s",
+            config={"a": 1},
+            env={"torch": "2.13"},
+        )
         store.add_result(_row("k1"), samples_ms=[1.0, 2.0, 1.5])
         store.add_result(_row("k2", status="unsupported", reason="nope", median_ms=None))
         assert store.finished_keys("r1") == {"k1", "k2"}
@@ -30,9 +43,26 @@ def test_roundtrip_and_samples(tmp_path):
     df = results.load(db, "r1", samples=True)
     assert list(df.result_key) == ["k1", "k2"]
     assert df.loc[0, "samples_ms"] == [1.0, 2.0, 1.5]
-    assert {"run_id", "suite", "case", "backend", "status", "reason", "median_ms", "iqr_ms",
-            "ci_low_ms", "ci_high_ms", "n_samples", "gflops", "peak_mem_bytes", "max_abs_err",
-            "rel_err", "gpu_util_pct", "power_w", "energy_j"} <= set(df.columns)
+    assert {
+        "run_id",
+        "suite",
+        "case",
+        "backend",
+        "status",
+        "reason",
+        "median_ms",
+        "iqr_ms",
+        "ci_low_ms",
+        "ci_high_ms",
+        "n_samples",
+        "gflops",
+        "peak_mem_bytes",
+        "max_abs_err",
+        "rel_err",
+        "gpu_util_pct",
+        "power_w",
+        "energy_j",
+    } <= set(df.columns)
 
 
 def test_duplicate_result_is_refused(tmp_path):

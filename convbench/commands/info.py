@@ -1,0 +1,63 @@
+"""Small read-only commands: suites, env, backends, runs, export."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.table import Table
+
+
+def cmd_suites(args: argparse.Namespace) -> int:
+    from convbench.suite import list_suites
+
+    table = Table(title="suites")
+    for column in ("name", "cases", "layers", "description"):
+        table.add_column(column)
+    for info in list_suites(args.dir):
+        table.add_row(
+            info.name, str(info.n_cases), str(getattr(info, "n_layers", "")), info.description
+        )
+    Console().print(table)
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from convbench.envinfo import collect_env, format_env
+
+    table = Table(title="environment", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in format_env(collect_env()):
+        table.add_row(key, str(value))
+    Console().print(table)
+    return 0
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from convbench.backends import backend_names, get_backend
+
+    for name in backend_names():
+        print(f"{name:10s} {get_backend(name).description}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from convbench.results import runs
+
+    df = runs(args.db)
+    table = Table(title=str(args.db))
+    for column in ("run_id", "suite", "status", "command"):
+        table.add_column(column)
+    for _, row in df.iterrows():
+        table.add_row(row.run_id, row.suite, row.status, row.command)
+    Console().print(table)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from convbench.results import export
+
+    path = export(args.db, args.out, args.format, args.run)
+    print(path)
+    return 0

@@ -1,0 +1,193 @@
+"""`convbench run`: expand a suite, sweep it in a worker process, store every result."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from convbench.errors import UserError
+from convbench.measure import MeasureOptions
+from convbench.runner import STATUSES, Worker, new_run_id, sweep
+from convbench.store import Store
+from convbench.suite import load_suite
+from convbench.timing import TimingConfig
+
+FILTERS = ("backends", "dtypes", "devices", "directions", "batch_sizes")
+
+
+def _options(args: argparse.Namespace) -> MeasureOptions:
+    try:
+        timing = TimingConfig(
+            warmup_s=args.warmup,
+            min_samples=args.min_samples,
+            max_time_s=args.max_time,
+            rel_ci=args.rel_ci,
+            mode=args.mode,
+            max_samples=max(1000, args.min_samples),
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return MeasureOptions(timing=timing)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    out = Console()
+    store = Store(args.db)
+    if args.resume:
+        record = store.run(args.resume)
+        config = record["config"]
+        suite = load_suite(args.suite or config["suite_path"])
+        filters = config["filters"]
+        options = MeasureOptions.from_dict(config["options"])
+        threads = config.get("threads")
+        run_id = args.resume
+        timeout_s = config.get("timeout_s")
+    else:
+        if not args.suite:
+            raise UserError("run: give a suite (name or path), or --resume RUN_ID")
+        suite = load_suite(args.suite)
+        filters = {k: getattr(args, k) for k in FILTERS}
+        options = _options(args)
+        threads = args.threads
+        run_id = new_run_id()
+        timeout_s = args.timeout
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads: expected a positive int, got {threads}")
+    tasks = suite.tasks(**filters)
+    if not tasks:
+        raise UserError(f"{suite.path}: the filters leave no task to run")
+
+    worker = Worker(threads)
+    try:
+        if not args.resume:
+            env = worker.call(("env",), 120)
+            store.create_run(
+                run_id,
+                suite=suite.name,
+                suite_path=str(suite.path) if suite.path else None,
+                command=args.command_line,
+                env=env,
+                config={
+                    "suite_path": str(suite.path) if suite.path else None,
+                    "filters": filters,
+                    "options": options.to_dict(),
+                    "threads": threads,
+                    "timeout_s": timeout_s,
+                    "n_tasks": len(tasks),
+                },
+            )
+        out.print(f"run {run_id}: suite {suite.name!r}, {len(tasks)} tasks → {args.db}")
+        result = _sweep_with_progress(
+            tasks,
+            store,
+            run_id,
+            options,
+            suite.name,
+            worker,
+            timeout_s,
+            quiet=args.quiet,
+            console=console,
+        )
+    finally:
+        worker.stop()
+
+    if result.interrupted:
+        store.set_run_status(run_id, "interrupted")
+        console.print(
+            f"[yellow]interrupted[/]: {sum(result.counts.values())} results kept. "
+            f"Finish with: convbench run --db {args.db} --resume {run_id}"
+        )
+        store.close()
+        return 130
+    store.set_run_status(run_id, "finished")
+    _summary(out, store, run_id, result)
+    store.close()
+    return 0
+
+
+def _sweep_with_progress(
+    tasks, store, run_id, options, suite_name, worker, timeout_s, *, quiet, console
+):
+    if quiet:
+        return sweep(
+            tasks, store, run_id, options, suite_name=suite_name, worker=worker, timeout_s=timeout_s
+        )
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        bar = progress.add_task("starting", total=len(tasks))
+
+        def on_start(index, task):
+            progress.update(
+                bar,
+                description=f"{task.case.name} · {task.backend} · {task.dtype} · "
+                f"{task.device} · {task.direction}",
+            )
+
+        def on_result(index, task, row):
+            progress.advance(bar)
+
+        already = len(store.finished_keys(run_id) & {t.key for t in tasks})
+        progress.advance(bar, already)
+        result = sweep(
+            tasks,
+            store,
+            run_id,
+            options,
+            suite_name=suite_name,
+            worker=worker,
+            timeout_s=timeout_s,
+            on_start=on_start,
+            on_result=on_result,
+        )
+        progress.update(bar, description="done" if not result.interrupted else "interrupted")
+    return result
+
+
+def _summary(out: Console, store: Store, run_id: str, result) -> None:
+    rows = store.result_rows(run_id)
+    table = Table(title=f"run {run_id}", show_lines=False)
+    table.add_column("backend")
+    for status in STATUSES:
+        table.add_column(status, justify="right")
+    table.add_column("median ms (geomean of ok)", justify="right")
+    import math
+
+    by_backend: dict[str, list[dict]] = {}
+    for row in rows:
+        by_backend.setdefault(row["backend"], []).append(row)
+    for backend, group in by_backend.items():
+        counts = [sum(r["status"] == s for r in group) for s in STATUSES]
+        medians = [r["median_ms"] for r in group if r["status"] == "ok" and r["median_ms"]]
+        geo = math.exp(sum(map(math.log, medians)) / len(medians)) if medians else None
+        table.add_row(backend, *map(str, counts), f"{geo:.4g}" if geo else "—")
+    out.print(table)
+    errors = [r for r in rows if r["status"] in ("error", "timeout")]
+    for row in errors[:10]:
+        out.print(
+            f"[red]{row['status']}[/] {row['case_name']} {row['backend']} "
+            f"{row['dtype']} {row['direction']}: {row['reason']}"
+        )
+    out.print(
+        f"results: {store.path} (run {run_id}); "
+        f"see them with `convbench export --db {store.path} --run {run_id} --out x.csv`"
+    )
