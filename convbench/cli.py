@@ -26,6 +26,17 @@ def _ints(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {value!r}") from None
 
 
+def _percent(value: str) -> float:
+    """``'5%'`` or ``'5'`` -> 0.05."""
+    try:
+        number = float(value.strip().removesuffix("%"))
+    except ValueError:
+        number = -1.0
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected a percentage such as 5%, got {value!r}")
+    return number / 100.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convbench",
@@ -77,11 +88,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default: {DEFAULT_DB})")
     p.add_argument("--resume", metavar="RUN_ID", help="finish a stopped run without redoing")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--report", action="store_true", help="write the HTML report at the end")
+    p.add_argument("--open", action="store_true", help="write the report and open it")
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N balanced parts (1 <= K <= N), e.g. for job arrays",
+    )
+    p.add_argument("--run-id", help="use this run id (e.g. shared by the shards of one sweep)")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: one worker process per device; ray: tasks on a Ray cluster",
+    )
+    p.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    p.add_argument(
+        "--cpus-per-task",
+        type=int,
+        help="Ray: CPUs (and torch threads) per CPU task (default: --threads or 1)",
+    )
     p.set_defaults(func=_lazy("convbench.commands.run", "cmd_run"))
+
+    p = sub.add_parser("merge", help="combine result stores (e.g. shards) into one")
+    p.add_argument("out", type=Path, help="output store (created if missing)")
+    p.add_argument("inputs", type=Path, nargs="+", help="stores to merge in")
+    p.set_defaults(func=_lazy("convbench.commands.info", "cmd_merge"))
 
     p = sub.add_parser("suites", help="list the suites with their case counts")
     p.add_argument("--dir", type=Path, help="folder of suite files (default: ./suites)")
     p.set_defaults(func=_lazy("convbench.commands.info", "cmd_suites"))
+
+    from convbench.commands import suite_cmd  # argparse only; the tracing code loads lazily
+
+    suite_cmd.add_parser(sub)
 
     p = sub.add_parser("env", help="print the environment a run would record")
     p.set_defaults(func=_lazy("convbench.commands.info", "cmd_env"))
@@ -99,6 +139,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runs", help="list the runs in a store")
     p.add_argument("--db", type=Path, default=DEFAULT_DB)
     p.set_defaults(func=_lazy("convbench.commands.info", "cmd_runs"))
+
+    p = sub.add_parser("report", help="write one self-contained HTML report of runs")
+    p.add_argument("runs", nargs="*", metavar="RUN_ID", help="runs side by side (default: latest)")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default: {DEFAULT_DB})")
+    p.add_argument("--out", type=Path, help="HTML file (default: reports/RUN_ID.html)")
+    p.add_argument("--open", action="store_true", help="open it in a browser")
+    p.set_defaults(func=_lazy("convbench.commands.report", "cmd_report"))
+
+    p = sub.add_parser(
+        "compare",
+        help="backends within a run (--backends), or two runs (RUN_A RUN_B)",
+        description="One run (default: latest): per-case speedups of --backends over "
+        "--baseline and per-backend geometric means, `~` marking differences not significant. "
+        "Two runs: each matched result faster/slower/same/ambiguous; exit 1 on a significant "
+        "regression beyond --fail-on-regression.",
+    )
+    p.add_argument("runs", nargs="*", metavar="RUN_ID", help="one run, or RUN_A RUN_B")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default: {DEFAULT_DB})")
+    p.add_argument("--backends", type=_csv, help="backends to show (default: all measured)")
+    p.add_argument(
+        "--baseline",
+        help="speedups against this backend (default: the device's "
+        "vendor backend: onednn on cpu, cudnn on cuda)",
+    )
+    p.add_argument(
+        "--fail-on-regression",
+        type=_percent,
+        metavar="PCT",
+        help="two runs: exit 1 if a result is significantly slower by more than "
+        "PCT (e.g. 5%%); also the band of `same`",
+    )
+    p.add_argument(
+        "--threshold",
+        type=_percent,
+        default=0.05,
+        metavar="PCT",
+        help="two runs: changes within ±PCT count as the same (default: 5%%)",
+    )
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    p.set_defaults(func=_lazy("convbench.commands.compare", "cmd_compare"))
     return parser
 
 

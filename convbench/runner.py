@@ -65,6 +65,17 @@ def _worker_main(conn, threads: int | None, parent_pid: int) -> None:
         elif kind == "task":
             _, task, options = message
             conn.send(measure_task(task, options))
+        elif kind == "peak":  # ("peak", device, dtype) -> GFLOP/s, or None and why not
+            conn.send(_peak(*message[1:]))
+
+
+def _peak(device: str, dtype: str) -> tuple[float | None, str | None]:
+    from convbench.peak import measure_peak_gflops
+
+    try:
+        return measure_peak_gflops(device, dtype), None
+    except Exception as exc:  # a device or dtype without a matmul: the run goes on
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 class Worker:
@@ -159,6 +170,60 @@ def default_timeout_s(options: MeasureOptions) -> float:
     return 120.0 + 4 * (t.warmup_s + t.max_time_s + options.prepare_timing.max_time_s)
 
 
+class _Recorder:
+    """Writes each finished task to the store at once and keeps the counts (thread-safe)."""
+
+    def __init__(self, store, run_id, suite_name, result, on_result):
+        self.store, self.run_id, self.suite_name = store, run_id, suite_name
+        self.result, self.on_result = result, on_result
+        self.lock = threading.Lock()
+
+    def failed(self, task: Task, options: MeasureOptions, status: str, reason: str) -> dict:
+        row = base_row(task)
+        row.update(status=status, mode=options.timing.mode, reason=reason)
+        return row
+
+    def record(self, index: int, task: Task, row: dict, samples, started: float) -> None:
+        row.setdefault("started_at", started)
+        row.setdefault("finished_at", time.time())
+        row["run_id"] = self.run_id
+        row["suite"] = self.suite_name
+        with self.lock:
+            self.store.add_result(row, samples)
+            counts = self.result.counts
+            counts[row["status"]] = counts.get(row["status"], 0) + 1
+            if self.on_result:
+                self.on_result(index, task, row)
+
+
+def _run_on_worker(items, worker, options, timeout_s, recorder, on_start, stop) -> None:
+    """Measure ``items`` (index, task) one at a time on one worker (one device)."""
+    for index, task in items:
+        if stop.is_set():
+            return
+        if on_start:
+            on_start(index, task)
+        started = time.time()
+        try:
+            row, samples = worker.call(("task", task, options), timeout_s)
+        except TimeoutError:
+            row, samples = (
+                recorder.failed(
+                    task, options, "timeout", f"no result within {timeout_s:.0f} s; worker killed"
+                ),
+                None,
+            )
+        except WorkerDied as exc:
+            row, samples = recorder.failed(task, options, "error", str(exc)), None
+        except Exception:
+            if stop.is_set():  # the worker was killed under us by Ctrl-C
+                return
+            raise
+        if stop.is_set() and row["status"] in ("timeout", "error") and worker.proc is None:
+            return  # killed by Ctrl-C, not by the task: leave it for --resume
+        recorder.record(index, task, row, samples, started)
+
+
 def sweep(
     tasks: Sequence[Task],
     store: Store,
@@ -166,49 +231,81 @@ def sweep(
     options: MeasureOptions,
     *,
     suite_name: str,
-    worker: Worker,
+    worker: Worker | None = None,
+    threads: int | None = None,
     timeout_s: float | None = None,
     on_start: Callable[[int, Task], None] | None = None,
     on_result: Callable[[int, Task, dict], None] | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    cpus_per_task: int | None = None,
 ) -> SweepResult:
     """Measure the tasks not yet stored for ``run_id``; each result is committed at once.
 
-    Ctrl-C (KeyboardInterrupt) stops after killing the worker; finished results are kept and
+    ``executor="local"``: one worker process per device, the devices measured in parallel
+    (never two measurements on one device at once); ``worker`` (optional) serves the first
+    device. ``executor="ray"``: tasks go to a Ray cluster (`convbench.ray_executor`).
+    Ctrl-C (KeyboardInterrupt) stops after killing the workers; finished results are kept and
     the returned result says ``interrupted``.
     """
     timeout_s = timeout_s or default_timeout_s(options)
     done = store.finished_keys(run_id)
     result = SweepResult(run_id, {s: 0 for s in STATUSES})
+    pending = [(i, t) for i, t in enumerate(tasks) if t.key not in done]
+    result.skipped_done = len(tasks) - len(pending)
+    recorder = _Recorder(store, run_id, suite_name, result, on_result)
+    if executor == "ray":
+        from convbench.ray_executor import run_on_ray
+
+        try:
+            run_on_ray(
+                pending,
+                options,
+                timeout_s,
+                recorder,
+                on_start=on_start,
+                address=address,
+                cpus_per_task=cpus_per_task or threads,
+            )
+        except KeyboardInterrupt:
+            result.interrupted = True
+        return result
+    if executor != "local":
+        raise ValueError(f"unknown executor {executor!r}")
+
+    by_device: dict[str, list] = {}
+    for index, task in pending:
+        by_device.setdefault(task.device, []).append((index, task))
+    workers: dict[str, Worker] = {}
+    for n, device in enumerate(by_device):
+        workers[device] = worker if (n == 0 and worker is not None) else Worker(threads)
+    stop = threading.Event()
     try:
-        for index, task in enumerate(tasks):
-            if task.key in done:
-                result.skipped_done += 1
-                continue
-            if on_start:
-                on_start(index, task)
-            started = time.time()
-            try:
-                row, samples = worker.call(("task", task, options), timeout_s)
-            except TimeoutError:
-                row, samples = base_row(task), None
-                row.update(
-                    status="timeout",
-                    mode=options.timing.mode,
-                    reason=f"no result within {timeout_s:.0f} s; worker killed",
+        if len(by_device) <= 1:
+            for device, items in by_device.items():
+                _run_on_worker(items, workers[device], options, timeout_s, recorder, on_start, stop)
+        else:
+            pool = [
+                threading.Thread(
+                    target=_run_on_worker,
+                    args=(items, workers[device], options, timeout_s, recorder, on_start, stop),
+                    name=f"convbench-{device}",
+                    daemon=True,
                 )
-            except WorkerDied as exc:
-                row, samples = base_row(task), None
-                row.update(status="error", mode=options.timing.mode, reason=str(exc))
-            row.setdefault("started_at", started)
-            row.setdefault("finished_at", time.time())
-            row["run_id"] = run_id
-            row["suite"] = suite_name
-            store.add_result(row, samples)
-            done.add(task.key)
-            result.counts[row["status"]] = result.counts.get(row["status"], 0) + 1
-            if on_result:
-                on_result(index, task, row)
+                for device, items in by_device.items()
+            ]
+            for thread in pool:
+                thread.start()
+            for thread in pool:
+                while thread.is_alive():
+                    thread.join(0.2)
     except KeyboardInterrupt:
-        worker.kill()
+        stop.set()
+        for w in workers.values():
+            w.kill()
         result.interrupted = True
+    finally:
+        for w in workers.values():
+            if w is not worker:
+                w.stop()
     return result

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -123,7 +124,9 @@ class Store:
         if self.path != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.conn = sqlite3.connect(str(self.path), timeout=30)
+            # One connection, shared by the sweep's per-device threads under `lock`.
+            self.conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+            self.lock = threading.RLock()
             self.conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash can
             # lose the last commits.
@@ -207,7 +210,7 @@ class Store:
         if unknown:
             raise KeyError(f"unknown result fields: {sorted(unknown)}")
         names = [n for n in RESULT_FIELDS if n in row]
-        with self.conn:
+        with self.lock, self.conn:
             self.conn.execute(
                 f"INSERT INTO results ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 [row[n] for n in names],
@@ -244,8 +247,9 @@ class Store:
         return ids[-1]
 
     def finished_keys(self, run_id: str) -> set[str]:
-        cur = self.conn.execute("SELECT result_key FROM results WHERE run_id=?", (run_id,))
-        return {r[0] for r in cur}
+        with self.lock:
+            cur = self.conn.execute("SELECT result_key FROM results WHERE run_id=?", (run_id,))
+            return {r[0] for r in cur}
 
     def result_rows(self, run_id: str | None = None) -> list[dict]:
         sql = f"SELECT {', '.join(RESULT_FIELDS)} FROM results"

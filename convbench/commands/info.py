@@ -61,3 +61,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     path = export(args.db, args.out, args.format, args.run)
     print(path)
     return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from convbench.merge import merge
+
+    added = merge(args.out, args.inputs)
+    print(
+        f"{args.out}: +{added['runs']} runs, +{added['results']} results "
+        f"({added['duplicates']} duplicates skipped), +{added['samples']} sample sets"
+    )
+    return 0

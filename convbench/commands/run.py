@@ -18,6 +18,7 @@ from rich.table import Table
 from convbench.errors import UserError
 from convbench.measure import MeasureOptions
 from convbench.runner import STATUSES, Worker, new_run_id, sweep
+from convbench.shard import parse_shard, shard_tasks
 from convbench.store import Store
 from convbench.suite import load_suite
 from convbench.timing import TimingConfig
@@ -53,6 +54,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         threads = config.get("threads")
         run_id = args.resume
         timeout_s = config.get("timeout_s")
+        shard = config.get("shard")
+        executor = config.get("executor", "local")
+        cpus_per_task = config.get("cpus_per_task")
     else:
         if not args.suite:
             raise UserError("run: give a suite (name or path), or --resume RUN_ID")
@@ -60,14 +64,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         filters = {k: getattr(args, k) for k in FILTERS}
         options = _options(args)
         threads = args.threads
-        run_id = new_run_id()
+        run_id = args.run_id or new_run_id()
         timeout_s = args.timeout
+        shard = parse_shard(args.shard) if args.shard else None
+        executor = args.executor
+        cpus_per_task = args.cpus_per_task
     if threads is not None and threads < 1:
         raise UserError(f"--threads: expected a positive int, got {threads}")
     tasks = suite.tasks(**filters)
     if not tasks:
         raise UserError(f"{suite.path}: the filters leave no task to run")
+    if shard:
+        tasks = shard_tasks(tasks, *shard)
 
+    if not args.resume and run_id in store.run_ids():
+        raise UserError(
+            f"{args.db}: run {run_id!r} already exists; finish it with --resume {run_id}"
+        )
     worker = Worker(threads)
     try:
         if not args.resume:
@@ -85,9 +98,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "threads": threads,
                     "timeout_s": timeout_s,
                     "n_tasks": len(tasks),
+                    "shard": list(shard) if shard else None,
+                    "executor": executor,
+                    "cpus_per_task": cpus_per_task,
                 },
             )
         out.print(f"run {run_id}: suite {suite.name!r}, {len(tasks)} tasks → {args.db}")
+        if executor == "local" and not store.run(run_id)["peaks"]:
+            store.set_run_peaks(run_id, _measure_peaks(worker, tasks, console))
         result = _sweep_with_progress(
             tasks,
             store,
@@ -98,6 +116,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             timeout_s,
             quiet=args.quiet,
             console=console,
+            threads=threads,
+            executor=executor,
+            address=getattr(args, "address", None),
+            cpus_per_task=cpus_per_task,
         )
     finally:
         worker.stop()
@@ -113,15 +135,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     store.set_run_status(run_id, "finished")
     _summary(out, store, run_id, result)
     store.close()
+    if getattr(args, "report", False) or getattr(args, "open", False):
+        from convbench.commands.report import open_in_browser
+        from convbench.report import write_report
+
+        path = write_report(args.db, [run_id])
+        out.print(f"report: {path}")
+        if args.open:
+            open_in_browser(path, console)
     return 0
 
 
+def _measure_peaks(worker: Worker, tasks, console: Console) -> dict[str, float | None]:
+    """The roofline's ceiling: a GEMM's GFLOP/s once per (device, dtype) of the run, measured
+    by the worker with the run's thread settings (see `convbench.peak`)."""
+    peaks: dict[str, float | None] = {}
+    for device, dtype in sorted({(t.device, t.dtype) for t in tasks}):
+        gflops, why_not = worker.call(("peak", device, dtype), 300)
+        peaks[f"{device}/{dtype}"] = gflops
+        if why_not:
+            console.print(f"[yellow]no peak GFLOP/s for {device}/{dtype}[/]: {why_not}")
+    return peaks
+
+
 def _sweep_with_progress(
-    tasks, store, run_id, options, suite_name, worker, timeout_s, *, quiet, console
+    tasks, store, run_id, options, suite_name, worker, timeout_s, *, quiet, console, **sweep_kw
 ):
     if quiet:
         return sweep(
-            tasks, store, run_id, options, suite_name=suite_name, worker=worker, timeout_s=timeout_s
+            tasks,
+            store,
+            run_id,
+            options,
+            suite_name=suite_name,
+            worker=worker,
+            timeout_s=timeout_s,
+            **sweep_kw,
         )
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -158,6 +207,7 @@ def _sweep_with_progress(
             timeout_s=timeout_s,
             on_start=on_start,
             on_result=on_result,
+            **sweep_kw,
         )
         progress.update(bar, description="done" if not result.interrupted else "interrupted")
     return result

@@ -84,6 +84,19 @@ class Buggy(_Base):
         return run
 
 
+class Flaky(_Base):
+    """Kills its worker process the first time it runs (per marker file), then works."""
+    name = "flaky"
+    def wrap(self, f):
+        def run(x):
+            marker = os.environ["FLAKY_MARKER"]
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(9)
+            return f(x)
+        return run
+
+
 class Slowed(_Base):
     """F.conv made slower by a busy wait: for regression-gate tests."""
     name = "slowed"
@@ -110,9 +123,11 @@ def plugin_env(tmp_path, monkeypatch):
         "[convbench.backends]\n"
         "sleepy = cbtest_plugin:Sleepy\ncrashy = cbtest_plugin:Crashy\n"
         "buggy = cbtest_plugin:Buggy\nslowed = cbtest_plugin:Slowed\n"
+        "flaky = cbtest_plugin:Flaky\n"
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    env["FLAKY_MARKER"] = str(tmp_path / "flaky.marker")
     return env
 
 
