@@ -67,7 +67,12 @@ def _probe_tensor(shape, args: ConvArgs) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _flags(mkldnn: bool | None = None, cudnn: bool | None = None, benchmark: bool = False):
+def _flags(
+    mkldnn: bool | None = None,
+    cudnn: bool | None = None,
+    benchmark: bool = False,
+    allow_tf32: bool = False,
+):
     with contextlib.ExitStack() as stack:
         if mkldnn is not None:
             # Only the on/off switch: mkldnn.flags() would also reset TF32/determinism.
@@ -75,7 +80,11 @@ def _flags(mkldnn: bool | None = None, cudnn: bool | None = None, benchmark: boo
             torch._C._set_mkldnn_enabled(mkldnn)
             stack.callback(torch._C._set_mkldnn_enabled, previous)
         if cudnn is not None:
-            stack.enter_context(torch.backends.cudnn.flags(enabled=cudnn, benchmark=benchmark))
+            stack.enter_context(
+                torch.backends.cudnn.flags(
+                    enabled=cudnn, benchmark=benchmark, allow_tf32=allow_tf32
+                )
+            )
         yield
 
 
@@ -114,8 +123,11 @@ class CudnnBackend(Backend):
     name = "cudnn"
     description = "PyTorch CUDA convolution through cuDNN"
 
-    def __init__(self, benchmark: bool = False):
+    def __init__(self, benchmark: bool = False, tf32: bool = False):
+        # TF32 is off by default: float32 results then meet the float32 tolerance, and a
+        # row labelled float32 measured float32 arithmetic. `tf32=True` measures TF32.
         self.benchmark = benchmark
+        self.tf32 = tf32
 
     def check(self, args: ConvArgs) -> str | None:
         if not torch.cuda.is_available():
@@ -134,7 +146,7 @@ class CudnnBackend(Backend):
 
     def plan(self, args, weight, bias):
         def run(x):
-            with _flags(cudnn=True, benchmark=self.benchmark):
+            with _flags(cudnn=True, benchmark=self.benchmark, allow_tf32=self.tf32):
                 return _torch_conv(args, x, weight, bias)
 
-        return run, {"autotune": self.benchmark}
+        return run, {"autotune": self.benchmark, "tf32": self.tf32}
