@@ -1,0 +1,233 @@
+"""`convbench compare`: backends within a run, or two runs against each other.
+
+One run (default: the latest): per-case speedups of the backends over a baseline (default: the
+device's vendor backend) and a geometric mean per backend, each marked ``~`` when not
+significant. Two runs ``RUN_A RUN_B``: every matched result classified faster / slower / same
+/ ambiguous (`convbench.analysis.classify`); with ``--fail-on-regression PCT`` the exit code
+is 1 when a result is significantly slower by more than PCT, so the command can gate CI.
+The statistics live in `convbench.analysis`; this module only selects, formats and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from convbench import analysis
+from convbench.errors import UserError
+
+FOOTNOTE = "~ not significant (Mann–Whitney U on raw samples, α={alpha}); † outside tolerance"
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _ci(low, high) -> str:
+    return "—" if pd.isna(low) or pd.isna(high) else f"{low:.3g}–{high:.3g}"
+
+
+def _load(args) -> tuple[list[str], pd.DataFrame]:
+    from convbench.results import _open, load
+
+    store, owned = _open(args.db)
+    try:
+        run_ids = list(args.runs) or [store.latest_run_id()]
+        if len(run_ids) > 2:
+            raise UserError(f"compare: give one run or two (RUN_A RUN_B), got {len(run_ids)}")
+        return run_ids, load(store, list(dict.fromkeys(run_ids)), samples=True)
+    finally:
+        if owned:
+            store.close()
+
+
+def _check_backends(df: pd.DataFrame, names, what: str) -> None:
+    known = sorted(set(df["backend"]))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"{what}: no results for {', '.join(unknown)}; run has {', '.join(known)}")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    run_ids, df = _load(args)
+    if args.backends:
+        _check_backends(df, args.backends, "--backends")
+    if args.baseline:
+        _check_backends(df, [args.baseline], "--baseline")
+    if len(run_ids) == 2:
+        return _two_runs(args, run_ids, df)
+    if args.fail_on_regression is not None:
+        raise UserError("--fail-on-regression: needs two runs (convbench compare RUN_A RUN_B)")
+    return _backends(args, run_ids[0], df)
+
+
+# -- one run: backends against a baseline ------------------------------------------------
+def _backends(args, run_id: str, df: pd.DataFrame) -> int:
+    sp = analysis.speedups(df, args.baseline, args.backends, alpha=args.alpha)
+    geo = analysis.geomean_speedups(sp)
+    if args.format == "json":
+        payload = {
+            "run_id": run_id,
+            "baseline": args.baseline or "vendor",
+            "alpha": args.alpha,
+            "speedups": _records(sp),
+            "geomeans": _records(geo),
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    if args.format == "csv":
+        long = pd.concat(
+            [sp.assign(row_type="case"), geo.assign(row_type="geomean", case="GEOMEAN")],
+            ignore_index=True,
+        )
+        print(long.to_csv(index=False), end="")
+        return 0
+    backends = [b for b in dict.fromkeys(sp["backend"])]
+    case_rows = []
+    for key, group in sp.groupby(list(analysis.KEYS), sort=False):
+        by = {r.backend: r for r in group.itertuples()}
+        first = group.iloc[0]
+        row = [*key, f"{first['baseline']} {_fmt(first['baseline_ms'])}"]
+        for name in backends:
+            r = by.get(name)
+            if r is None:
+                row.append("—")
+                continue
+            text = analysis.format_ratio(r.speedup, r.significant)
+            row.append(text + ("" if r.within_tol else " †"))
+        case_rows.append(row)
+    case_columns = [*analysis.KEYS, "baseline [ms]", *backends]
+    geo_rows = [
+        [
+            r.backend,
+            r.device,
+            r.dtype,
+            r.baseline,
+            str(r.n_cases),
+            analysis.format_ratio(r.geomean_speedup, r.significant),
+            _ci(r.ci_low, r.ci_high),
+            f"{r.n_significant}/{r.n_cases}",
+        ]
+        for r in geo.itertuples()
+    ]
+    geo_columns = ["backend", "device", "dtype", "baseline", "cases", "geomean speedup"]
+    geo_columns += ["95% CI", "significant cases"]
+    tables = [
+        (f"run {run_id}: speedup over the baseline (> 1: faster)", case_columns, case_rows),
+        ("geometric mean per backend", geo_columns, geo_rows),
+    ]
+    _print_tables(tables, args.format, FOOTNOTE.format(alpha=args.alpha))
+    return 0
+
+
+# -- two runs ----------------------------------------------------------------------------
+def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
+    old_id, new_id = run_ids
+    old, new = df[df["run_id"] == old_id], df[df["run_id"] == new_id]
+    if args.backends:
+        old, new = (f[f["backend"].isin(args.backends)] for f in (old, new))
+    gate = args.fail_on_regression
+    threshold = gate if gate is not None else args.threshold
+    cmp = analysis.compare_runs(old, new, threshold=threshold, alpha=args.alpha)
+    summary = analysis.comparison_summary(cmp, threshold)
+    slower = analysis.regressions(cmp)
+    if args.format == "json":
+        payload = {"old": old_id, "new": new_id, "alpha": args.alpha, **summary}
+        payload["results"] = _records(cmp)
+        print(json.dumps(_clean(payload), indent=2))
+    elif args.format == "csv":
+        print(cmp.to_csv(index=False), end="")
+    else:
+        columns = [*analysis.KEYS, "backend", "A [ms]", "B [ms]", "B/A time", "95% CI", "p"]
+        columns += ["verdict"]
+        rows = [
+            [
+                r.case,
+                r.dtype,
+                r.device,
+                r.direction,
+                r.backend,
+                _fmt(r.old_ms),
+                _fmt(r.new_ms),
+                analysis.format_ratio(r.ratio, r.significant),
+                _ci(r.ci_low, r.ci_high),
+                _fmt(r.p_value, 2),
+                r.verdict if r.verdict != "missing" else f"missing ({r.status_old}→{r.status_new})",
+            ]
+            for r in cmp.itertuples()
+        ]
+        counts = ", ".join(f"{n} {v}" for v, n in summary["counts"].items() if n)
+        geo = analysis.format_ratio(summary["geomean_ratio"], summary["significant"])
+        title = f"A = {old_id}, B = {new_id}: {counts}; geomean B/A time {geo}"
+        note = (
+            f"slower/faster: significant (α={args.alpha}) and beyond ±{threshold:.0%}; same: "
+            f"95% CI within ±{threshold:.0%}; ambiguous: too noisy to tell"
+        )
+        _print_tables([(title, columns, rows)], args.format, note)
+    if gate is not None and not slower.empty:
+        print(
+            f"convbench: {len(slower)} significant regression(s) beyond {gate:.0%}: "
+            + "; ".join(
+                f"{r.case} {r.backend} {r.dtype} {r.device} {r.direction} {r.ratio:.3g}×"
+                for r in slower.itertuples()
+            ),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+# -- output ------------------------------------------------------------------------------
+def _clean(value):
+    """NaN → None, numpy scalars → Python, recursively: valid JSON."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return _clean(df.to_dict("records"))
+
+
+def _md(value) -> str:
+    """A markdown table cell: HTML-escaped (a pull request renders raw HTML) and no pipes."""
+    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|")
+
+
+def _print_tables(tables, fmt: str, footnote: str) -> None:
+    if fmt == "markdown":
+        for title, columns, rows in tables:
+            print(f"**{_md(title)}**\n")
+            print("| " + " | ".join(columns) + " |")
+            print("|" + "|".join("---" for _ in columns) + "|")
+            for row in rows:
+                print("| " + " | ".join(_md(c) for c in row) + " |")
+            print()
+        print(f"_{footnote}_")
+        return
+    console = Console()
+    for title, columns, rows in tables:
+        table = Table(title=title, title_justify="left")
+        for i, column in enumerate(columns):
+            table.add_column(column, justify="left" if i < 4 else "right", overflow="fold")
+        for row in rows:
+            table.add_row(*[str(c) for c in row])
+        console.print(table)
+    console.print(footnote, style="dim", markup=False, highlight=False)

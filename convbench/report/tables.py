@@ -1,0 +1,246 @@
+"""The report's tables as plain data: header lists and rows of cells for the template.
+
+A cell is ``{"text": shown text, "v": sort value or None, "cls": CSS class or None}``; the
+template escapes ``text`` and the page's script sorts on ``v`` (numbers) or the text. Pure:
+DataFrames and run records in, lists and dicts out.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from convbench import analysis
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
+
+
+def fmt(value, digits: int = 4) -> str:
+    """Numbers with ``digits`` significant digits, ``—`` for missing, text as is."""
+    if _missing(value):
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value == 0 or 1e-3 <= abs(value) < 1e6:
+            return f"{value:.{digits}g}"
+        return f"{value:.{max(digits - 2, 1)}e}"
+    return str(value)
+
+
+def cell(value, *, text: str | None = None, cls: str | None = None, digits: int = 4) -> dict:
+    number = None
+    if not _missing(value) and isinstance(value, int | float) and not isinstance(value, bool):
+        number = repr(float(value))
+    shown = fmt(value, digits) if text is None else text
+    if number is not None and cls is None:
+        cls = "num"
+    return {"text": shown, "v": number, "cls": cls}
+
+
+def format_bytes(n) -> str:
+    if _missing(n):
+        return "—"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)
+
+
+def _flags(env: Mapping) -> str:
+    names = ("tf32_matmul", "tf32_cudnn", "float32_matmul_precision", "deterministic")
+    names += ("cudnn_benchmark",)
+    parts = [f"{name}={env[name]}" for name in names if name in env]
+    parts += [f"{k}={v}" for k, v in (env.get("fp32_precision") or {}).items()]
+    return ", ".join(parts) or "—"
+
+
+def env_rows(run: Mapping) -> list[tuple[str, str]]:
+    """What the header shows of a run record (`convbench.store.Store.run`)."""
+    env, config = run.get("env") or {}, run.get("config") or {}
+    timing = (config.get("options") or {}).get("timing") or {}
+    created = run.get("created_at")
+    started = _dt.datetime.fromtimestamp(created, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    gpus = [
+        f"cuda:{d.get('index')}: {d.get('name')}, {format_bytes(d.get('total_memory_bytes'))}"
+        for d in env.get("cuda_devices") or []
+    ]
+    cores = f"{env.get('cpu_physical_cores')} physical / {env.get('cpu_logical_cores')} logical"
+    peaks = run.get("peaks") or {}
+    rows = [
+        ("suite", run.get("suite")),
+        ("status", run.get("status")),
+        ("started", started if created else None),
+        ("command line", run.get("command")),
+        ("devices", ", ".join(env.get("devices") or []) or None),
+        ("CPU", f"{env.get('cpu_model')} ({env.get('cpu_arch')}), {cores}"),
+        ("memory", format_bytes(env.get("memory_total_bytes"))),
+        ("GPUs", "; ".join(gpus) or "none"),
+        ("NVIDIA driver", env.get("nvidia_driver") or env.get("nvidia_driver_note")),
+        ("versions", _versions(env)),
+        (
+            "threads",
+            f"torch {env.get('torch_threads')} (--threads {config.get('threads') or 'default'})",
+        ),
+        ("flags", _flags(env)),
+        ("timing", ", ".join(f"{k}={v}" for k, v in timing.items()) or None),
+        ("peak GEMM GFLOP/s", ", ".join(f"{k}: {fmt(v)}" for k, v in peaks.items()) or None),
+        ("git commit", env.get("git_commit")),
+        ("host", f"{env.get('hostname')} · {env.get('os')}"),
+    ]
+    return [(key, "—" if _missing(value) else str(value)) for key, value in rows]
+
+
+def _versions(env: Mapping) -> str:
+    names = ("convbench_version", "python", "torch", "cuda", "cudnn", "onednn_version")
+    names += ("mkl_version",)
+    return ", ".join(
+        f"{name.removesuffix('_version')} {env[name]}" for name in names if env.get(name)
+    )
+
+
+def winner_table(
+    winners: pd.DataFrame, run_ids: Sequence[str], labels: Mapping[str, str]
+) -> tuple[list[str], list[list[dict]]]:
+    """Winner map rows: the case keys, then per run the winner, its time, the vendor's time,
+    the speedup (``~`` if not significant) and the backends out of tolerance."""
+    per_run = ["winner", "median [ms]", "vendor [ms]", "speedup vs vendor", "rel. error"]
+    per_run += ["out of tolerance"]
+    columns = ["case", "dtype", "device", "direction"]
+    for run_id in run_ids:
+        prefix = f"{labels[run_id]}: " if labels else ""
+        columns += [prefix + name for name in per_run]
+    keys = list(analysis.KEYS)
+    by_run = {r: winners[winners["run_id"] == r].set_index(keys) for r in run_ids}
+    rows = []
+    for key in dict.fromkeys(tuple(k) for k in winners[keys].itertuples(index=False)):
+        row = [cell(part) for part in key]
+        for run_id in run_ids:
+            frame = by_run[run_id]
+            if key not in frame.index:
+                row += [cell(None) for _ in per_run]
+                continue
+            w = frame.loc[key]
+            speed = analysis.format_ratio(w["speedup"], w["significant"])
+            if w["winner"] is not None and w["winner"] == w["vendor"]:
+                speed = "1× (vendor)"
+            row += [
+                cell(w["winner"] or "none within tolerance"),
+                cell(w["winner_ms"]),
+                cell(w["vendor_ms"]),
+                cell(w["speedup"], text=speed),
+                cell(w["rel_err"], digits=2),
+                cell(w["rejected"] or ""),
+            ]
+        rows.append(row)
+    return columns, rows
+
+
+RESULT_COLUMNS = (
+    ("case", "case"),
+    ("backend", "backend"),
+    ("device", "device"),
+    ("dtype", "dtype"),
+    ("direction", "direction"),
+    ("status", "status"),
+    ("reason", "reason"),
+    ("median [ms]", "median_ms"),
+    ("95% CI of median [ms]", None),
+    ("IQR [ms]", "iqr_ms"),
+    ("samples [n]", "n_samples"),
+    ("prepare [ms]", "prepare_ms"),
+    ("GFLOP/s", "gflops"),
+    ("% of peak", None),
+    ("peak mem [MiB]", None),
+    ("rel. error", "rel_err"),
+    ("within tol.", None),
+    ("GPU util [%]", "gpu_util_pct"),
+    ("power [W]", "power_w"),
+    ("energy [J]", "energy_j"),
+    ("CPU util [%]", "cpu_util_pct"),
+    ("threads", "torch_threads"),
+    ("stop reason", "stop_reason"),
+    ("mode", "mode"),
+)
+
+
+def results_table(
+    df: pd.DataFrame,
+    peaks: Mapping[str, Mapping],
+    tolerances: Mapping[str, float],
+    labels: Mapping[str, str],
+) -> dict:
+    """Every result row with units in the headers; ``rows[i]["status"]`` drives the filter."""
+    columns = (["run"] if labels else []) + [name for name, _ in RESULT_COLUMNS]
+    rows = []
+    for r in df.to_dict("records"):
+        cells = [cell(labels[r["run_id"]])] if labels else []
+        peak = (peaks.get(r["run_id"]) or {}).get(f"{r['device']}/{r['dtype']}")
+        for name, field in RESULT_COLUMNS:
+            if field is not None:
+                value = r.get(field)
+                if field in ("n_samples", "torch_threads") and not _missing(value):
+                    value = int(value)
+                c = cell(value, digits=2 if field == "rel_err" else 4)
+                if field == "status":
+                    c["cls"] = "status"
+                elif field == "reason":
+                    c = cell("" if _missing(value) else value, cls="reason")
+                cells.append(c)
+            elif name.startswith("95%"):
+                low, high = r.get("ci_low_ms"), r.get("ci_high_ms")
+                text = "—" if _missing(low) else f"{fmt(low)} – {fmt(high)}"
+                cells.append(cell(low, text=text))
+            elif name == "% of peak":
+                gflops = r.get("gflops")
+                pct = 100 * gflops / peak if peak and not _missing(gflops) else None
+                cells.append(cell(pct, digits=3))
+            elif name.startswith("peak mem"):
+                mem = r.get("peak_mem_bytes")
+                cells.append(cell(None if _missing(mem) else mem / 2**20, digits=3))
+            else:
+                limit = tolerances.get(r["dtype"], math.inf)
+                err = r.get("rel_err")
+                cells.append(cell(None if _missing(err) else bool(err <= limit)))
+        rows.append({"status": r["status"], "cells": cells})
+    return {"columns": columns, "rows": rows}
+
+
+def comparison_table(cmp: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
+    """Two-run comparison rows, the largest slow-downs first, unmatched results last."""
+    columns = ["case", "backend", "dtype", "device", "direction", "first [ms]", "this [ms]"]
+    columns += ["time ratio", "95% CI", "p", "verdict"]
+    order = cmp.assign(_missing=cmp["verdict"] == "missing").sort_values(
+        ["_missing", "ratio"], ascending=[True, False]
+    )
+    rows = []
+    for r in order.to_dict("records"):
+        ci = "—" if _missing(r["ci_low"]) else f"{fmt(r['ci_low'], 3)} – {fmt(r['ci_high'], 3)}"
+        verdict = r["verdict"]
+        if verdict == "missing":
+            verdict = f"missing ({r['status_old'] or 'absent'} → {r['status_new'] or 'absent'})"
+        rows.append(
+            [
+                cell(r["case"]),
+                cell(r["backend"]),
+                cell(r["dtype"]),
+                cell(r["device"]),
+                cell(r["direction"]),
+                cell(r["old_ms"]),
+                cell(r["new_ms"]),
+                cell(r["ratio"], text=analysis.format_ratio(r["ratio"], r["significant"])),
+                cell(r["ci_low"], text=ci),
+                cell(r["p_value"], digits=2),
+                cell(verdict, cls=f"verdict-{r['verdict']}"),
+            ]
+        )
+    return columns, rows
