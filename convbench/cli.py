@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_lazy("convbench.commands.run", "cmd_run"))
 
+    p = sub.add_parser("calibrate", help="timing overheads and the smallest reliably timed kernel")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=_lazy("convbench.commands.info", "cmd_calibrate"))
+
     p = sub.add_parser("merge", help="combine result stores (e.g. shards) into one")
     p.add_argument("out", type=Path, help="output store (created if missing)")
     p.add_argument("inputs", type=Path, nargs="+", help="stores to merge in")
