@@ -27,7 +27,16 @@ from convbench.suite import (
     suite_to_toml,
 )
 
-SHIPPED = ("deepbench", "large_kernel", "mobilenet_v2", "nlp_conv1d", "resnet50", "smoke", "vgg16")
+SHIPPED = (
+    "deepbench",
+    "large_kernel",
+    "mobilenet_v2",
+    "nlp_conv1d",
+    "perf_cpu",
+    "resnet50",
+    "smoke",
+    "vgg16",
+)
 
 
 def case(suite: Suite, name: str) -> ConvCase:
