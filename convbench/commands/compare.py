@@ -72,9 +72,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 # -- one run: backends against a baseline ------------------------------------------------
+def _model_tables(df: pd.DataFrame, backends) -> tuple[pd.DataFrame | None, list]:
+    """Whole-model convolution time per backend (Σ count × median) and the best per-layer
+    mix, when the suite records layer counts; as a frame and as printable tables."""
+    from convbench import modeltime
+
+    if not modeltime.has_layer_counts(df):
+        return None, []
+    if backends:
+        keep = set(backends) | set(analysis.VENDOR_BACKENDS.values())
+        df = df[df["backend"].isin(keep)]
+    totals = modeltime.model_totals(df)
+    rows = [
+        [
+            r.backend,
+            r.device,
+            r.dtype,
+            r.direction,
+            r.batch or "",
+            str(r.n_layers),
+            _fmt(r.total_ms) if not pd.isna(r.total_ms) else f"missing {r.n_missing} cases",
+            _fmt(r.mix_ms),
+            _fmt(r.mix_speedup) + "×" if not pd.isna(r.mix_speedup) else "—",
+        ]
+        for r in totals.itertuples()
+    ]
+    columns = [
+        "backend",
+        "device",
+        "dtype",
+        "direction",
+        "batch",
+        "layers",
+        "model conv time [ms]",
+        "best mix [ms]",
+        "mix speedup",
+    ]
+    title = "whole model: Σ count × median per backend, and the best per-layer mix"
+    return totals, [(title, columns, rows)]
+
+
 def _backends(args, run_id: str, df: pd.DataFrame) -> int:
     sp = analysis.speedups(df, args.baseline, args.backends, alpha=args.alpha)
     geo = analysis.geomean_speedups(sp)
+    totals, model_tables = _model_tables(df, args.backends)
     if args.format == "json":
         payload = {
             "run_id": run_id,
@@ -82,6 +123,7 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
             "alpha": args.alpha,
             "speedups": _records(sp),
             "geomeans": _records(geo),
+            "model_totals": _records(totals) if totals is not None else None,
         }
         print(json.dumps(payload, indent=2))
         return 0
@@ -125,6 +167,7 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
     tables = [
         (f"run {run_id}: speedup over the baseline (> 1: faster)", case_columns, case_rows),
         ("geometric mean per backend", geo_columns, geo_rows),
+        *model_tables,
     ]
     _print_tables(tables, args.format, FOOTNOTE.format(alpha=args.alpha))
     return 0

@@ -24,12 +24,13 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from convbench import analysis
+from convbench import analysis, modeltime
 from convbench.report import plots
 from convbench.report.tables import (
     comparison_table,
     env_rows,
     fmt,
+    model_table,
     results_table,
     winner_table,
 )
@@ -176,6 +177,10 @@ def render_report(
             }
         )
     winner_columns, winner_rows = winner_table(winners, run_ids, labels)
+    model = None
+    if modeltime.has_layer_counts(df):
+        model_columns, model_rows = model_table(modeltime.model_totals(df))
+        model = {"columns": model_columns, "rows": model_rows}
     script = _read("report.js")
     title = ", ".join(f"{run.get('suite') or '?'} {run['run_id']}" for run in runs)
     now = now or _dt.datetime.now(_dt.UTC)
@@ -194,6 +199,7 @@ def render_report(
         "alpha": alpha,
         "threshold_pct": f"{threshold * 100:g}%",
         "winners": {"columns": winner_columns, "rows": winner_rows},
+        "model": model,
         "sections": sections,
         "comparisons": comparisons,
         "statuses": STATUSES,

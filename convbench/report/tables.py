@@ -244,3 +244,36 @@ def comparison_table(cmp: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
             ]
         )
     return columns, rows
+
+
+def model_table(totals: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
+    """Whole-model rows (`convbench.modeltime.model_totals`): per group and backend the
+    model's convolution time (Σ count × median), the best per-layer mix and its speedup."""
+    keys = [k for k in ("run_id", "device", "dtype", "direction", "batch") if k in totals]
+    columns = [
+        *keys,
+        "backend",
+        "layers",
+        "model conv time [ms]",
+        "best mix [ms]",
+        "mix speedup",
+        "missing cases",
+    ]
+    rows = []
+    for r in totals.to_dict("records"):
+        total = r["total_ms"]
+        rows.append(
+            [cell(r[k]) for k in keys]
+            + [
+                cell(r["backend"]),
+                cell(r["n_layers"]),
+                cell(total),
+                cell(r["mix_ms"]),
+                cell(
+                    r["mix_speedup"],
+                    text="—" if _missing(r["mix_speedup"]) else f"{r['mix_speedup']:.3g}×",
+                ),
+                cell(r["missing"] or ""),
+            ]
+        )
+    return columns, rows

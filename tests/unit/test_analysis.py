@@ -276,3 +276,22 @@ def test_compulsory_bytes_and_roofline_points():
     )
     no_peak = analysis.roofline_points(df, {})
     assert no_peak["pct_of_peak"].isna().all()
+
+
+def test_compare_adds_whole_model_table_with_layer_counts():
+    from convbench.commands.compare import _model_tables
+
+    rows = []
+    for case in ("a", "b"):
+        for backend, median in (("im2col", 1.0), ("onednn", 2.0)):
+            rows.append(row(case=case, backend=backend, median=median))
+    df = pd.DataFrame(rows)
+    assert _model_tables(df, None) == (None, [])
+    df["count"] = df["case"].map({"a": 3, "b": 1})
+    totals, tables = _model_tables(df, None)
+    by = totals.set_index("backend")
+    assert by.loc["im2col", "total_ms"] == pytest.approx(4.0, rel=0.02)
+    assert by.loc["onednn", "total_ms"] == pytest.approx(8.0, rel=0.02)
+    assert by.loc["onednn", "mix_speedup"] == pytest.approx(2.0, rel=0.02)
+    title, columns, printed = tables[0]
+    assert "whole model" in title and len(printed) == 2

@@ -126,3 +126,16 @@ def test_any_hostile_text_is_escaped(value):
     html = render_report([run_record()], df)
     assert value not in html
     assert "onerror=alert(1)&gt;" in html or "onload=alert(1)&gt;" in html
+
+
+def test_whole_model_section_only_with_layer_counts():
+    df = results()
+    assert 'id="model"' not in render_report([run_record()], df)
+    counted = df.assign(count=df["case"].map({HOSTILE: 3, "plain": 1}))
+    html = render_report([run_record()], counted)
+    assert 'id="model"' in html and "Whole model" in html
+    section = html[html.index('id="model"') : html.index("</section>", html.index('id="model"'))]
+    # winograd is fastest on both cases: the mix is winograd alone, 3 × 0.5 + 1 × 0.5 ≈ 2 ms,
+    # twice as fast as im2col (3 × 1 + 1 × 1 ≈ 4 ms); fft measured nothing and says so
+    assert "<td>winograd</td>" in section and ">1.996<" in section and ">2×<" in section
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;, plain" in section
