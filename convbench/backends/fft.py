@@ -54,8 +54,8 @@ import torch.nn.functional as F
 from convbench.backends import Backend, register
 from convbench.spec import ConvArgs
 
-# Cost-model rates (seconds per unit), fitted roughly on a 2-core AVX-512 CPU in float32.
-# Only their ratios matter for the choice of mode and FFT size.
+# Cost-model rates (seconds per unit), measured roughly on the 2-core AVX-512 development
+# machine in float32. Only their ratios matter for the choice of mode and FFT size.
 FFT_S_PER_FLOP = 1 / 8e9  # real FFT, 2.5·M·log2(M) flops per transform
 GEMM_S_PER_FLOP = 1 / 50e9  # complex GEMM, 8 flops per complex multiply-add
 READ_S_PER_BYTE = 1 / 10e9  # streaming the (resident) filter spectrum through the GEMM
@@ -221,7 +221,7 @@ def choose_plan(args: ConvArgs) -> tuple[DimPlan, ...]:
     ]
 
     def key(dims: tuple[DimPlan, ...]) -> tuple[float, float]:
-        over = 8 * Sizes.of(args, dims).filter_elements - FILTER_BUDGET_BYTES
+        over = 8 * Sizes.of(args, dims).filter_elements - FILTER_BUDGET_BYTES  # complex64
         return max(over, 0), estimate_seconds(args, dims)
 
     return min(itertools.product(*per_dim), key=key)
@@ -255,7 +255,8 @@ def filter_spectrum(
 
 
 def frames(x: torch.Tensor, args: ConvArgs, dims: tuple[DimPlan, ...]) -> torch.Tensor:
-    """``(N, C·phases, *nblocks, *fft)`` frames of the phase-split input (views where it can)."""
+    """``(N, C·phases, *nblocks, *fft)`` frames of the phase-split input: overlapping views
+    (``unfold``) of one cropped and zero-padded copy."""
     n, nd = x.shape[0], args.nd
     if any(s > 1 for s in args.stride):
         # Polyphase split: bring each dim to `used * stride` samples (crop or zero-pad), read
@@ -280,7 +281,8 @@ def frames(x: torch.Tensor, args: ConvArgs, dims: tuple[DimPlan, ...]) -> torch.
         first, stop = max(dim.start, 0), max(min(dim.used, dim.start + extent), dim.start)
         x = x.narrow(x.dim() - nd + i, first, stop - first)
         pads = [first - dim.start, extent - (stop - dim.start)] + pads
-    x = F.pad(x, pads)
+    if any(pads):
+        x = F.pad(x, pads)
     spatial_dim = x.dim() - nd
     for i, dim in enumerate(dims):
         # unfold turns dim i into its frame index and appends the frame's samples last,
