@@ -31,6 +31,7 @@ import math
 import platform
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import psutil
@@ -44,6 +45,13 @@ from convbench.suite import Task
 from convbench.timing import TimingConfig, clock_for, make_flush, measure
 
 SEED = 0
+
+# PyTorch warns once per process that 'same' padding with an even kernel copies the input;
+# the reference and the vendor backends do this knowingly, and the warning would land in the
+# middle of the progress bar.
+warnings.filterwarnings(
+    "ignore", message="Using padding='same' with even kernel lengths", category=UserWarning
+)
 
 
 @dataclass(frozen=True)
