@@ -94,7 +94,15 @@ class Worker:
         self.proc = self.ctx.Process(
             target=_worker_main, args=(child, self.threads, os.getpid()), daemon=True
         )
-        self.proc.start()
+        # Born with SIGINT ignored (then Python installs no KeyboardInterrupt handler), so a
+        # Ctrl-C during the worker's imports cannot print a traceback: the parent decides.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+        try:
+            self.proc.start()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
         child.close()
         self.conn = parent
         # Start-up (importing torch) is not part of any task's time limit.
@@ -139,13 +147,15 @@ class Worker:
             self.conn = None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.is_alive():
-            try:
+        """Ask the worker to exit, then make sure it has (a second Ctrl-C just kills it)."""
+        try:
+            if self.proc is not None and self.proc.is_alive():
                 self.conn.send(("stop",))
                 self.proc.join(5)
-            except (BrokenPipeError, OSError):
-                pass
-        self.kill()
+        except (BrokenPipeError, OSError, KeyboardInterrupt):
+            pass
+        finally:
+            self.kill()
 
 
 class WorkerDied(Exception):
@@ -281,6 +291,8 @@ def sweep(
         workers[device] = worker if (n == 0 and worker is not None) else Worker(threads)
     stop = threading.Event()
     try:
+        for w in workers.values():
+            w.ensure()  # start them here, in the main thread (see Worker.start)
         if len(by_device) <= 1:
             for device, items in by_device.items():
                 _run_on_worker(items, workers[device], options, timeout_s, recorder, on_start, stop)

@@ -82,6 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{args.db}: run {run_id!r} already exists; finish it with --resume {run_id}"
         )
     worker = Worker(threads)
+    result = None
     try:
         if not args.resume:
             env = worker.call(("env",), 120)
@@ -121,13 +122,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             address=getattr(args, "address", None),
             cpus_per_task=cpus_per_task,
         )
+    except KeyboardInterrupt:
+        result = None  # Ctrl-C before the sweep began (start-up, environment, GEMM peak)
     finally:
         worker.stop()
 
-    if result.interrupted:
+    if result is None or result.interrupted:
+        if run_id not in store.run_ids():
+            console.print("[yellow]interrupted[/] before the run started; nothing was stored")
+            store.close()
+            return 130
         store.set_run_status(run_id, "interrupted")
+        kept = sum(result.counts.values()) if result else 0
         console.print(
-            f"[yellow]interrupted[/]: {sum(result.counts.values())} results kept. "
+            f"[yellow]interrupted[/]: {kept} results kept. "
             f"Finish with: convbench run --db {args.db} --resume {run_id}"
         )
         store.close()

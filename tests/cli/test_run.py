@@ -156,3 +156,48 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["run", "--db", str(tmp_path / "r.sqlite"), "--resume", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no run 'nope'" in err
+
+
+@pytest.mark.parametrize("moment", ["worker start-up", "mid-sweep"])
+def test_ctrl_c_at_any_moment_stops_cleanly(tiny_suite, tmp_path, moment):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while the worker is
+    still starting, or in the middle of the sweep: exit 130, no traceback, and a --resume hint
+    whenever a run was stored."""
+    import psutil
+
+    db = tmp_path / "r.sqlite"
+    args = [
+        sys.executable,
+        "-m",
+        "convbench",
+        "run",
+        str(tiny_suite),
+        "--db",
+        str(db),
+        "--max-time",
+        "0.5",
+        "--min-samples",
+        "2000",
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 300
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline
+        if moment == "worker start-up" and psutil.Process(proc.pid).children():
+            break
+        if moment == "mid-sweep" and _count_rows(db) >= 1:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err, err
+    assert "interrupted" in err
+    if moment == "mid-sweep":
+        assert "--resume" in err
+    if "nothing was stored" not in err:
+        run_id = out.split()[1].rstrip(":")
+        assert results.runs(db).set_index("run_id").loc[run_id, "status"] == "interrupted"
