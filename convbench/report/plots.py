@@ -154,6 +154,7 @@ def roofline(points: pd.DataFrame) -> Figure:
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _decades_only(ax)
     peaks = points.dropna(subset=["peak_gflops"]).groupby(["device", "dtype"])["peak_gflops"]
     for (device, dtype), peak in peaks.first().items():
         ax.axhline(peak, color="#333", linestyle="--", linewidth=1)
@@ -205,10 +206,11 @@ def accuracy_vs_speed(df: pd.DataFrame, tolerances: Mapping[str, float] | None =
             ax.axhspan(
                 limit, max(limit * 100, part["rel_err"].max() * 2), color="#c0392b", alpha=0.07
             )
+        _decades_only(ax)  # after the band, which widens the y range
         ax.set_title(f"{dtype} (tolerance {limit:g})" if limit else dtype, fontsize=10)
         ax.set_xlabel("median time [ms]")
         ax.set_ylabel("relative error (max|out−ref| / max|ref|)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -349,3 +351,16 @@ def to_svg(fig: Figure) -> str:
     if re.search(r"<script|\son\w+\s*=", svg, re.I):  # never expected from matplotlib
         raise ValueError("refusing to inline an SVG that contains script")
     return svg.strip()
+
+
+def _decades_only(ax) -> None:
+    """Label log axes at 1-2-5 steps in plain numbers (0.2, 0.5, 1, 2 …): matplotlib's default
+    also labels minor ticks (2×10⁰, 3×10⁰ …) on short axes, and they collide."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        decades = math.log10(high / low) if low > 0 and high > low else 0.0
+        subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)  # 1-2-5 only on short axes
+        axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
+        axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
