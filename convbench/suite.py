@@ -309,7 +309,7 @@ def _axis_values(name: str, value: object) -> tuple:
 def _check_keys(table: dict, allowed: Sequence[str], label: str) -> None:
     for key in table:
         if key not in allowed:
-            close = difflib.get_close_matches(key, allowed, n=1)
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
             hint = (
                 f"did you mean {close[0]!r}?" if close else "expected one of " + ", ".join(allowed)
             )
@@ -394,7 +394,9 @@ def _parse_cases(entries: object, defaults: dict, where: str) -> list[ConvCase]:
             notes = [
                 k
                 for k in defaults
-                if k not in entry and (k == key or re.search(rf"\b{k}\b", message))
+                if k not in entry
+                and not message.startswith("unknown field")  # it lists every key by name
+                and (k == key or re.search(rf"\b{k}\b", message))
             ]
             origin = f" ({', '.join(notes)} from [defaults])" if notes else ""
             raise SuiteError(f"{where}: {label}: field {key!r}{origin}: {message}") from None
