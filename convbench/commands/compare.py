@@ -164,8 +164,17 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
     ]
     geo_columns = ["backend", "device", "dtype", "baseline", "cases", "geomean speedup"]
     geo_columns += ["95% CI", "significant cases"]
+    # Key columns with one value throughout (often dtype, device, direction) go to the title,
+    # so the table fits a terminal.
+    n_keys = len(analysis.KEYS)
+    constant = [i for i in range(1, n_keys) if case_rows and len({r[i] for r in case_rows}) == 1]
+    title = f"run {run_id}: speedup over the baseline (> 1: faster)"
+    if constant:
+        title += " · " + ", ".join(str(case_rows[0][i]) for i in constant)
+        case_columns = [c for i, c in enumerate(case_columns) if i not in constant]
+        case_rows = [[v for i, v in enumerate(r) if i not in constant] for r in case_rows]
     tables = [
-        (f"run {run_id}: speedup over the baseline (> 1: faster)", case_columns, case_rows),
+        (title, case_columns, case_rows),
         ("geometric mean per backend", geo_columns, geo_rows),
         *model_tables,
     ]
