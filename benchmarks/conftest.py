@@ -49,7 +49,7 @@ def selected_tasks(config: pytest.Config):
     import torch
 
     from convbench.backends import backend_names
-    from convbench.suite import load_suite
+    from convbench.problem import load_suite
 
     suite = load_suite(config.getoption("convbench_suite") or "smoke")
     get = {name: _csv(config.getoption(f"convbench_{name}")) for name in OPTIONS[1:]}

@@ -3,7 +3,7 @@
 For each case of a suite (default: resnet50), im2col's convolution is one GEMM of
 M = K/g output channels, N = batch × output positions, K = C/g × ∏kernel (per group) plus
 building the column matrix. This times `plan(x)` and `A @ B` of that M, N, K with
-`convbench.timing.measure` (same clock, warmup and stopping rule as `convbench run`),
+`convbench.measure.engine.measure` (same clock, warmup and stopping rule as `convbench run`),
 interleaved per case, and prints the ratio matmul time / im2col time: the share of the plain
 GEMM rate im2col achieves (1.0 = the convolution costs no more than its GEMM).
 
@@ -18,8 +18,9 @@ import math
 import torch
 
 import convbench
-from convbench.suite import load_suite
-from convbench.timing import TimingConfig, measure
+from convbench.measure.config import TimingConfig
+from convbench.measure.engine import measure
+from convbench.problem import load_suite
 
 
 def main() -> None:

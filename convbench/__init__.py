@@ -8,26 +8,34 @@ The public API for backends::
 
 A backend raises `convbench.Unsupported` for a configuration it cannot compute.
 
-For notebooks (each loaded on first use, so ``import convbench`` stays light)::
+For notebooks::
 
     df = convbench.run("smoke", backends=["im2col", "winograd"])   # results as a DataFrame
     convbench.results.load("results/convbench.sqlite")             # stored results
     suite = convbench.suite_from_model(model_factory, (1, 3, 224, 224))
     convbench.modeltime.model_totals(df)                           # whole-model conv time
+
+Every name but the version and the two exceptions is imported on first use, so ``import
+convbench`` (and `convbench --help`) loads neither torch nor pandas.
 """
 
-from convbench.backends import Backend, Plan, backend_names, get_backend
+from convbench._version import __version__
 from convbench.errors import Unsupported, UserError
-from convbench.spec import ConvArgs, ConvProblem, ProblemError
-
-__version__ = "0.1.0"
 
 # name -> (module, attribute or None for the module itself), imported on first access
 _LAZY = {
-    "run": ("convbench.api", "run"),
-    "suite_from_model": ("convbench.from_model", "suite_from_model"),
+    "Backend": ("convbench.backends", "Backend"),
+    "Plan": ("convbench.backends", "Plan"),
+    "backend_names": ("convbench.backends", "backend_names"),
+    "get_backend": ("convbench.backends", "get_backend"),
+    "ConvArgs": ("convbench.problem", "ConvArgs"),
+    "ConvProblem": ("convbench.problem", "ConvProblem"),
+    "ProblemError": ("convbench.problem", "ProblemError"),
+    "run": ("convbench.runner.api", "run"),
+    "suite_from_model": ("convbench.runner.from_model", "suite_from_model"),
     "results": ("convbench.results", None),
     "modeltime": ("convbench.modeltime", None),
+    "analysis": ("convbench.analysis", None),
 }
 
 
@@ -42,6 +50,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "__version__",
+    "analysis",
     "Backend",
     "ConvArgs",
     "ConvProblem",

@@ -25,15 +25,14 @@ unchanged. What it adds:
   (allocator growth, oneDNN/cuDNN kernel selection, lazy initialisation).
 * **Extra info** in every saved/JSON benchmark: backend, device, dtype, direction, the
   problem, GFLOP/s from the median, and ``max_abs_err``/``rel_err`` against a float64
-  reference (`convbench.probes.accuracy`), with ``within_tolerance`` by the dtype's
-  `convbench.probes.TOLERANCE`. A table of them follows pytest-benchmark's.
+  reference (`convbench.measure.reference`), with ``within_tolerance`` by the dtype's
+  `convbench.problem.axes.TOLERANCE`. A table of them follows pytest-benchmark's.
 * A configuration the backend cannot compute (`convbench.Unsupported`) **skips** the test,
   with the backend's reason.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import pytest
@@ -133,13 +132,16 @@ class ConvBenchmark:
         """Time ``backend`` on this convolution (arguments as `F.conv1d`/`F.conv2d`)."""
         import torch
 
-        from convbench import probes
         from convbench.backends import get_backend
         from convbench.errors import Unsupported
-        from convbench.spec import ConvArgs
+        from convbench.measure.probes import accuracy
+        from convbench.problem.axes import DIRECTIONS, flop_factor, within_tolerance
+        from convbench.problem.spec import ConvArgs
 
-        if direction not in ("forward", "backward"):
-            raise ValueError(f"direction: expected 'forward' or 'backward', got {direction!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(
+                f"direction: expected one of {', '.join(DIRECTIONS)}, got {direction!r}"
+            )
         impl = get_backend(backend)
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         args = ConvArgs.from_call(input, weight, bias, **kw)
@@ -152,11 +154,11 @@ class ConvBenchmark:
             fn, got, want = _prepare(impl, direction, input, weight, bias, kw)
         except Unsupported as exc:
             pytest.skip(str(exc))
-        worst = [probes.accuracy(g, r) for g, r in zip(got, want, strict=True)]
+        worst = [accuracy(g, r) for g, r in zip(got, want, strict=True)]
         max_abs = max(a.max_abs_err for a in worst)
         rel = max(a.rel_err for a in worst)
         device = input.device
-        flops = _flops(args) * (2 if direction == "backward" else 1)
+        flops = args.flops * flop_factor(direction)
         info = self.benchmark.extra_info
         info.update(
             backend=backend,
@@ -167,7 +169,7 @@ class ConvBenchmark:
             flops=flops,
             max_abs_err=max_abs,
             rel_err=rel,
-            within_tolerance=rel <= probes.TOLERANCE.get(input.dtype, math.inf),
+            within_tolerance=within_tolerance(rel, input.dtype),
             warmup_s=self.warmup_s,
             torch_threads=torch.get_num_threads(),
         )
@@ -187,10 +189,10 @@ class ConvBenchmark:
 
 
 def _prepare(impl, direction, input, weight, bias, kw):
-    """(timed function, backend's answer, float64 reference answer), as `convbench.measure`."""
+    """(timed function, backend's answer, float64 reference answer), as `convbench run`."""
     import torch
 
-    from convbench.probes import reference_conv
+    from convbench.measure.reference import reference
 
     if direction == "forward":
         with torch.no_grad():
@@ -201,7 +203,7 @@ def _prepare(impl, direction, input, weight, bias, kw):
             with torch.no_grad():
                 return plan(input)
 
-        return fn, got, (reference_conv(input, weight, bias, **kw),)
+        return fn, got, reference("forward", input, weight, bias, **kw)
 
     x = input.detach().requires_grad_(True)
     w = weight.detach().requires_grad_(True)
@@ -209,29 +211,12 @@ def _prepare(impl, direction, input, weight, bias, kw):
     gen = torch.Generator().manual_seed(1)
     grad_out = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype)
     got = torch.autograd.grad(y, (x, w), grad_out, retain_graph=True)
-    x64 = x.detach().cpu().double().requires_grad_(True)
-    w64 = w.detach().cpu().double().requires_grad_(True)
-    b64 = None if bias is None else bias.detach().cpu().double()
-    conv = torch.nn.functional.conv1d if w.dim() == 3 else torch.nn.functional.conv2d
-    y64 = conv(x64, w64, b64, **kw)  # reference_conv detaches: the gradients need the graph
-    want = torch.autograd.grad(y64, (x64, w64), grad_out.detach().cpu().double())
+    want = reference("backward", x, w, bias, grad_out, **kw)
 
     def fn():
         return torch.autograd.grad(y, (x, w), grad_out, retain_graph=True)
 
     return fn, got, want
-
-
-def _flops(args) -> int:
-    """Direct-convolution FLOPs of the call (2 per multiply-accumulate, as `ConvProblem`)."""
-    return (
-        2
-        * args.batch
-        * args.out_channels
-        * math.prod(args.out_spatial)
-        * (args.in_channels // args.groups)
-        * math.prod(args.kernel)
-    )
 
 
 def _problem_dict(args) -> dict:

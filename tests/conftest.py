@@ -1,5 +1,26 @@
+"""Shared test configuration and builders: the CUDA skip, the Hypothesis profile, tiny
+suites, a test-only backend plugin, the CLI in a subprocess, and synthetic result rows."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import zlib
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# One fixed profile, so a failing example reproduces on the next run and in CI: derandomized
+# (the examples are a function of the test alone) and no example database between runs.
+settings.register_profile("convbench", derandomize=True, database=None, deadline=None)
+settings.load_profile("convbench")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -9,3 +30,250 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+# -- suites and the CLI ----------------------------------------------------------------------
+TINY_SUITE = """
+[suite]
+name = "tiny"
+description = "two tiny cases for CLI tests"
+
+[axes]
+dtypes = ["float32"]
+devices = ["cpu"]
+directions = ["forward", "backward"]
+backends = ["naive", "im2col", "onednn", "cudnn"]
+
+[[case]]
+name = "c2d"
+batch = 2
+in_channels = 4
+out_channels = 4
+spatial = [8, 8]
+kernel = [3, 3]
+padding = 1
+
+[[case]]
+name = "c1d"
+batch = 2
+in_channels = 4
+out_channels = 6
+spatial = [32]
+kernel = 5
+padding = "same"
+dilation = 2
+"""
+
+FAST = ["--max-time", "0.05", "--warmup", "0.01", "--min-samples", "6", "--quiet"]
+
+
+PLUGIN = '''
+import os, time
+import torch.nn.functional as F
+from convbench.backends import Backend
+
+
+class _Base(Backend):
+    def plan(self, args, weight, bias):
+        fn = F.conv1d if args.nd == 1 else F.conv2d
+        pads = args.symmetric_padding
+        return self.wrap(lambda x: fn(x, weight, bias, args.stride, pads, args.dilation,
+                                      args.groups)), {}
+
+
+class Sleepy(_Base):
+    name = "sleepy"
+    def wrap(self, f):
+        def run(x):
+            time.sleep(3600)
+        return run
+
+
+class Crashy(_Base):
+    name = "crashy"
+    def wrap(self, f):
+        def run(x):
+            os._exit(7)
+        return run
+
+
+class Buggy(_Base):
+    name = "buggy"
+    def wrap(self, f):
+        def run(x):
+            raise RuntimeError("deliberate bug in buggy backend")
+        return run
+
+
+class Flaky(_Base):
+    """Kills its worker process the first time it runs (per marker file), then works."""
+    name = "flaky"
+    def wrap(self, f):
+        def run(x):
+            marker = os.environ["FLAKY_MARKER"]
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(9)
+            return f(x)
+        return run
+
+
+class Slowed(_Base):
+    """F.conv made slower by a busy wait: for regression-gate tests."""
+    name = "slowed"
+    def wrap(self, f):
+        def run(x):
+            end = time.perf_counter() + float(os.environ.get("SLOWED_EXTRA_S", "0.002"))
+            while time.perf_counter() < end:
+                pass
+            return f(x)
+        return run
+'''
+
+
+@pytest.fixture(scope="session")
+def tiny_suite_text() -> str:
+    return TINY_SUITE
+
+
+@pytest.fixture
+def tiny_suite(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY_SUITE)
+    return path
+
+
+@pytest.fixture(scope="session")
+def fast() -> list[str]:
+    """`convbench run` flags that keep a sweep short."""
+    return list(FAST)
+
+
+@pytest.fixture(scope="session")
+def plugin_source() -> str:
+    return PLUGIN
+
+
+def make_plugin_env(root: Path, names=("sleepy", "crashy", "buggy", "slowed", "flaky")) -> dict:
+    """An environment in which the test-only backends ``names`` are registered through the
+    entry-point group (a real dist-info on PYTHONPATH)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cbtest_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    dist = root / "cbtest_plugin-1.0.dist-info"
+    dist.mkdir(exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cbtest-plugin\nVersion: 1.0\n")
+    classes = {n: n.capitalize() for n in names}
+    (dist / "entry_points.txt").write_text(
+        "[convbench.backends]\n" + "".join(f"{n} = cbtest_plugin:{c}\n" for n, c in classes.items())
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    env["FLAKY_MARKER"] = str(root.parent / "flaky.marker")
+    return env
+
+
+@pytest.fixture(scope="session")
+def plugin_env_factory():
+    """`make_plugin_env`, for module-scoped fixtures."""
+    return make_plugin_env
+
+
+@pytest.fixture
+def plugin_env(tmp_path) -> dict:
+    """Environment with the test-only backends registered through the entry-point group."""
+    return make_plugin_env(tmp_path / "plugin")
+
+
+def _run_cli(args, env=None, timeout=600, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "convbench", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """Run ``python -m convbench ARGS`` in a subprocess; returns the CompletedProcess."""
+    return _run_cli
+
+
+# -- synthetic results -------------------------------------------------------------------------
+PROBLEM = {
+    "batch": 2,
+    "in_channels": 4,
+    "out_channels": 8,
+    "spatial": [8, 8],
+    "kernel": [3, 3],
+    "stride": [1, 1],
+    "padding": [1, 1],
+    "dilation": [1, 1],
+    "groups": 1,
+    "bias": True,
+}
+# forward FLOPs of PROBLEM: 2 * N * K * out(8*8) * C * 3*3
+FLOPS = 2 * 2 * 8 * 64 * 4 * 9
+
+
+def timing_samples(median: float, n: int = 40, spread: float = 0.02, seed: int = 0) -> list:
+    """Right-skewed timing-like samples around ``median`` (ms)."""
+    rng = np.random.default_rng(seed)
+    return list(median * np.exp(rng.normal(0.0, spread, n)))
+
+
+def result_row(
+    case="c1",
+    backend="naive",
+    median=1.0,
+    *,
+    n=40,
+    spread=0.02,
+    seed=None,
+    rel_err=1e-7,
+    dtype="float32",
+    device="cpu",
+    direction="forward",
+    run_id="r1",
+    status="ok",
+    with_samples=True,
+) -> dict:
+    """One result row as `convbench.results.load(samples=True)` gives it, with samples drawn
+    around ``median``; the default seed is a stable function of the row's keys."""
+    if seed is None:
+        seed = zlib.crc32(f"{case}/{backend}/{direction}/{run_id}".encode())
+    s = timing_samples(median, n, spread, seed) if status == "ok" else []
+    ci = (float(np.quantile(s, 0.3)), float(np.quantile(s, 0.7))) if s else (math.nan, math.nan)
+    return {
+        "run_id": run_id,
+        "result_key": f"{case}/{backend}/{dtype}/{device}/{direction}",
+        "case": case,
+        "backend": backend,
+        "dtype": dtype,
+        "device": device,
+        "direction": direction,
+        "status": status,
+        "reason": None if status == "ok" else "not supported",
+        "median_ms": float(np.median(s)) if s else math.nan,
+        "ci_low_ms": ci[0],
+        "ci_high_ms": ci[1],
+        "rel_err": rel_err if status == "ok" else math.nan,
+        "gflops": FLOPS / (float(np.median(s)) * 1e-3) / 1e9 if s else math.nan,
+        "flops": float(FLOPS),
+        "problem_json": json.dumps(PROBLEM),
+        "samples_ms": s if with_samples else None,
+    }
+
+
+@pytest.fixture(scope="session")
+def row():
+    """`result_row`: a synthetic result row builder."""
+    return result_row
+
+
+@pytest.fixture(scope="session")
+def synthetic_problem():
+    """(problem dict, its forward FLOPs) behind every `row`."""
+    return PROBLEM, FLOPS

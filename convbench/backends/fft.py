@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from convbench.backends import Backend, register
-from convbench.spec import ConvArgs
+from convbench.problem.spec import ConvArgs
 
 # Cost-model rates (seconds per unit), measured roughly on the 2-core AVX-512 development
 # machine in float32. Only their ratios matter for the choice of mode and FFT size.

@@ -19,7 +19,7 @@ import math
 import torch
 
 from convbench.backends import Backend, add_bias, pad_input, register
-from convbench.spec import ConvArgs
+from convbench.problem.spec import ConvArgs
 
 COLUMN_BUDGET_BYTES = 256 * 2**20
 

@@ -13,7 +13,7 @@ import itertools
 import torch
 
 from convbench.backends import Backend, add_bias, pad_input, register
-from convbench.spec import ConvArgs
+from convbench.problem.spec import ConvArgs
 
 
 def tap_slice(xp: torch.Tensor, args: ConvArgs, tap: tuple[int, ...]) -> torch.Tensor:

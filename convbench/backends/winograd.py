@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from convbench.backends import Backend, add_bias, register
 from convbench.backends.wincnn import winograd_transform
-from convbench.spec import ConvArgs
+from convbench.problem.spec import ConvArgs
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Largest tile (alpha = m + r - 1 points per axis) that "auto" picks, and that an explicit m

@@ -22,7 +22,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from convbench import analysis
+from convbench.analysis import compare as analysis
+from convbench.report.format import format_ratio
 
 #: Backends in a fixed order, so each keeps its colour in every plot and every report.
 BACKEND_ORDER = ("naive", "im2col", "fft", "winograd", "onednn", "cudnn")
@@ -94,7 +95,7 @@ def speedup_heatmap(sp: pd.DataFrame, title: str | None = None) -> Figure:
     values = values.reindex(index=backends, columns=labels)
     text = pd.DataFrame("", index=backends, columns=labels)
     for row in sp.itertuples():
-        cell = analysis.format_ratio(row.speedup, row.significant)
+        cell = format_ratio(row.speedup, row.significant)
         text.loc[row.backend, row.label] = cell + ("" if row.within_tol else " †")
     fig, (ax,) = _figure(max(6.0, 2.4 + 0.8 * len(labels)), 2.6 + 0.45 * len(backends))
     logs = np.log2(values.astype(float))
@@ -262,7 +263,7 @@ def has_gpu_telemetry(df: pd.DataFrame) -> bool:
 @_quiet
 def gpu_telemetry(df: pd.DataFrame) -> Figure:
     """GPU utilisation [%] and board power [W] during the timed window, per backend: one
-    point per case, boxes across cases (NVML samples, see `convbench.probes.nvml`)."""
+    point per case, boxes across cases (NVML samples, see `convbench.measure.probes.nvml`)."""
     ok = analysis.ok_results(df)
     if not has_gpu_telemetry(df):
         return _empty("no GPU telemetry")

@@ -13,47 +13,18 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from convbench import analysis
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
-def fmt(value, digits: int = 4) -> str:
-    """Numbers with ``digits`` significant digits, ``—`` for missing, text as is."""
-    if _missing(value):
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value == 0 or 1e-3 <= abs(value) < 1e6:
-            return f"{value:.{digits}g}"
-        return f"{value:.{max(digits - 2, 1)}e}"
-    return str(value)
+from convbench.analysis import compare as analysis
+from convbench.report.format import fmt, format_bytes, format_ratio, missing
 
 
 def cell(value, *, text: str | None = None, cls: str | None = None, digits: int = 4) -> dict:
     number = None
-    if not _missing(value) and isinstance(value, int | float) and not isinstance(value, bool):
+    if not missing(value) and isinstance(value, int | float) and not isinstance(value, bool):
         number = repr(float(value))
     shown = fmt(value, digits) if text is None else text
     if number is not None and cls is None:
         cls = "num"
     return {"text": shown, "v": number, "cls": cls}
-
-
-def format_bytes(n) -> str:
-    if _missing(n):
-        return "—"
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(n)
 
 
 def _flags(env: Mapping) -> str:
@@ -97,7 +68,7 @@ def env_rows(run: Mapping) -> list[tuple[str, str]]:
         ("git commit", env.get("git_commit")),
         ("host", f"{env.get('hostname')} · {env.get('os')}"),
     ]
-    return [(key, "—" if _missing(value) else str(value)) for key, value in rows]
+    return [(key, "—" if missing(value) else str(value)) for key, value in rows]
 
 
 def _versions(env: Mapping) -> str:
@@ -130,7 +101,7 @@ def winner_table(
                 row += [cell(None) for _ in per_run]
                 continue
             w = frame.loc[key]
-            speed = analysis.format_ratio(w["speedup"], w["significant"])
+            speed = format_ratio(w["speedup"], w["significant"])
             if w["winner"] is not None and w["winner"] == w["vendor"]:
                 speed = "1× (vendor)"
             row += [
@@ -188,29 +159,29 @@ def results_table(
         for name, field in RESULT_COLUMNS:
             if field is not None:
                 value = r.get(field)
-                if field in ("n_samples", "torch_threads") and not _missing(value):
+                if field in ("n_samples", "torch_threads") and not missing(value):
                     value = int(value)
                 c = cell(value, digits=2 if field == "rel_err" else 4)
                 if field == "status":
                     c["cls"] = "status"
                 elif field == "reason":
-                    c = cell("" if _missing(value) else value, cls="reason")
+                    c = cell("" if missing(value) else value, cls="reason")
                 cells.append(c)
             elif name.startswith("95%"):
                 low, high = r.get("ci_low_ms"), r.get("ci_high_ms")
-                text = "—" if _missing(low) else f"{fmt(low)} – {fmt(high)}"
+                text = "—" if missing(low) else f"{fmt(low)} – {fmt(high)}"
                 cells.append(cell(low, text=text))
             elif name == "% of peak":
                 gflops = r.get("gflops")
-                pct = 100 * gflops / peak if peak and not _missing(gflops) else None
+                pct = 100 * gflops / peak if peak and not missing(gflops) else None
                 cells.append(cell(pct, digits=3))
             elif name.startswith("peak mem"):
                 mem = r.get("peak_mem_bytes")
-                cells.append(cell(None if _missing(mem) else mem / 2**20, digits=3))
+                cells.append(cell(None if missing(mem) else mem / 2**20, digits=3))
             else:
                 limit = tolerances.get(r["dtype"], math.inf)
                 err = r.get("rel_err")
-                cells.append(cell(None if _missing(err) else bool(err <= limit)))
+                cells.append(cell(None if missing(err) else bool(err <= limit)))
         rows.append({"status": r["status"], "cells": cells})
     return {"columns": columns, "rows": rows}
 
@@ -224,7 +195,7 @@ def comparison_table(cmp: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
     )
     rows = []
     for r in order.to_dict("records"):
-        ci = "—" if _missing(r["ci_low"]) else f"{fmt(r['ci_low'], 3)} – {fmt(r['ci_high'], 3)}"
+        ci = "—" if missing(r["ci_low"]) else f"{fmt(r['ci_low'], 3)} – {fmt(r['ci_high'], 3)}"
         verdict = r["verdict"]
         if verdict == "missing":
             verdict = f"missing ({r['status_old'] or 'absent'} → {r['status_new'] or 'absent'})"
@@ -237,7 +208,7 @@ def comparison_table(cmp: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
                 cell(r["direction"]),
                 cell(r["old_ms"]),
                 cell(r["new_ms"]),
-                cell(r["ratio"], text=analysis.format_ratio(r["ratio"], r["significant"])),
+                cell(r["ratio"], text=format_ratio(r["ratio"], r["significant"])),
                 cell(r["ci_low"], text=ci),
                 cell(r["p_value"], digits=2),
                 cell(verdict, cls=f"verdict-{r['verdict']}"),
@@ -271,7 +242,7 @@ def model_table(totals: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
                 cell(r["mix_ms"]),
                 cell(
                     r["mix_speedup"],
-                    text="—" if _missing(r["mix_speedup"]) else f"{r['mix_speedup']:.3g}×",
+                    text="—" if missing(r["mix_speedup"]) else f"{r['mix_speedup']:.3g}×",
                 ),
                 cell(r["missing"] or ""),
             ]

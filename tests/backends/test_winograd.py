@@ -26,8 +26,8 @@ from convbench.backends.wincnn import (
     winograd_transform,
 )
 from convbench.backends.winograd import AUTO_ALPHA, MAX_ALPHA, WinogradBackend, winograd
+from convbench.problem.axes import tolerance
 
-TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 VARIANTS = ["auto", 2, 4, 6]
 
 
@@ -216,7 +216,7 @@ def test_matches_torch(config, m, dtype):
     y = backend.conv(x, w, b, **kwargs)
     ref = reference(x, w, b, kwargs)
     assert y.shape == ref.shape and y.dtype == dtype and y.is_contiguous()
-    assert rel_error(y, ref) <= TOL[dtype]
+    assert rel_error(y, ref) <= tolerance(dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -234,7 +234,7 @@ def test_channels_last_input_gives_channels_last_output():
     x = x.contiguous(memory_format=torch.channels_last)
     y = convbench.get_backend("winograd").conv(x, w, b, **kwargs)
     assert y.is_contiguous(memory_format=torch.channels_last)
-    assert rel_error(y, reference(x, w, b, kwargs)) <= TOL[torch.float32]
+    assert rel_error(y, reference(x, w, b, kwargs)) <= tolerance(torch.float32)
 
 
 def test_plan_is_reusable_across_inputs_and_modes():

@@ -16,52 +16,30 @@ import pytest
 from convbench.cli import main
 from convbench.results import runs as list_runs
 
-from .conftest import FAST, run_cli
-
 BACKENDS = "slowed,im2col,onednn"
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory, fast, tiny_suite_text, run_cli, plugin_env_factory):
     """(db, run A, run B, capsys): `slowed` is 10x slower per call in run B."""
     tmp = tmp_path_factory.mktemp("compare")
-    from .conftest import TINY_SUITE
 
     suite = tmp / "tiny.toml"
-    suite.write_text(TINY_SUITE)
+    suite.write_text(tiny_suite_text)
     db = tmp / "r.sqlite"
-    env = _plugin_env(tmp)
+    env = plugin_env_factory(tmp / "plugin", ("slowed",))
     ids = []
     for extra_s in ("0.0005", "0.005"):
-        # More samples than FAST gives, on one thread: the gate must hold on a busy machine.
+        # More samples than fast gives, on one thread: the gate must hold on a busy machine.
         more = ["--max-time", "0.4", "--min-samples", "10", "--threads", "1"]
         proc = run_cli(
             ["run", str(suite), "--db", str(db), "--backends", BACKENDS]
-            + ["--directions", "forward", *FAST, *more],
+            + ["--directions", "forward", *fast, *more],
             env=env | {"SLOWED_EXTRA_S": extra_s},
         )
         assert proc.returncode == 0, proc.stderr
         ids.append(list_runs(db).run_id.iloc[-1])
     return db, ids[0], ids[1], env
-
-
-def _plugin_env(tmp):
-    """The `plugin_env` fixture's environment, for a module-scoped fixture."""
-    import os
-    import textwrap
-
-    from .conftest import PLUGIN
-
-    root = tmp / "plugin"
-    root.mkdir()
-    (root / "cbtest_plugin.py").write_text(textwrap.dedent(PLUGIN))
-    dist = root / "cbtest_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: cbtest-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[convbench.backends]\nslowed = cbtest_plugin:Slowed\n")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    return env
 
 
 class Result:

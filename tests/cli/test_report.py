@@ -20,8 +20,6 @@ from convbench.cli import main
 from convbench.results import runs as list_runs
 from convbench.store import Store
 
-from .conftest import FAST, TINY_SUITE
-
 ALERT = "<script>alert(1)</script>"
 # If this suite name ever ran as script, it would mark the page as injected.
 INJECT = "<script>document.documentElement.setAttribute('data-injected','1')</script>"
@@ -29,12 +27,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def reported_run(tmp_path_factory):
+def reported_run(tmp_path_factory, fast, tiny_suite_text):
     """A tiny run with hostile names, finished with ``--report``: (db, run_id, path, stdout)."""
     tmp = tmp_path_factory.mktemp("report")
     suite = tmp / "hostile.toml"
     suite.write_text(
-        TINY_SUITE.replace('name = "tiny"', f'name = "{INJECT}"').replace(
+        tiny_suite_text.replace('name = "tiny"', f'name = "{INJECT}"').replace(
             'name = "c2d"', f'name = "{ALERT}"'
         )
     )
@@ -48,7 +46,7 @@ def reported_run(tmp_path_factory):
     try:
         with redirect_stdout(buf):
             code = main(
-                ["run", str(suite), "--db", str(db), "--directions", "forward", *FAST, "--report"]
+                ["run", str(suite), "--db", str(db), "--directions", "forward", *fast, "--report"]
             )
     finally:
         os.chdir(cwd)
@@ -134,7 +132,7 @@ def test_open_without_a_browser_says_so(monkeypatch, tmp_path):
 
     from rich.console import Console
 
-    from convbench.commands.report import open_in_browser
+    from convbench.cli.report import open_in_browser
 
     def no_browser(*args, **kwargs):
         raise webbrowser.Error("could not locate runnable browser")

@@ -13,14 +13,12 @@ import pytest
 
 from convbench import results
 from convbench.cli import main
-from convbench.suite import load_suite
-
-from .conftest import FAST, run_cli
+from convbench.problem import load_suite
 
 
-def test_run_stores_one_row_per_task(tiny_suite, tmp_path, capsys):
+def test_run_stores_one_row_per_task(tiny_suite, tmp_path, capsys, fast):
     db = tmp_path / "r.sqlite"
-    assert main(["run", str(tiny_suite), "--db", str(db), *FAST]) == 0
+    assert main(["run", str(tiny_suite), "--db", str(db), *fast]) == 0
     out = capsys.readouterr().out
     assert out.startswith("run ")
     run_id = out.split()[1].rstrip(":")
@@ -60,7 +58,9 @@ def test_run_stores_one_row_per_task(tiny_suite, tmp_path, capsys):
     assert statistics.median(first.samples_ms) == pytest.approx(first.median_ms)
 
 
-def test_failing_cases_become_rows_and_the_sweep_goes_on(tiny_suite, tmp_path, plugin_env):
+def test_failing_cases_become_rows_and_the_sweep_goes_on(
+    tiny_suite, tmp_path, plugin_env, fast, run_cli
+):
     db = tmp_path / "r.sqlite"
     proc = run_cli(
         [
@@ -74,7 +74,7 @@ def test_failing_cases_become_rows_and_the_sweep_goes_on(tiny_suite, tmp_path, p
             "forward",
             "--timeout",
             "10",
-            *FAST,
+            *fast,
         ],
         env=plugin_env,
     )
@@ -99,7 +99,7 @@ def _count_rows(db):
         return 0
 
 
-def test_sigkill_mid_sweep_then_resume(tiny_suite, tmp_path):
+def test_sigkill_mid_sweep_then_resume(tiny_suite, tmp_path, run_cli):
     db = tmp_path / "r.sqlite"
     # slower sampling so that the kill lands mid-sweep
     args = [

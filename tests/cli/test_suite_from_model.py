@@ -9,9 +9,7 @@ import pytest
 
 from convbench import results
 from convbench.cli import main
-from convbench.suite import load_suite
-
-from .conftest import FAST, run_cli
+from convbench.problem import load_suite
 
 MODELS = '''
 import torch
@@ -59,7 +57,7 @@ def models_module(tmp_path, monkeypatch):
     sys.modules.pop("cb_test_models", None)
 
 
-def test_from_model_writes_a_suite_that_convbench_run_accepts(models_module, capsys):
+def test_from_model_writes_a_suite_that_convbench_run_accepts(models_module, capsys, fast):
     out = models_module / "suites" / "tiny.toml"
     argv = ["suite", "from-model", "cb_test_models:tiny", "--input-shape", "2,3,6,6"]
     assert main([*argv, "--out", str(out)]) == 0
@@ -87,13 +85,13 @@ def test_from_model_writes_a_suite_that_convbench_run_accepts(models_module, cap
     assert load_suite(out).axes.dtypes == ("float64",)
 
     db = models_module / "r.sqlite"
-    assert main(["run", str(out), "--db", str(db), "--backends", "naive,im2col", *FAST]) == 0
+    assert main(["run", str(out), "--db", str(db), "--backends", "naive,im2col", *fast]) == 0
     df = results.load(db)
     assert len(df) == 4 * 2 and set(df.status) == {"ok"}
     assert df.set_index(["case", "backend"]).loc[("body.0", "im2col"), "count"] == 2
 
 
-def test_from_model_errors_are_one_line(models_module):
+def test_from_model_errors_are_one_line(models_module, run_cli):
     shape = ["--input-shape", "1,3,4,4"]
     for spec, message in [
         ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),

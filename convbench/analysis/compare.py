@@ -1,0 +1,315 @@
+"""Analysis of stored results: winners, speedups, significance, run-to-run comparison.
+
+Pure pandas on the DataFrame `convbench.results.load` returns (with ``samples=True`` for the
+raw per-call samples): every function takes values and returns values, no files, no terminal.
+
+Significance of a timing difference between two results ``a`` and ``b`` (see `difference`):
+
+* with raw samples on both sides: the two-sided Mann–Whitney U test on them (rank-based, no
+  normality assumption) at level ``alpha``, and the Hodges–Lehmann/Moses confidence interval
+  of the time ratio ``a / b`` (`convbench.analysis.stats.ratio_ci`);
+* otherwise, with the medians' confidence intervals: significant when the intervals do not
+  overlap; the ratio interval is then ``[a.ci_low / b.ci_high, a.ci_high / b.ci_low]``;
+* with neither: never significant (the ratio is still reported).
+
+Ratios of times are ``a / b`` (> 1: ``a`` slower). Speedups are the inverse (> 1: faster).
+A result not significant at ``alpha`` is marked ``~``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+
+from convbench.analysis import stats
+from convbench.problem.axes import TOLERANCE
+
+#: The keys that make two results comparable within a run (one problem, one measurement).
+KEYS = ("case", "dtype", "device", "direction")
+#: The device's vendor library: the baseline speedups are measured against by default.
+VENDOR_BACKENDS = {"cpu": "onednn", "cuda": "cudnn"}
+#: Verdicts of `classify`, in display order.
+VERDICTS = ("slower", "faster", "same", "ambiguous", "missing")
+
+
+def vendor_backend(device: str) -> str | None:
+    """``'onednn'`` for ``cpu``, ``'cudnn'`` for ``cuda``/``cuda:N``, else None."""
+    return VENDOR_BACKENDS.get(str(device).split(":")[0])
+
+
+def default_tolerances() -> dict[str, float]:
+    """`convbench.problem.axes.TOLERANCE` as a plain dict: the accuracy rule, by dtype name."""
+    return dict(TOLERANCE)
+
+
+def ok_results(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows that were measured: status ``ok`` with a median time."""
+    return df[(df["status"] == "ok") & df["median_ms"].notna()]
+
+
+# -- two results -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Difference:
+    """Time ratio ``a / b`` of two results and whether it is distinguishable from noise.
+
+    ``ratio`` is the ratio of the medians; ``ci_low``/``ci_high`` its confidence interval (NaN
+    when unknown); ``p_value`` the Mann–Whitney p (NaN without samples); ``method`` says which
+    rule decided ``significant``: ``mannwhitney``, ``ci_overlap`` or ``none``.
+    """
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    significant: bool
+    method: str
+
+
+def _samples(row: Mapping) -> list[float]:
+    value = row.get("samples_ms")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    return [float(s) for s in value if s > 0]
+
+
+def _num(row: Mapping, name: str) -> float:
+    value = row.get(name)
+    return math.nan if value is None or pd.isna(value) else float(value)
+
+
+def difference(
+    a: Mapping, b: Mapping, *, alpha: float = 0.05, confidence: float = 0.95
+) -> Difference:
+    """Compare two result rows (``median_ms``, ``ci_low_ms``, ``ci_high_ms``, optional
+    ``samples_ms``); see the module docstring for the rule."""
+    med_a, med_b = _num(a, "median_ms"), _num(b, "median_ms")
+    ratio = med_a / med_b if med_b > 0 else math.nan
+    sa, sb = _samples(a), _samples(b)
+    if sa and sb:
+        p = stats.mannwhitney_p(sa, sb)
+        rci = stats.ratio_ci(sa, sb, confidence)
+        return Difference(ratio, rci.ci_low, rci.ci_high, p, bool(p < alpha), "mannwhitney")
+    lo_a, hi_a = _num(a, "ci_low_ms"), _num(a, "ci_high_ms")
+    lo_b, hi_b = _num(b, "ci_low_ms"), _num(b, "ci_high_ms")
+    if all(v > 0 for v in (lo_a, hi_a, lo_b, hi_b)):
+        low, high = lo_a / hi_b, hi_a / lo_b
+        return Difference(ratio, low, high, math.nan, bool(low > 1 or high < 1), "ci_overlap")
+    return Difference(ratio, math.nan, math.nan, math.nan, False, "none")
+
+
+def combined_ratio(
+    ratios: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Geometric mean of ratios and its confidence interval from the per-ratio intervals.
+
+    On log scale each interval gives a standard error ``(log high - log low) / (2 z)``; the
+    mean of n independent logs has standard error ``sqrt(sum se²) / n``. This is the
+    measurement noise of the geomean over these cases (not a claim about other cases). The
+    interval is NaN when any ratio's interval is unknown.
+    """
+    logs = np.log(np.asarray(ratios, dtype=float))
+    geo = float(np.exp(logs.mean())) if len(logs) else math.nan
+    lo, hi = np.asarray(lows, dtype=float), np.asarray(highs, dtype=float)
+    if len(logs) == 0 or not (np.all(lo > 0) and np.all(hi > 0)):
+        return geo, math.nan, math.nan
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    se = np.sqrt(np.sum(((np.log(hi) - np.log(lo)) / (2 * z)) ** 2)) / len(logs)
+    return geo, float(np.exp(logs.mean() - z * se)), float(np.exp(logs.mean() + z * se))
+
+
+# -- within a run ------------------------------------------------------------------------
+def winner_map(
+    df: pd.DataFrame, tolerances: Mapping[str, float] | None = None, *, alpha: float = 0.05
+) -> pd.DataFrame:
+    """For each run × case × dtype × device × direction: the fastest backend (lowest median)
+    whose ``rel_err`` is within the dtype's tolerance, and its speedup over the device's vendor
+    backend (``vendor_ms / winner_ms``, with significance).
+
+    A dtype without a known tolerance is not checked. Columns: run_id, the `KEYS`, winner,
+    winner_ms, rel_err, tolerance, vendor, vendor_ms, speedup, speedup_ci_low,
+    speedup_ci_high, significant, p_value, candidates (backends within tolerance),
+    rejected (backends measured but out of tolerance).
+    """
+    tolerances = default_tolerances() if tolerances is None else tolerances
+    rows = []
+    for key, group in ok_results(df).groupby(["run_id", *KEYS], sort=False):
+        run_id, case, dtype, device, direction = key
+        limit = tolerances.get(dtype, math.inf)
+        within = group[group["rel_err"].fillna(math.inf) <= limit]
+        rejected = sorted(set(group["backend"]) - set(within["backend"]))
+        row = dict(zip(["run_id", *KEYS], key, strict=True))
+        row.update(tolerance=limit, candidates=len(within), rejected=", ".join(rejected))
+        vendor = vendor_backend(device)
+        vendor_rows = group[group["backend"] == vendor]
+        row["vendor"] = vendor
+        row["vendor_ms"] = vendor_rows["median_ms"].iloc[0] if len(vendor_rows) else math.nan
+        if within.empty:
+            row.update(winner=None, winner_ms=math.nan, rel_err=math.nan, speedup=math.nan)
+            row.update(significant=False, p_value=math.nan)
+            row.update(speedup_ci_low=math.nan, speedup_ci_high=math.nan)
+            rows.append(row)
+            continue
+        best = within.loc[within["median_ms"].idxmin()]
+        row.update(winner=best["backend"], winner_ms=best["median_ms"], rel_err=best["rel_err"])
+        if len(vendor_rows) and best["backend"] != vendor:
+            d = difference(best, vendor_rows.iloc[0], alpha=alpha)
+            row.update(speedup=1 / d.ratio, significant=d.significant, p_value=d.p_value)
+            row.update(speedup_ci_low=1 / d.ci_high, speedup_ci_high=1 / d.ci_low)
+        else:
+            same = len(vendor_rows) > 0
+            row.update(speedup=1.0 if same else math.nan, significant=False, p_value=math.nan)
+            row.update(speedup_ci_low=math.nan, speedup_ci_high=math.nan)
+        rows.append(row)
+    columns = ["run_id", *KEYS, "winner", "winner_ms", "rel_err", "tolerance", "vendor"]
+    columns += ["vendor_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "significant"]
+    columns += ["p_value", "candidates", "rejected"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def speedups(
+    df: pd.DataFrame,
+    baseline: str | None = None,
+    backends: Iterable[str] | None = None,
+    *,
+    alpha: float = 0.05,
+    tolerances: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """Per run × case × dtype × device × direction × backend: speedup over ``baseline``
+    (default: the device's vendor backend) = ``baseline_ms / backend_ms``, with its interval,
+    Mann–Whitney p and significance. ``within_tol`` says whether the backend's answer is
+    within the dtype's tolerance. Rows for the baseline itself are left out; a key whose
+    baseline was not measured gives NaN speedups.
+    """
+    tolerances = default_tolerances() if tolerances is None else tolerances
+    keep = None if backends is None else set(backends)
+    rows = []
+    for key, group in ok_results(df).groupby(["run_id", *KEYS], sort=False):
+        base_name = baseline or vendor_backend(key[3])
+        base = group[group["backend"] == base_name]
+        for _, result in group.iterrows():
+            name = result["backend"]
+            if name == base_name or (keep is not None and name not in keep):
+                continue
+            row = dict(zip(["run_id", *KEYS], key, strict=True))
+            limit = tolerances.get(key[2], math.inf)
+            row.update(backend=name, baseline=base_name, median_ms=result["median_ms"])
+            row["within_tol"] = bool(_num(result, "rel_err") <= limit)
+            if base.empty:
+                row.update(baseline_ms=math.nan, speedup=math.nan, ci_low=math.nan)
+                row.update(ci_high=math.nan, p_value=math.nan, significant=False)
+            else:
+                d = difference(result, base.iloc[0], alpha=alpha)
+                row.update(baseline_ms=base["median_ms"].iloc[0], speedup=1 / d.ratio)
+                row.update(ci_low=1 / d.ci_high, ci_high=1 / d.ci_low, p_value=d.p_value)
+                row["significant"] = d.significant
+            rows.append(row)
+    columns = ["run_id", *KEYS, "backend", "baseline", "median_ms", "baseline_ms", "speedup"]
+    columns += ["ci_low", "ci_high", "p_value", "significant", "within_tol"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def geomean_speedups(sp: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Geometric mean of `speedups` per run × device × dtype × backend over the cases where
+    the baseline was measured, with its interval (`combined_ratio`); ``significant`` when the
+    interval excludes 1. Columns: run_id, device, dtype, backend, baseline, n_cases,
+    geomean_speedup, ci_low, ci_high, significant, n_significant (cases significant alone)."""
+    rows = []
+    measured = sp[sp["speedup"].notna()]
+    for key, group in measured.groupby(["run_id", "device", "dtype", "backend"], sort=False):
+        geo, low, high = combined_ratio(group["speedup"], group["ci_low"], group["ci_high"])
+        row = dict(zip(["run_id", "device", "dtype", "backend"], key, strict=True))
+        row.update(baseline=group["baseline"].iloc[0], n_cases=len(group), geomean_speedup=geo)
+        row.update(ci_low=low, ci_high=high, significant=bool(low > 1 or high < 1))
+        row["n_significant"] = int(group["significant"].sum())
+        rows.append(row)
+    columns = ["run_id", "device", "dtype", "backend", "baseline", "n_cases"]
+    columns += ["geomean_speedup", "ci_low", "ci_high", "significant", "n_significant"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# -- two runs ----------------------------------------------------------------------------
+def classify(ratio: float, ci_low: float, ci_high: float, significant: bool, threshold: float):
+    """Verdict on a time ratio ``new / old`` with a regression threshold (0.05 = 5 %).
+
+    * ``slower``: significant and the ratio above ``1 + threshold``;
+    * ``faster``: significant and the ratio below ``1 / (1 + threshold)``;
+    * ``same``: the whole interval inside ``[1 / (1 + threshold), 1 + threshold]`` — any change
+      is smaller than the threshold, and the data show it;
+    * ``ambiguous``: anything else (too noisy to tell, or a real change below the threshold
+      whose interval reaches past it).
+    """
+    if ratio is None or pd.isna(ratio):
+        return "ambiguous"
+    upper, lower = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    if significant and ratio > upper:
+        return "slower"
+    if significant and ratio < lower:
+        return "faster"
+    if not (pd.isna(ci_low) or pd.isna(ci_high)) and lower <= ci_low and ci_high <= upper:
+        return "same"
+    return "ambiguous"
+
+
+def compare_runs(
+    old: pd.DataFrame, new: pd.DataFrame, *, threshold: float = 0.05, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Match the results of two runs by ``result_key`` (case, backend, dtype, device,
+    direction) and classify each (`classify`); ratio = new / old time (> 1: slower).
+
+    A result present in one run only, or not ``ok`` in both, is ``missing`` with both
+    statuses shown. Columns: the `KEYS`, backend, status_old, status_new, old_ms, new_ms,
+    ratio, ci_low, ci_high, p_value, significant, method, verdict.
+    """
+    columns = [*KEYS, "backend", "status_old", "status_new", "old_ms", "new_ms", "ratio"]
+    columns += ["ci_low", "ci_high", "p_value", "significant", "method", "verdict"]
+    o = old.drop_duplicates("result_key").set_index("result_key")
+    n = new.drop_duplicates("result_key").set_index("result_key")
+    rows = []
+    for key in list(o.index) + [k for k in n.index if k not in o.index]:
+        a = o.loc[key] if key in o.index else None
+        b = n.loc[key] if key in n.index else None
+        ref = a if a is not None else b
+        row = {k: ref[k] for k in (*KEYS, "backend")}
+        row["status_old"] = None if a is None else a["status"]
+        row["status_new"] = None if b is None else b["status"]
+        row["old_ms"] = math.nan if a is None else _num(a, "median_ms")
+        row["new_ms"] = math.nan if b is None else _num(b, "median_ms")
+        if row["status_old"] == "ok" and row["status_new"] == "ok":
+            d = difference(b, a, alpha=alpha)
+            row.update(ratio=d.ratio, ci_low=d.ci_low, ci_high=d.ci_high, p_value=d.p_value)
+            row.update(significant=d.significant, method=d.method)
+            row["verdict"] = classify(d.ratio, d.ci_low, d.ci_high, d.significant, threshold)
+        else:
+            row.update(ratio=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan)
+            row.update(significant=False, method="none", verdict="missing")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
+
+
+def comparison_summary(cmp: pd.DataFrame, threshold: float = 0.05) -> dict:
+    """Verdict counts and the geometric-mean ratio (new / old) over matched results."""
+    matched = cmp[cmp["verdict"] != "missing"]
+    geo, low, high = combined_ratio(matched["ratio"], matched["ci_low"], matched["ci_high"])
+    significant = bool(low > 1 or high < 1)
+    return {
+        "counts": {v: int((cmp["verdict"] == v).sum()) for v in VERDICTS},
+        "geomean_ratio": geo,
+        "ci_low": low,
+        "ci_high": high,
+        "significant": significant,
+        "verdict": classify(geo, low, high, significant, threshold),
+        "threshold": threshold,
+    }
+
+
+def regressions(cmp: pd.DataFrame) -> pd.DataFrame:
+    """The results that got significantly slower by more than the threshold."""
+    return cmp[cmp["verdict"] == "slower"]

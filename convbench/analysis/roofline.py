@@ -1,0 +1,56 @@
+"""The roofline's points: each result's arithmetic intensity and its share of the measured peak.
+
+Pure pandas, like the rest of `convbench.analysis`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+from convbench.analysis.compare import ok_results
+
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def compulsory_bytes(problem_json: str, direction: str, dtype: str, flops: float) -> float:
+    """Bytes a convolution must at least move: read input and weight, write output (forward);
+    read input, weight and output gradient, write both gradients (backward).
+
+    Element counts come from the problem's fields; the output's from the result's FLOP count
+    (forward ``flops = 2 · N · K · ∏out · C/groups · ∏kernel``, backward twice that), so no
+    padding rules are repeated here."""
+    p = json.loads(problem_json)
+    kernel = math.prod(p["kernel"]) if isinstance(p["kernel"], list) else p["kernel"]
+    spatial = math.prod(p["spatial"]) if isinstance(p["spatial"], list) else p["spatial"]
+    c_per_group = p["in_channels"] // p["groups"]
+    forward_flops = flops if direction == "forward" else flops / 2
+    n_in = p["batch"] * p["in_channels"] * spatial
+    n_w = p["out_channels"] * c_per_group * kernel
+    n_out = forward_flops / (2 * c_per_group * kernel)
+    elements = n_in + n_w + n_out if direction == "forward" else 2 * (n_in + n_w) + n_out
+    return float(elements * _ITEMSIZE.get(dtype, 4))
+
+
+def roofline_points(df: pd.DataFrame, peaks: Mapping[str, Mapping[str, float | None]]):
+    """Measured results with ``intensity_flop_per_byte`` (FLOPs over `compulsory_bytes`),
+    ``peak_gflops`` (the run's measured peak for its device and dtype, from ``peaks[run_id]``
+    keyed ``'cpu/float32'``) and ``pct_of_peak`` (achieved GFLOP/s as a percentage of it)."""
+    ok = ok_results(df)
+    ok = ok[ok["gflops"].notna() & ok["problem_json"].notna()].copy()
+    ok["intensity_flop_per_byte"] = [
+        flops / compulsory_bytes(pj, direction, dtype, flops)
+        for flops, pj, direction, dtype in zip(
+            ok["flops"], ok["problem_json"], ok["direction"], ok["dtype"], strict=True
+        )
+    ]
+    ok["peak_gflops"] = [
+        (peaks.get(run, {}) or {}).get(f"{device}/{dtype}")
+        for run, device, dtype in zip(ok["run_id"], ok["device"], ok["dtype"], strict=True)
+    ]
+    ok["peak_gflops"] = pd.to_numeric(ok["peak_gflops"], errors="coerce")
+    ok["pct_of_peak"] = 100.0 * ok["gflops"] / ok["peak_gflops"]
+    return ok

@@ -1,0 +1,52 @@
+"""cuDNN: PyTorch's CUDA convolution through cuDNN (``torch.backends.cudnn``).
+
+float32 runs with TF32 off by default, so a float32 row measured float32 arithmetic and meets
+the float32 tolerance. Refuses, with PyTorch's own reason, every configuration PyTorch would
+send elsewhere.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from convbench.backends import Backend, register
+from convbench.backends.dispatch import flags, selected_path, torch_conv
+from convbench.problem.spec import ConvArgs
+
+
+@register
+class CudnnBackend(Backend):
+    """cuDNN through PyTorch. ``benchmark=True`` turns on cuDNN's autotuner
+    (`torch.backends.cudnn.benchmark`): the first call for a shape tries the algorithms and
+    caches the fastest, so warm-up absorbs the search."""
+
+    name = "cudnn"
+    description = "PyTorch CUDA convolution through cuDNN"
+
+    def __init__(self, benchmark: bool = False, tf32: bool = False):
+        # TF32 is off by default: float32 results then meet the float32 tolerance, and a
+        # row labelled float32 measured float32 arithmetic. `tf32=True` measures TF32.
+        self.benchmark = benchmark
+        self.tf32 = tf32
+
+    def check(self, args: ConvArgs) -> str | None:
+        if not torch.cuda.is_available():
+            return "no CUDA device"
+        if args.device.type != "cuda":
+            return f"cudnn: CUDA only, got device {args.device}"
+        if not torch.backends.cudnn.is_available():
+            return "cudnn: this PyTorch build has no cuDNN"
+        path = selected_path(args, cudnn=True, benchmark=self.benchmark)
+        if not path.startswith("Cudnn"):
+            return (
+                f"cudnn: PyTorch would not use cuDNN for this configuration "
+                f"(dtype {str(args.dtype).removeprefix('torch.')}); it dispatches to {path}"
+            )
+        return None
+
+    def plan(self, args, weight, bias):
+        def run(x):
+            with flags(cudnn=True, benchmark=self.benchmark, allow_tf32=self.tf32):
+                return torch_conv(args, x, weight, bias)
+
+        return run, {"autotune": self.benchmark, "tf32": self.tf32}

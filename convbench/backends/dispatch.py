@@ -1,0 +1,87 @@
+"""PyTorch's own convolution, as the vendor backends call it: which kernel family PyTorch
+dispatches a call to, the library switches, and the call itself.
+
+The vendor backends (`onednn`, `cudnn`) call `torch.nn.functional.conv1d/conv2d` with their
+library switched on, after asking PyTorch which kernel family it would dispatch to
+(``torch._C._select_conv_backend``, `selected_path`). If PyTorch would take another path for a
+configuration, the backend refuses it with `Unsupported` saying so: a row labelled ``onednn``
+always measured oneDNN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from convbench.backends.base import pad_input
+from convbench.problem.spec import ConvArgs
+
+
+def torch_conv(args: ConvArgs, x, weight, bias):
+    """``F.conv1d``/``F.conv2d`` on a batched input; asymmetric padding ('same' with an even
+    kernel extent) is applied explicitly first, as PyTorch itself does."""
+    fn = F.conv1d if args.nd == 1 else F.conv2d
+    sym = args.symmetric_padding
+    if sym is not None:
+        return fn(x, weight, bias, args.stride, sym, args.dilation, args.groups)
+    return fn(pad_input(x, args), weight, bias, args.stride, 0, args.dilation, args.groups)
+
+
+@functools.lru_cache(maxsize=1024)
+def selected_path(args: ConvArgs, **switches) -> str:
+    """Name of the kernel family PyTorch dispatches this call to (e.g. 'Mkldnn', 'Cudnn')."""
+    sym = args.symmetric_padding
+    padding = list(sym) if sym is not None else [0] * args.nd
+    shape = list(args.input_shape)
+    if sym is None:
+        for i, (lo, hi) in enumerate(args.padding):
+            shape[2 + i] += lo + hi
+    x = _probe_tensor(shape, args)
+    w = _probe_tensor(args.weight_shape, args)
+    b = _probe_tensor((args.out_channels,), args) if args.has_bias else None
+    with flags(**switches):
+        backend = torch._C._select_conv_backend(
+            x,
+            w,
+            b,
+            list(args.stride),
+            padding,
+            list(args.dilation),
+            False,
+            [0] * args.nd,
+            args.groups,
+            None,
+        )
+    return str(backend).rsplit(".", 1)[-1]
+
+
+def _probe_tensor(shape, args: ConvArgs) -> torch.Tensor:
+    # Dispatch looks at shapes, dtype, device and memory format, not at data: an empty
+    # tensor with contiguous strides answers without allocating the problem's memory.
+    # Uninitialised, and cached per configuration by `selected_path`.
+    return torch.empty(shape, dtype=args.dtype, device=args.device)
+
+
+@contextlib.contextmanager
+def flags(
+    mkldnn: bool | None = None,
+    cudnn: bool | None = None,
+    benchmark: bool = False,
+    allow_tf32: bool = False,
+):
+    with contextlib.ExitStack() as stack:
+        if mkldnn is not None:
+            # Only the on/off switch: mkldnn.flags() would also reset TF32/determinism.
+            previous = torch._C._get_mkldnn_enabled()
+            torch._C._set_mkldnn_enabled(mkldnn)
+            stack.callback(torch._C._set_mkldnn_enabled, previous)
+        if cudnn is not None:
+            stack.enter_context(
+                torch.backends.cudnn.flags(
+                    enabled=cudnn, benchmark=benchmark, allow_tf32=allow_tf32
+                )
+            )
+        yield

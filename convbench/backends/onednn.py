@@ -1,0 +1,40 @@
+"""oneDNN: PyTorch's CPU convolution through oneDNN (``torch.backends.mkldnn``).
+
+Refuses, with PyTorch's own reason, every configuration PyTorch would send elsewhere (float64
+goes to its "slow" reference kernels: oneDNN has no double kernels), so a row labelled
+``onednn`` always measured oneDNN.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from convbench.backends import Backend, register
+from convbench.backends.dispatch import flags, selected_path, torch_conv
+from convbench.problem.spec import ConvArgs
+
+
+@register
+class OneDNNBackend(Backend):
+    name = "onednn"
+    description = "PyTorch CPU convolution through oneDNN (torch.backends.mkldnn)"
+
+    def check(self, args: ConvArgs) -> str | None:
+        if args.device.type != "cpu":
+            return f"onednn: CPU only, got device {args.device}"
+        if not torch.backends.mkldnn.is_available():
+            return "onednn: this PyTorch build has no oneDNN (torch.backends.mkldnn)"
+        path = selected_path(args, mkldnn=True)
+        if path not in ("Mkldnn", "MkldnnEmpty"):
+            return (
+                f"onednn: PyTorch would not use oneDNN for this configuration "
+                f"(dtype {str(args.dtype).removeprefix('torch.')}); it dispatches to {path}"
+            )
+        return None
+
+    def plan(self, args, weight, bias):
+        def run(x):
+            with flags(mkldnn=True):
+                return torch_conv(args, x, weight, bias)
+
+        return run, {}

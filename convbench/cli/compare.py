@@ -1,0 +1,294 @@
+"""`convbench compare`: backends within a run, or two runs against each other.
+
+One run (default: the latest): per-case speedups of the backends over a baseline (default: the
+device's vendor backend) and a geometric mean per backend, each marked ``~`` when not
+significant. Two runs ``RUN_A RUN_B``: every matched result classified faster / slower / same
+/ ambiguous (`convbench.analysis.classify`); with ``--fail-on-regression PCT`` the exit code
+is 1 when a result is significantly slower by more than PCT, so the command can gate CI.
+The statistics live in `convbench.analysis`; this module only selects, formats and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from convbench.cli.common import csv_list, percent
+from convbench.errors import UserError
+from convbench.store import DEFAULT_DB
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="backends within a run (--backends), or two runs (RUN_A RUN_B)",
+        description="One run (default: latest): per-case speedups of --backends over "
+        "--baseline and per-backend geometric means, `~` marking differences not significant. "
+        "Two runs: each matched result faster/slower/same/ambiguous; exit 1 on a significant "
+        "regression beyond --fail-on-regression.",
+    )
+    p.add_argument("runs", nargs="*", metavar="RUN_ID", help="one run, or RUN_A RUN_B")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default: {DEFAULT_DB})")
+    p.add_argument("--backends", type=csv_list, help="backends to show (default: all measured)")
+    p.add_argument(
+        "--baseline",
+        help="speedups against this backend (default: the device's "
+        "vendor backend: onednn on cpu, cudnn on cuda)",
+    )
+    p.add_argument(
+        "--fail-on-regression",
+        type=percent,
+        metavar="PCT",
+        help="two runs: exit 1 if a result is significantly slower by more than "
+        "PCT (e.g. 5%%); also the band of `same`",
+    )
+    p.add_argument(
+        "--threshold",
+        type=percent,
+        default=0.05,
+        metavar="PCT",
+        help="two runs: changes within ±PCT count as the same (default: 5%%)",
+    )
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    p.add_argument("--format", choices=["table", "markdown", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_compare)
+
+
+FOOTNOTE = "~ not significant (Mann–Whitney U on raw samples, α={alpha}); † outside tolerance"
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _ci(low, high) -> str:
+    if low is None or high is None or math.isnan(low) or math.isnan(high):
+        return "—"
+    return f"{low:.3g}–{high:.3g}"
+
+
+def _load(args) -> tuple[list[str], pd.DataFrame]:
+    from convbench.store.frames import _open, load
+
+    store, owned = _open(args.db)
+    try:
+        run_ids = list(args.runs) or [store.latest_run_id()]
+        if len(run_ids) > 2:
+            raise UserError(f"compare: give one run or two (RUN_A RUN_B), got {len(run_ids)}")
+        return run_ids, load(store, list(dict.fromkeys(run_ids)), samples=True)
+    finally:
+        if owned:
+            store.close()
+
+
+def _check_backends(df: pd.DataFrame, names, what: str) -> None:
+    known = sorted(set(df["backend"]))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UserError(f"{what}: no results for {', '.join(unknown)}; run has {', '.join(known)}")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    run_ids, df = _load(args)
+    if args.backends:
+        _check_backends(df, args.backends, "--backends")
+    if args.baseline:
+        _check_backends(df, [args.baseline], "--baseline")
+    if len(run_ids) == 2:
+        return _two_runs(args, run_ids, df)
+    if args.fail_on_regression is not None:
+        raise UserError("--fail-on-regression: needs two runs (convbench compare RUN_A RUN_B)")
+    return _backends(args, run_ids[0], df)
+
+
+# -- one run: backends against a baseline ------------------------------------------------
+def _model_tables(df: pd.DataFrame, backends) -> tuple[pd.DataFrame | None, list]:
+    """Whole-model convolution time per backend (Σ count × median) and the best per-layer
+    mix, when the suite records layer counts; as a frame and as printable tables."""
+    import pandas as pd
+
+    from convbench.analysis import compare as analysis
+    from convbench.analysis import modeltime
+
+    if not modeltime.has_layer_counts(df):
+        return None, []
+    if backends:
+        keep = set(backends) | set(analysis.VENDOR_BACKENDS.values())
+        df = df[df["backend"].isin(keep)]
+    totals = modeltime.model_totals(df)
+    rows = [
+        [
+            r.backend,
+            r.device,
+            r.dtype,
+            r.direction,
+            r.batch or "",
+            str(r.n_layers),
+            _fmt(r.total_ms) if not pd.isna(r.total_ms) else f"missing {r.n_missing} cases",
+            _fmt(r.mix_ms),
+            _fmt(r.mix_speedup) + "×" if not pd.isna(r.mix_speedup) else "—",
+        ]
+        for r in totals.itertuples()
+    ]
+    columns = [
+        "backend",
+        "device",
+        "dtype",
+        "direction",
+        "batch",
+        "layers",
+        "model conv time [ms]",
+        "best mix [ms]",
+        "mix speedup",
+    ]
+    title = "whole model: Σ count × median per backend, and the best per-layer mix"
+    return totals, [(title, columns, rows)]
+
+
+def _backends(args, run_id: str, df: pd.DataFrame) -> int:
+    import pandas as pd
+
+    from convbench.analysis import compare as analysis
+    from convbench.report.format import format_ratio
+    from convbench.report.terminal import print_tables, records
+
+    sp = analysis.speedups(df, args.baseline, args.backends, alpha=args.alpha)
+    geo = analysis.geomean_speedups(sp)
+    totals, model_tables = _model_tables(df, args.backends)
+    if args.format == "json":
+        payload = {
+            "run_id": run_id,
+            "baseline": args.baseline or "vendor",
+            "alpha": args.alpha,
+            "speedups": records(sp),
+            "geomeans": records(geo),
+            "model_totals": records(totals) if totals is not None else None,
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    if args.format == "csv":
+        long = pd.concat(
+            [sp.assign(row_type="case"), geo.assign(row_type="geomean", case="GEOMEAN")],
+            ignore_index=True,
+        )
+        print(long.to_csv(index=False), end="")
+        return 0
+    backends = [b for b in dict.fromkeys(sp["backend"])]
+    case_rows = []
+    for key, group in sp.groupby(list(analysis.KEYS), sort=False):
+        by = {r.backend: r for r in group.itertuples()}
+        first = group.iloc[0]
+        row = [*key, f"{first['baseline']} {_fmt(first['baseline_ms'])}"]
+        for name in backends:
+            r = by.get(name)
+            if r is None:
+                row.append("—")
+                continue
+            text = format_ratio(r.speedup, r.significant)
+            row.append(text + ("" if r.within_tol else " †"))
+        case_rows.append(row)
+    case_columns = [*analysis.KEYS, "baseline [ms]", *backends]
+    geo_rows = [
+        [
+            r.backend,
+            r.device,
+            r.dtype,
+            r.baseline,
+            str(r.n_cases),
+            format_ratio(r.geomean_speedup, r.significant),
+            _ci(r.ci_low, r.ci_high),
+            f"{r.n_significant}/{r.n_cases}",
+        ]
+        for r in geo.itertuples()
+    ]
+    geo_columns = ["backend", "device", "dtype", "baseline", "cases", "geomean speedup"]
+    geo_columns += ["95% CI", "significant cases"]
+    # Key columns with one value throughout (often dtype, device, direction) go to the title,
+    # so the table fits a terminal.
+    n_keys = len(analysis.KEYS)
+    constant = [i for i in range(1, n_keys) if case_rows and len({r[i] for r in case_rows}) == 1]
+    title = f"run {run_id}: speedup over the baseline (> 1: faster)"
+    if constant:
+        title += " · " + ", ".join(str(case_rows[0][i]) for i in constant)
+        case_columns = [c for i, c in enumerate(case_columns) if i not in constant]
+        case_rows = [[v for i, v in enumerate(r) if i not in constant] for r in case_rows]
+    tables = [
+        (title, case_columns, case_rows),
+        ("geometric mean per backend", geo_columns, geo_rows),
+        *model_tables,
+    ]
+    print_tables(tables, args.format, FOOTNOTE.format(alpha=args.alpha))
+    return 0
+
+
+# -- two runs ----------------------------------------------------------------------------
+def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
+
+    from convbench.analysis import compare as analysis
+    from convbench.report.format import format_ratio
+    from convbench.report.terminal import clean, print_tables, records
+
+    old_id, new_id = run_ids
+    old, new = df[df["run_id"] == old_id], df[df["run_id"] == new_id]
+    if args.backends:
+        old, new = (f[f["backend"].isin(args.backends)] for f in (old, new))
+    gate = args.fail_on_regression
+    threshold = gate if gate is not None else args.threshold
+    cmp = analysis.compare_runs(old, new, threshold=threshold, alpha=args.alpha)
+    summary = analysis.comparison_summary(cmp, threshold)
+    slower = analysis.regressions(cmp)
+    if args.format == "json":
+        payload = {"old": old_id, "new": new_id, "alpha": args.alpha, **summary}
+        payload["results"] = records(cmp)
+        print(json.dumps(clean(payload), indent=2))
+    elif args.format == "csv":
+        print(cmp.to_csv(index=False), end="")
+    else:
+        columns = [*analysis.KEYS, "backend", "A [ms]", "B [ms]", "B/A time", "95% CI", "p"]
+        columns += ["verdict"]
+        rows = [
+            [
+                r.case,
+                r.dtype,
+                r.device,
+                r.direction,
+                r.backend,
+                _fmt(r.old_ms),
+                _fmt(r.new_ms),
+                format_ratio(r.ratio, r.significant),
+                _ci(r.ci_low, r.ci_high),
+                _fmt(r.p_value, 2),
+                r.verdict if r.verdict != "missing" else f"missing ({r.status_old}→{r.status_new})",
+            ]
+            for r in cmp.itertuples()
+        ]
+        counts = ", ".join(f"{n} {v}" for v, n in summary["counts"].items() if n)
+        geo = format_ratio(summary["geomean_ratio"], summary["significant"])
+        title = f"A = {old_id}, B = {new_id}: {counts}; geomean B/A time {geo}"
+        note = (
+            f"slower/faster: significant (α={args.alpha}) and beyond ±{threshold:.0%}; same: "
+            f"95% CI within ±{threshold:.0%}; ambiguous: too noisy to tell"
+        )
+        print_tables([(title, columns, rows)], args.format, note)
+    if gate is not None and not slower.empty:
+        print(
+            f"convbench: {len(slower)} significant regression(s) beyond {gate:.0%}: "
+            + "; ".join(
+                f"{r.case} {r.backend} {r.dtype} {r.device} {r.direction} {r.ratio:.3g}×"
+                for r in slower.itertuples()
+            ),
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,36 @@
+"""`convbench env` (what a run records about this machine) and `convbench backends`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("env", help="print the environment a run would record")
+    p.set_defaults(func=cmd_env)
+    p = sub.add_parser("backends", help="list the registered convolution backends")
+    p.set_defaults(func=cmd_backends)
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from convbench.report.format import format_env
+    from convbench.runner.envinfo import collect_env
+
+    table = Table(title="environment", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in format_env(collect_env()):
+        table.add_row(key, str(value))
+    Console().print(table)
+    return 0
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from convbench.backends import backend_names, get_backend
+
+    for name in backend_names():
+        print(f"{name:10s} {get_backend(name).description}")
+    return 0

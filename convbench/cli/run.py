@@ -1,0 +1,196 @@
+"""`convbench run`: expand a suite, sweep it in a worker process, store every result."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from convbench.cli.common import csv_list, int_list
+from convbench.errors import UserError
+from convbench.measure.options import DEFAULTS, measure_options
+from convbench.store import DEFAULT_DB, STATUSES, Store
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from convbench.runner.session import RunPlan
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="sweep a suite and store the results")
+    p.add_argument("suite", nargs="?", help="suite name (suites/NAME.toml) or path to a TOML file")
+    p.add_argument("--backends", type=csv_list, help="comma-separated backends (default: suite's)")
+    p.add_argument("--dtypes", type=csv_list, help="e.g. float32,float16,bfloat16,float64")
+    p.add_argument("--devices", type=csv_list, help="e.g. cpu,cuda:0")
+    p.add_argument("--directions", type=csv_list, help="forward,backward")
+    p.add_argument("--batch-sizes", type=int_list, help="override every case's batch, e.g. 1,8")
+    p.add_argument(
+        "--mode",
+        choices=["warm", "cold"],
+        default=DEFAULTS["mode"],
+        help="cold flushes the cache before every sample (default: warm)",
+    )
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=DEFAULTS["max_time_s"],
+        metavar="S",
+        help=f"per-case cap on the sampling phase in seconds (default: {DEFAULTS['max_time_s']})",
+    )
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=DEFAULTS["warmup_s"],
+        metavar="S",
+        help=f"warmup time per case in seconds (default: {DEFAULTS['warmup_s']})",
+    )
+    p.add_argument("--min-samples", type=int, default=DEFAULTS["min_samples"])
+    p.add_argument(
+        "--rel-ci",
+        type=float,
+        default=DEFAULTS["rel_ci"],
+        help=f"stop when the median's 95%% CI is within ±this (default: {DEFAULTS['rel_ci']})",
+    )
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        help="per-task limit before the worker is killed (default: generous)",
+    )
+    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default: {DEFAULT_DB})")
+    p.add_argument("--resume", metavar="RUN_ID", help="finish a stopped run without redoing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--report", action="store_true", help="write the HTML report at the end")
+    p.add_argument("--open", action="store_true", help="write the report and open it")
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N balanced parts (1 <= K <= N), e.g. for job arrays",
+    )
+    p.add_argument("--run-id", help="use this run id (e.g. shared by the shards of one sweep)")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: one worker process per device; ray: tasks on a Ray cluster",
+    )
+    p.add_argument("--address", help="Ray cluster address (default: start a local one)")
+    p.add_argument(
+        "--cpus-per-task",
+        type=int,
+        help="Ray: CPUs (and torch threads) per CPU task (default: --threads or 1)",
+    )
+    p.set_defaults(func=cmd_run)
+
+
+def _plan(args: argparse.Namespace) -> RunPlan:
+    from convbench.problem.files import load_suite
+    from convbench.problem.shard import parse_shard
+    from convbench.runner.session import FILTERS, RunPlan
+
+    if not args.suite:
+        raise UserError("run: give a suite (name or path), or --resume RUN_ID")
+    try:
+        options = measure_options(
+            warmup_s=args.warmup,
+            min_samples=args.min_samples,
+            max_time_s=args.max_time,
+            rel_ci=args.rel_ci,
+            mode=args.mode,
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return RunPlan(
+        suite=load_suite(args.suite),
+        filters={k: getattr(args, k) for k in FILTERS},
+        options=options,
+        threads=args.threads,
+        timeout_s=args.timeout,
+        shard=parse_shard(args.shard) if args.shard else None,
+        executor=args.executor,
+        cpus_per_task=args.cpus_per_task,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from convbench.runner.session import RunPlan, execute, new_run_id
+
+    console = Console(stderr=True)
+    out = Console()
+    store = Store(args.db)
+    try:
+        if args.resume:
+            plan = RunPlan.from_record(store.run(args.resume), args.suite)
+            run_id = args.resume
+        else:
+            plan = _plan(args)
+            run_id = args.run_id or new_run_id()
+        n_tasks = len(plan.tasks())
+        out.print(f"run {run_id}: suite {plan.suite.name!r}, {n_tasks} tasks → {args.db}")
+        result = execute(
+            store,
+            plan,
+            run_id,
+            command=args.command_line,
+            resume=bool(args.resume),
+            console=console,
+            progress=not args.quiet,
+            address=getattr(args, "address", None),
+        )
+        if result is None or result.interrupted:
+            if run_id not in store.run_ids():
+                console.print("[yellow]interrupted[/] before the run started; nothing was stored")
+                return 130
+            kept = sum(result.counts.values()) if result else 0
+            console.print(
+                f"[yellow]interrupted[/]: {kept} results kept. "
+                f"Finish with: convbench run --db {args.db} --resume {run_id}"
+            )
+            return 130
+        _summary(out, store, run_id, result)
+    finally:
+        store.close()
+    if args.report or args.open:
+        from convbench.cli.report import open_in_browser
+        from convbench.report import write_report
+
+        path = write_report(args.db, [run_id])
+        out.print(f"report: {path}")
+        if args.open:
+            open_in_browser(path, console)
+    return 0
+
+
+def _summary(out: Console, store: Store, run_id: str, result) -> None:
+    from rich.table import Table
+
+    rows = store.result_rows(run_id)
+    table = Table(title=f"run {run_id}", show_lines=False)
+    table.add_column("backend")
+    for status in STATUSES:
+        table.add_column(status, justify="right")
+    table.add_column("median ms (geomean of ok)", justify="right")
+    by_backend: dict[str, list[dict]] = {}
+    for row in rows:
+        by_backend.setdefault(row["backend"], []).append(row)
+    for backend, group in by_backend.items():
+        counts = [sum(r["status"] == s for r in group) for s in STATUSES]
+        medians = [r["median_ms"] for r in group if r["status"] == "ok" and r["median_ms"]]
+        geo = math.exp(sum(map(math.log, medians)) / len(medians)) if medians else None
+        table.add_row(backend, *map(str, counts), f"{geo:.4g}" if geo else "—")
+    out.print(table)
+    errors = [r for r in rows if r["status"] in ("error", "timeout")]
+    for row in errors[:10]:
+        out.print(
+            f"[red]{row['status']}[/] {row['case_name']} {row['backend']} "
+            f"{row['dtype']} {row['direction']}: {row['reason']}"
+        )
+    out.print(
+        f"results: {store.path} (run {run_id}); "
+        f"see them with `convbench export --db {store.path} --run {run_id} --out x.csv`"
+    )

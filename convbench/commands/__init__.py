@@ -1,1 +1,0 @@
-"""One module per CLI subcommand family; each takes the parsed argparse namespace."""

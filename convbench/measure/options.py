@@ -1,0 +1,68 @@
+"""How every task of a run is measured: `MeasureOptions`, built from the CLI's flags or the
+API's keyword arguments by one function, `measure_options`, with one set of defaults (those of
+`TimingConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from convbench.measure.config import TimingConfig
+
+_DEFAULT = TimingConfig()
+#: `convbench run`'s and `convbench.run`'s timing defaults, read from `TimingConfig`.
+DEFAULTS = {
+    "warmup_s": _DEFAULT.warmup_s,
+    "min_samples": _DEFAULT.min_samples,
+    "max_time_s": _DEFAULT.max_time_s,
+    "rel_ci": _DEFAULT.rel_ci,
+    "mode": _DEFAULT.mode,
+}
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """How every task of a run is measured (the CLI's flags)."""
+
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    prepare_timing: TimingConfig = field(
+        default_factory=lambda: TimingConfig(warmup_s=0.0, min_samples=3, max_time_s=0.25)
+    )
+    memory_fraction: float = 0.8  # skip CPU cases whose estimate exceeds this × available
+    nvml_interval_s: float = 0.01
+
+    def to_dict(self) -> dict:
+        return {
+            "timing": self.timing.__dict__,
+            "prepare_timing": self.prepare_timing.__dict__,
+            "memory_fraction": self.memory_fraction,
+            "nvml_interval_s": self.nvml_interval_s,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MeasureOptions:
+        return cls(
+            timing=TimingConfig(**d["timing"]),
+            prepare_timing=TimingConfig(**d["prepare_timing"]),
+            memory_fraction=d["memory_fraction"],
+            nvml_interval_s=d["nvml_interval_s"],
+        )
+
+
+def measure_options(
+    *,
+    warmup_s: float = DEFAULTS["warmup_s"],
+    min_samples: int = DEFAULTS["min_samples"],
+    max_time_s: float = DEFAULTS["max_time_s"],
+    rel_ci: float = DEFAULTS["rel_ci"],
+    mode: str = DEFAULTS["mode"],
+) -> MeasureOptions:
+    """`MeasureOptions` from the sweep's timing settings; ValueError naming the field."""
+    timing = TimingConfig(
+        warmup_s=warmup_s,
+        min_samples=min_samples,
+        max_time_s=max_time_s,
+        rel_ci=rel_ci,
+        mode=mode,
+        max_samples=max(1000, min_samples),
+    )
+    return MeasureOptions(timing=timing)

@@ -1,0 +1,169 @@
+"""A run from start to end: create the run record (environment, configuration), measure the
+roofline's peaks, sweep the tasks, mark the run finished or interrupted.
+
+`convbench run` and `convbench.run` are both thin layers over `RunPlan` and `execute`, so the
+command line and the notebook API make the same records from the same defaults.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rich.console import Console
+
+from convbench.errors import UserError
+from convbench.measure.options import MeasureOptions
+from convbench.problem.files import load_suite
+from convbench.problem.shard import shard_tasks
+from convbench.problem.suite import Suite, Task
+from convbench.runner.progress import sweep_progress
+from convbench.runner.sweep import SweepResult, sweep
+from convbench.runner.worker import Worker
+from convbench.store import Store
+
+#: The task filters a run accepts (CLI flags, API arguments), each overriding a suite axis.
+FILTERS = ("backends", "dtypes", "devices", "directions", "batch_sizes")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything that decides what a run measures and how; stored with the run, so that
+    ``--resume`` measures the rest exactly as the start did."""
+
+    suite: Suite
+    filters: dict = field(default_factory=dict)
+    options: MeasureOptions = field(default_factory=MeasureOptions)
+    threads: int | None = None
+    timeout_s: float | None = None
+    shard: tuple[int, int] | None = None
+    executor: str = "local"
+    cpus_per_task: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads: expected a positive int, got {self.threads}")
+
+    def tasks(self) -> list[Task]:
+        """The suite's tasks after the filters and the shard; a UserError if none is left."""
+        tasks = self.suite.tasks(**{k: self.filters.get(k) for k in FILTERS})
+        if not tasks:
+            raise UserError(f"{self.suite.path or self.suite.name}: the filters leave no task")
+        return shard_tasks(tasks, *self.shard) if self.shard else tasks
+
+    def config(self, n_tasks: int) -> dict:
+        suite_path = str(self.suite.path) if self.suite.path else None
+        return {
+            "suite_path": suite_path,
+            "filters": {k: self.filters.get(k) for k in FILTERS},
+            "options": self.options.to_dict(),
+            "threads": self.threads,
+            "timeout_s": self.timeout_s,
+            "n_tasks": n_tasks,
+            "shard": list(self.shard) if self.shard else None,
+            "executor": self.executor,
+            "cpus_per_task": self.cpus_per_task,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict, suite: str | None = None) -> RunPlan:
+        """The plan a stored run was started with (``suite`` overrides where its file is)."""
+        config = record["config"]
+        shard = config.get("shard")
+        return cls(
+            suite=load_suite(suite or config["suite_path"]),
+            filters=config["filters"],
+            options=MeasureOptions.from_dict(config["options"]),
+            threads=config.get("threads"),
+            timeout_s=config.get("timeout_s"),
+            shard=tuple(shard) if shard else None,
+            executor=config.get("executor", "local"),
+            cpus_per_task=config.get("cpus_per_task"),
+        )
+
+
+def measure_peaks(
+    worker: Worker, tasks: list[Task], warn: Callable[[str], None]
+) -> dict[str, float | None]:
+    """The roofline's ceiling: a GEMM's GFLOP/s once per (device, dtype) of the run, measured
+    by the worker with the run's thread settings (see `convbench.measure.peak`)."""
+    peaks: dict[str, float | None] = {}
+    for device, dtype in sorted({(t.device, t.dtype) for t in tasks}):
+        gflops, why_not = worker.call(("peak", device, dtype), 300)
+        peaks[f"{device}/{dtype}"] = gflops
+        if why_not:
+            warn(f"[yellow]no peak GFLOP/s for {device}/{dtype}[/]: {why_not}")
+    return peaks
+
+
+def execute(
+    store: Store,
+    plan: RunPlan,
+    run_id: str,
+    *,
+    command: str,
+    resume: bool = False,
+    console: Console | None = None,
+    progress: bool = True,
+    address: str | None = None,
+) -> SweepResult | None:
+    """Create the run (unless resuming), measure its peaks once, sweep what is not stored yet,
+    and set its status. Returns the sweep's result, or None when Ctrl-C came before the sweep
+    began (then nothing of a new run was stored)."""
+    console = console or Console(stderr=True, quiet=not progress)
+    tasks = plan.tasks()
+    if not resume and run_id in store.run_ids():
+        raise UserError(f"{store.path}: run {run_id!r} already exists; finish it with --resume")
+    worker = Worker(plan.threads)
+    result = None
+    try:
+        if not resume:
+            env = worker.call(("env",), 120)
+            store.create_run(
+                run_id,
+                suite=plan.suite.name,
+                suite_path=str(plan.suite.path) if plan.suite.path else None,
+                command=command,
+                env=env,
+                config=plan.config(len(tasks)),
+            )
+        if plan.executor == "local" and not store.run(run_id)["peaks"]:
+            store.set_run_peaks(run_id, measure_peaks(worker, tasks, console.print))
+        sweep_kw = dict(
+            suite_name=plan.suite.name,
+            worker=worker,
+            threads=plan.threads,
+            timeout_s=plan.timeout_s,
+            executor=plan.executor,
+            address=address,
+            cpus_per_task=plan.cpus_per_task,
+        )
+        if not progress:
+            result = sweep(tasks, store, run_id, plan.options, **sweep_kw)
+        else:
+            done = len(store.finished_keys(run_id) & {t.key for t in tasks})
+            with sweep_progress(console, len(tasks), done) as bar:
+                result = sweep(
+                    tasks,
+                    store,
+                    run_id,
+                    plan.options,
+                    on_start=bar.on_start,
+                    on_result=bar.on_result,
+                    **sweep_kw,
+                )
+                bar.finish(result.interrupted)
+    except KeyboardInterrupt:
+        result = None  # Ctrl-C before the sweep began (start-up, environment, GEMM peak)
+    finally:
+        worker.stop()
+    if run_id in store.run_ids():
+        interrupted = result is None or result.interrupted
+        store.set_run_status(run_id, "interrupted" if interrupted else "finished")
+    return result

@@ -1,0 +1,147 @@
+"""The measurement process: one per device, started once, replaced when a task kills it.
+
+Why a worker process: a case that hangs, loops forever, crashes the interpreter or leaks
+memory must not stall or kill the sweep. The parent sends one message at a time over a pipe
+and waits at most a time limit; past that it kills the worker and starts a fresh one for the
+next task. A worker that dies (segfault, OOM killer) is reported with its exit code. The
+worker is started once and reused, so torch is imported once. It ignores SIGINT (the parent
+decides) and exits if its parent disappears.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(3)
+        time.sleep(0.5)
+
+
+def _worker_main(conn, threads: int | None, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from convbench.measure.task import measure_task
+    from convbench.runner import envinfo
+
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        kind = message[0]
+        if kind == "stop":
+            return
+        if kind == "env":
+            conn.send(envinfo.collect_env())
+        elif kind == "task":
+            _, task, options = message
+            conn.send(measure_task(task, options))
+        elif kind == "peak":  # ("peak", device, dtype) -> GFLOP/s, or None and why not
+            conn.send(_peak(*message[1:]))
+
+
+def _peak(device: str, dtype: str) -> tuple[float | None, str | None]:
+    from convbench.measure.peak import measure_peak_gflops
+
+    try:
+        return measure_peak_gflops(device, dtype), None
+    except Exception as exc:  # a device or dtype without a matmul: the run goes on
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+class Worker:
+    """A measurement process the parent can time out and replace."""
+
+    startup_timeout_s = 300.0
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+        self.ctx = mp.get_context("spawn")
+        self.proc = None
+        self.conn = None
+
+    def start(self) -> None:
+        parent, child = self.ctx.Pipe()
+        self.proc = self.ctx.Process(
+            target=_worker_main, args=(child, self.threads, os.getpid()), daemon=True
+        )
+        # Born with SIGINT ignored (then Python installs no KeyboardInterrupt handler), so a
+        # Ctrl-C during the worker's imports cannot print a traceback: the parent decides.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+        try:
+            self.proc.start()
+        finally:
+            if in_main:
+                signal.signal(signal.SIGINT, previous)
+        child.close()
+        self.conn = parent
+        # Start-up (importing torch) is not part of any task's time limit.
+        if not parent.poll(self.startup_timeout_s):
+            self.kill()
+            raise RuntimeError(f"worker did not start within {self.startup_timeout_s:.0f} s")
+        hello = parent.recv()
+        assert hello[0] == "ready", hello
+
+    def ensure(self) -> None:
+        if self.proc is None or not self.proc.is_alive():
+            self.start()
+
+    def call(self, message: tuple, timeout_s: float):
+        """Send a message, wait for the answer. Raises TimeoutError or WorkerDied."""
+        self.ensure()
+        self.conn.send(message)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.conn.poll(0.05):
+                try:
+                    return self.conn.recv()
+                except EOFError:
+                    break
+            if not self.proc.is_alive():
+                break
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError
+        self.proc.join(5)  # the pipe closes a moment before the exit status is known
+        code = self.proc.exitcode
+        self.kill()
+        raise WorkerDied(code)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.proc = None
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def stop(self) -> None:
+        """Ask the worker to exit, then make sure it has (a second Ctrl-C just kills it)."""
+        try:
+            if self.proc is not None and self.proc.is_alive():
+                self.conn.send(("stop",))
+                self.proc.join(5)
+        except (BrokenPipeError, OSError, KeyboardInterrupt):
+            pass
+        finally:
+            self.kill()
+
+
+class WorkerDied(Exception):
+    def __init__(self, exitcode):
+        super().__init__(f"worker process died (exit code {exitcode})")
+        self.exitcode = exitcode

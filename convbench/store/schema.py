@@ -1,0 +1,103 @@
+"""The store's schema: every column of a result and of a run, with units in the names, the
+result statuses, and the schema version a store records.
+
+A result's ``status`` is one of `STATUSES`: ``ok``; ``unsupported`` (the backend's reason in
+``reason``); ``oom``; ``error``; ``timeout``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
+SCHEMA_VERSION = 1
+DEFAULT_DB = Path("results") / "convbench.sqlite"
+
+# Every result column, once: (name, SQL type). Units are in the names.
+RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "TEXT NOT NULL"),
+    ("result_key", "TEXT NOT NULL"),
+    ("case_id", "TEXT"),
+    ("suite", "TEXT"),
+    ("case_name", "TEXT"),
+    ("count", "INTEGER"),
+    ("backend", "TEXT"),
+    ("device", "TEXT"),
+    ("dtype", "TEXT"),
+    ("direction", "TEXT"),
+    ("mode", "TEXT"),
+    ("status", "TEXT NOT NULL"),
+    ("reason", "TEXT"),
+    ("problem_json", "TEXT"),
+    ("nd", "INTEGER"),
+    ("batch", "INTEGER"),
+    ("flops", "REAL"),
+    ("prepare_ms", "REAL"),
+    ("median_ms", "REAL"),
+    ("iqr_ms", "REAL"),
+    ("mean_ms", "REAL"),
+    ("std_ms", "REAL"),
+    ("min_ms", "REAL"),
+    ("ci_low_ms", "REAL"),
+    ("ci_high_ms", "REAL"),
+    ("n_samples", "INTEGER"),
+    ("block_size", "INTEGER"),
+    ("stop_reason", "TEXT"),
+    ("gflops", "REAL"),
+    ("peak_mem_bytes", "INTEGER"),
+    ("mem_method", "TEXT"),
+    ("max_abs_err", "REAL"),
+    ("rel_err", "REAL"),
+    ("gpu_util_pct", "REAL"),
+    ("mem_util_pct", "REAL"),
+    ("power_w", "REAL"),
+    ("sm_clock_mhz", "REAL"),
+    ("temp_c", "REAL"),
+    ("throttle_reasons", "TEXT"),
+    ("energy_j", "REAL"),
+    ("telemetry_note", "TEXT"),
+    ("cpu_util_pct", "REAL"),
+    ("threads", "INTEGER"),
+    ("torch_threads", "INTEGER"),
+    ("node", "TEXT"),
+    ("node_json", "TEXT"),
+    ("started_at", "REAL"),
+    ("finished_at", "REAL"),
+)
+RESULT_FIELDS = tuple(name for name, _ in RESULT_COLUMNS)
+
+RUN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "TEXT PRIMARY KEY"),
+    ("suite", "TEXT"),
+    ("suite_path", "TEXT"),
+    ("command", "TEXT"),
+    ("config_json", "TEXT"),
+    ("env_json", "TEXT"),
+    ("peaks_json", "TEXT"),
+    ("status", "TEXT"),
+    ("created_at", "REAL"),
+    ("finished_at", "REAL"),
+    ("schema_version", "INTEGER"),
+)
+RUN_FIELDS = tuple(name for name, _ in RUN_COLUMNS)
+
+
+def ddl() -> str:
+    results = ",\n    ".join(f"{n} {t}" for n, t in RESULT_COLUMNS)
+    runs = ",\n    ".join(f"{n} {t}" for n, t in RUN_COLUMNS)
+    return f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    {runs}
+);
+CREATE TABLE IF NOT EXISTS results (
+    {results},
+    PRIMARY KEY (run_id, result_key)
+);
+CREATE TABLE IF NOT EXISTS samples (
+    run_id TEXT NOT NULL,
+    result_key TEXT NOT NULL,
+    samples_ms TEXT NOT NULL,
+    PRIMARY KEY (run_id, result_key)
+);
+"""

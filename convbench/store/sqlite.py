@@ -1,0 +1,197 @@
+"""The results store: SQLite (stdlib `sqlite3`) in WAL mode.
+
+One file holds many runs. A run row records the environment once (versions, devices, flags,
+git commit, command line); every finished result is written and committed on its own, so a
+crash or ``kill -9`` loses at most the case in flight, and `--resume` can finish a run without
+redoing or duplicating anything: ``(run_id, result_key)`` is the primary key.
+
+Raw timing samples are kept (as JSON arrays of per-call milliseconds) beside the summary
+columns, so statistics can always be recomputed from what was measured.
+
+The store carries a schema version; opening a store of another version is refused with a clear
+message rather than silently misread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from convbench.errors import UserError
+from convbench.store.schema import (
+    DEFAULT_DB,
+    RESULT_FIELDS,
+    RUN_FIELDS,
+    SCHEMA_VERSION,
+    ddl,
+)
+
+
+class Store:
+    """An open results database. ``path=None`` (or ``":memory:"``) keeps it in memory."""
+
+    def __init__(self, path: str | Path | None = DEFAULT_DB):
+        self.path = ":memory:" if path in (None, ":memory:") else Path(path)
+        if self.path != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # One connection, shared by the sweep's per-device threads under `lock`.
+            self.conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+            self.lock = threading.RLock()
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash (kill -9); only an OS crash can
+            # lose the last commits.
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._check_version()
+            self.conn.executescript(ddl())
+            self.conn.commit()
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{self.path}: not a convbench results database ({exc})") from None
+
+    def _check_version(self) -> None:
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
+        if "meta" not in tables:
+            if tables:
+                raise UserError(f"{self.path}: not a convbench results database")
+            self.conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+            self.conn.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            return
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else None
+        if version != SCHEMA_VERSION:
+            raise UserError(
+                f"{self.path}: results schema version {version}, this convbench reads "
+                f"version {SCHEMA_VERSION}; use a matching convbench or a new --db"
+            )
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
+
+    # -- writing -------------------------------------------------------------------------
+    def create_run(
+        self,
+        run_id: str,
+        *,
+        suite: str,
+        suite_path: str | None,
+        command: str,
+        config: Mapping,
+        env: Mapping,
+    ) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO runs (run_id, suite, suite_path, command, config_json, env_json,"
+                " status, created_at, schema_version) VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    suite,
+                    suite_path,
+                    command,
+                    json.dumps(dict(config)),
+                    json.dumps(dict(env), default=str),
+                    "running",
+                    time.time(),
+                    SCHEMA_VERSION,
+                ),
+            )
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        with self.conn:
+            self.conn.execute(
+                "UPDATE runs SET status=?, finished_at=? WHERE run_id=?",
+                (status, time.time(), run_id),
+            )
+
+    def set_run_peaks(self, run_id: str, peaks: Mapping) -> None:
+        with self.conn:
+            self.conn.execute(
+                "UPDATE runs SET peaks_json=? WHERE run_id=?", (json.dumps(dict(peaks)), run_id)
+            )
+
+    def add_result(self, row: Mapping, samples_ms: Iterable[float] | None = None) -> None:
+        """Insert one result (and its raw samples) and commit at once.
+
+        Unknown keys are a bug and raise; missing columns are stored as NULL. A second result
+        with the same ``(run_id, result_key)`` raises `sqlite3.IntegrityError`.
+        """
+        unknown = set(row) - set(RESULT_FIELDS)
+        if unknown:
+            raise KeyError(f"unknown result fields: {sorted(unknown)}")
+        names = [n for n in RESULT_FIELDS if n in row]
+        with self.lock, self.conn:
+            self.conn.execute(
+                f"INSERT INTO results ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                [row[n] for n in names],
+            )
+            if samples_ms is not None:
+                self.conn.execute(
+                    "INSERT INTO samples VALUES (?,?,?)",
+                    (row["run_id"], row["result_key"], json.dumps([float(s) for s in samples_ms])),
+                )
+
+    # -- reading -------------------------------------------------------------------------
+    def run(self, run_id: str) -> dict:
+        cur = self.conn.execute(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM runs WHERE run_id=?", (run_id,)
+        )
+        row = cur.fetchone()
+        if row is None:
+            known = [r[0] for r in self.conn.execute("SELECT run_id FROM runs ORDER BY created_at")]
+            hint = f"; runs here: {', '.join(known[-5:])}" if known else "; it holds no runs"
+            raise UserError(f"{self.path}: no run {run_id!r}{hint}")
+        record = dict(zip(RUN_FIELDS, row, strict=True))
+        for key in ("config", "env", "peaks"):
+            blob = record.pop(f"{key}_json")
+            record[key] = json.loads(blob) if blob else {}
+        return record
+
+    def run_ids(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT run_id FROM runs ORDER BY created_at")]
+
+    def latest_run_id(self) -> str:
+        ids = self.run_ids()
+        if not ids:
+            raise UserError(f"{self.path}: holds no runs yet; start one with `convbench run`")
+        return ids[-1]
+
+    def finished_keys(self, run_id: str) -> set[str]:
+        with self.lock:
+            cur = self.conn.execute("SELECT result_key FROM results WHERE run_id=?", (run_id,))
+            return {r[0] for r in cur}
+
+    def result_rows(self, run_id: str | None = None) -> list[dict]:
+        sql = f"SELECT {', '.join(RESULT_FIELDS)} FROM results"
+        params: tuple = ()
+        if run_id is not None:
+            sql += " WHERE run_id=?"
+            params = (run_id,)
+        sql += " ORDER BY started_at, rowid"
+        return [dict(zip(RESULT_FIELDS, r, strict=True)) for r in self.conn.execute(sql, params)]
+
+    def samples(self, run_id: str, result_key: str) -> list[float]:
+        row = self.conn.execute(
+            "SELECT samples_ms FROM samples WHERE run_id=? AND result_key=?", (run_id, result_key)
+        ).fetchone()
+        return json.loads(row[0]) if row else []
+
+    def all_samples(self, run_id: str | None = None) -> dict[tuple[str, str], list[float]]:
+        sql, params = "SELECT run_id, result_key, samples_ms FROM samples", ()
+        if run_id is not None:
+            sql, params = sql + " WHERE run_id=?", (run_id,)
+        return {(r, k): json.loads(s) for r, k, s in self.conn.execute(sql, params)}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

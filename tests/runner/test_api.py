@@ -1,0 +1,92 @@
+"""The notebook API (`convbench.run` and friends) and `python -m convbench`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import convbench
+from convbench import results
+from convbench.cli import build_parser
+from convbench.cli.run import _plan
+from convbench.errors import UserError
+from convbench.measure.config import TimingConfig
+from convbench.measure.options import MeasureOptions
+from convbench.problem import Axes, ConvCase, ConvProblem, Suite
+from convbench.runner import api
+
+TINY = dict(max_time=0.05, warmup=0.01, min_samples=6)
+
+
+def tiny_suite() -> Suite:
+    cases = (
+        ConvCase("a", ConvProblem(1, 2, 4, (6, 6), (3, 3), padding=1), count=3),
+        ConvCase("b", ConvProblem(1, 2, 2, (16,), (3,)), count=1),
+    )
+    return Suite("tiny-api", "", "", None, cases, Axes())
+
+
+def test_run_returns_the_results_frame_in_memory_and_in_a_store(tmp_path):
+    df = convbench.run(tiny_suite(), backends=["naive", "im2col"], **TINY)
+    assert len(df) == 4 and set(df.status) == {"ok"}
+    assert {"case", "backend", "median_ms", "rel_err", "gflops", "count"} <= set(df.columns)
+    assert df.set_index(["case", "backend"]).loc[("a", "naive"), "count"] == 3
+    assert df.attrs["interrupted"] is False and df.attrs["run_id"] == df.run_id.iloc[0]
+
+    db = tmp_path / "r.sqlite"
+    df2 = convbench.run(
+        "smoke", backends=["im2col"], directions=["forward"], batch_sizes=[1], db=db, **TINY
+    )
+    assert len(df2) == 6 and set(df2.case.str.endswith("@n1")) == {True}
+    stored = results.load(db, df2.attrs["run_id"])
+    assert sorted(stored.result_key) == sorted(df2.result_key)
+    run = results.runs(db).iloc[0]
+    assert (run.suite, run.status) == ("smoke", "finished")
+
+
+def test_run_rejects_bad_arguments_like_the_cli():
+    with pytest.raises(UserError, match="unknown backend 'nope'"):
+        convbench.run(tiny_suite(), backends=["nope"])
+    with pytest.raises(UserError, match="no suite of that name"):
+        convbench.run("no-such-suite")
+    with pytest.raises(UserError, match="threads"):
+        convbench.run(tiny_suite(), threads=0)
+    with pytest.raises(UserError, match="mode"):
+        convbench.run(tiny_suite(), mode="lukewarm")
+
+
+def test_measure_options_match_the_cli_flags():
+    args = build_parser().parse_args(["run", "smoke"])
+    assert api.measure_options() == _plan(args).options == MeasureOptions()
+    assert api.DEFAULTS == {
+        "warmup_s": args.warmup,
+        "min_samples": args.min_samples,
+        "max_time_s": args.max_time,
+        "rel_ci": args.rel_ci,
+        "mode": args.mode,
+    }
+    assert (TimingConfig.warmup_s, TimingConfig.max_time_s) == (args.warmup, args.max_time)
+    args = build_parser().parse_args(["run", "smoke", "--max-time", "0.3", "--mode", "cold"])
+    assert api.measure_options(max_time_s=0.3, mode="cold") == _plan(args).options
+
+
+def test_import_convbench_stays_light_and_exports_the_notebook_api():
+    code = (
+        "import sys, convbench; "
+        "assert 'pandas' not in sys.modules and 'torch' not in sys.modules; "
+        "assert 'convbench.runner.api' not in sys.modules; "
+        "assert convbench.results.load and convbench.run.__module__ == 'convbench.runner.api'; "
+        "assert convbench.modeltime.model_totals and convbench.suite_from_model; "
+        "from convbench import run, results"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_python_dash_m_convbench_works_like_the_command():
+    proc = subprocess.run(
+        [sys.executable, "-m", "convbench", "backends"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "im2col" in proc.stdout and "winograd" in proc.stdout

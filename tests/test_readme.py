@@ -1,0 +1,91 @@
+"""Every README block marked ``<!-- example: NAME -->`` runs, as written, in a fresh directory.
+
+Python blocks run as a script (``python example.py``, no ``__main__`` guard, as pasted); bash
+blocks run with the project's virtualenv first on PATH. The only "tiny settings"
+come from the environment, never from editing the examples: the pytest-benchmark runs get a
+one-case suite (``CONVBENCH_SUITE``) and short pytest-benchmark rounds (``PYTEST_ADDOPTS``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = re.compile(r"<!-- example: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", re.DOTALL)
+
+ONE_CASE = """
+[suite]
+name = "one"
+[[case]]
+name = "c3x3"
+in_channels = 4
+out_channels = 4
+spatial = [8, 8]
+kernel = 3
+padding = 1
+"""
+
+
+def examples() -> dict[str, tuple[str, str]]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = {name: (lang, code) for name, lang, code in MARKER.findall(text)}
+    assert len(found) == text.count("<!-- example: "), "an example marker is not on a code block"
+    return found
+
+
+# name -> (how to run it, what its output must show)
+EXPECT = {
+    "pytest-fixture": ("pytest", "1 passed"),
+    "pytest-benchmark": ("bash", "Comparing against benchmarks from"),
+    "from-model": ("bash", "7 conv calls (traced on meta)"),
+    "model-totals": ("python", "best per-layer mix"),
+    "python-api": ("python", "conv1d_same_k16"),
+}
+
+
+def test_every_readme_example_is_run_here():
+    assert set(examples()) == set(EXPECT)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A fresh directory shaped like the repository root: .venv, benchmarks/, examples/."""
+    for name in ("benchmarks", "examples"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    (tmp_path / "one.toml").write_text(ONE_CASE)
+    return tmp_path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_readme_example_runs(name, workdir):
+    how, expected = EXPECT[name]
+    lang, code = examples()[name]
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["CONVBENCH_SUITE"] = str(workdir / "one.toml")
+    env["COLUMNS"] = "160"  # rich tables unwrapped
+    env["PYTEST_ADDOPTS"] = "--benchmark-max-time=0.01 --benchmark-min-rounds=2 -p no:cacheprovider"
+    if how == "python":
+        assert lang == "python"
+        (workdir / "example.py").write_text(code)
+        cmd = [sys.executable, "example.py"]
+    elif how == "pytest":
+        assert lang == "python"
+        (workdir / "test_readme_example.py").write_text(code)
+        cmd = [sys.executable, "-m", "pytest", "test_readme_example.py", "--benchmark-only"]
+    else:
+        assert lang == "bash"
+        cmd = ["bash", "-euo", "pipefail", "-c", code]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert expected in output, output[-4000:]
