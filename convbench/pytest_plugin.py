@@ -9,11 +9,13 @@ fixture (registered by installing convbench: entry point ``pytest11``).
 storage, ``--benchmark-compare``, ``--benchmark-histogram`` and ``--benchmark-json`` work
 unchanged. What it adds:
 
-* **What is timed** is what `convbench run` times: ``forward`` runs the backend's plan on the
-  input with the weight prepared once (inference: the Winograd filter transform or the
-  filter's FFT is not in the loop), under `torch.no_grad()`; ``backward`` times
-  `torch.autograd.grad` of the output w.r.t. input and weight from a fixed output gradient
-  on a retained graph. It returns the output (forward) or ``(grad_input, grad_weight)``.
+* **What is timed** is what `convbench run` times (`convbench.measure.passes`): ``forward``
+  runs the backend's plan on the input with the weight prepared once (inference: the
+  Winograd filter transform or the filter's FFT is not in the loop); ``backward_data`` and
+  ``backward_weight`` each gradient alone from a fixed upstream gradient; ``backward`` both
+  after one forward; ``train`` a whole step with the weight re-prepared. It returns what the
+  pass computes: the output; dx; dw (or ``(dw, db)`` with a bias); ``(dx, dw[, db])``;
+  ``(y, dx, dw[, db])``.
 * **Device-correct timing.** pytest-benchmark reads one host clock around each round of
   calls. On a CUDA device the fixture swaps in a timer that synchronizes the device before
   each read, so a round spans exactly the GPU work it enqueued (what
@@ -145,7 +147,7 @@ class ConvBenchmark:
         impl = get_backend(backend)
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         args = ConvArgs.from_call(input, weight, bias, **kw)
-        reason = impl.check(args)
+        reason = impl.reason(args, direction)
         if reason is not None:
             pytest.skip(reason)
         if group is not None:
@@ -182,6 +184,7 @@ class ConvBenchmark:
         if not getattr(self.benchmark, "disabled", False):
             _warmup(fn, self.warmup_s, sync)
         result = self.benchmark(fn)
+        result = result[0] if len(result) == 1 else result
         median_s = _median_s(self.benchmark)
         info["gflops"] = flops / median_s / 1e9 if median_s else None
         self._rows.append((self.benchmark.fullname, info))
@@ -189,34 +192,21 @@ class ConvBenchmark:
 
 
 def _prepare(impl, direction, input, weight, bias, kw):
-    """(timed function, backend's answer, float64 reference answer), as `convbench run`."""
-    import torch
-
+    """(timed function, backend's answer, float64 reference answer), as `convbench run`
+    (`convbench.measure.passes`)."""
+    from convbench.measure.passes import pass_run, upstream_gradient
     from convbench.measure.reference import reference
+    from convbench.problem.spec import ConvArgs
 
-    if direction == "forward":
-        with torch.no_grad():
-            plan = impl.prepare(weight, bias, **kw, input=input)
-            got = (plan(input),)
-
-        def fn():
-            with torch.no_grad():
-                return plan(input)
-
-        return fn, got, reference("forward", input, weight, bias, **kw)
-
-    x = input.detach().requires_grad_(True)
-    w = weight.detach().requires_grad_(True)
-    y = impl.conv(x, w, bias, **kw)
-    gen = torch.Generator().manual_seed(1)
-    grad_out = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(y.device, y.dtype)
-    got = torch.autograd.grad(y, (x, w), grad_out, retain_graph=True)
-    want = reference("backward", x, w, bias, grad_out, **kw)
-
-    def fn():
-        return torch.autograd.grad(y, (x, w), grad_out, retain_graph=True)
-
-    return fn, got, want
+    dy = None
+    if direction != "forward":
+        args = ConvArgs.from_call(input, weight, bias, **kw)
+        shape = args.output_shape[1:] if args.unbatched else args.output_shape
+        dy = upstream_gradient(shape, input.dtype, input.device, 1)
+    x, w = input.detach(), weight.detach()
+    b = None if bias is None else bias.detach()
+    run = pass_run(impl, direction, x, w, b, dy, kw)
+    return run.fn, run.got, reference(direction, x, w, b, dy, **kw)
 
 
 def _problem_dict(args) -> dict:

@@ -12,26 +12,35 @@ from collections.abc import Mapping
 import pandas as pd
 
 from convbench.analysis.compare import ok_results
+from convbench.problem.axes import flop_factor
 
 _ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def compulsory_bytes(problem_json: str, direction: str, dtype: str, flops: float) -> float:
-    """Bytes a convolution must at least move: read input and weight, write output (forward);
-    read input, weight and output gradient, write both gradients (backward).
+    """Bytes a direction must at least move, reading each operand and writing each result
+    once: forward reads x, w and writes y; backward_data reads dy, w, writes dx;
+    backward_weight reads x, dy, writes dw; backward reads x, w, dy, writes dx, dw; train
+    does the forward and the backward.
 
     Element counts come from the problem's fields; the output's from the result's FLOP count
-    (forward ``flops = 2 · N · K · ∏out · C/groups · ∏kernel``, backward twice that), so no
-    padding rules are repeated here."""
+    (the forward's ``2 · N · K · ∏out · C/groups · ∏kernel`` times the direction's factor),
+    so no padding rules are repeated here."""
     p = json.loads(problem_json)
     kernel = math.prod(p["kernel"]) if isinstance(p["kernel"], list) else p["kernel"]
     spatial = math.prod(p["spatial"]) if isinstance(p["spatial"], list) else p["spatial"]
     c_per_group = p["in_channels"] // p["groups"]
-    forward_flops = flops if direction == "forward" else flops / 2
-    n_in = p["batch"] * p["in_channels"] * spatial
-    n_w = p["out_channels"] * c_per_group * kernel
-    n_out = forward_flops / (2 * c_per_group * kernel)
-    elements = n_in + n_w + n_out if direction == "forward" else 2 * (n_in + n_w) + n_out
+    forward_flops = flops / flop_factor(direction)
+    x = p["batch"] * p["in_channels"] * spatial
+    w = p["out_channels"] * c_per_group * kernel
+    y = forward_flops / (2 * c_per_group * kernel)
+    elements = {
+        "forward": x + w + y,
+        "backward_data": y + w + x,
+        "backward_weight": x + y + w,
+        "backward": 2 * (x + w) + y,
+        "train": 3 * (x + w) + 2 * y,
+    }[direction]
     return float(elements * _ITEMSIZE.get(dtype, 4))
 
 

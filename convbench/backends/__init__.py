@@ -12,7 +12,8 @@ import importlib
 import logging
 from importlib.metadata import entry_points
 
-from convbench.backends.base import Backend, Plan, add_bias, pad_input
+from convbench.backends.base import Backend, Passes, Plan
+from convbench.backends.ops import add_bias, pad_input
 from convbench.errors import UnknownBackend, Unsupported
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def get_backend(name: str) -> Backend:
 
 __all__ = [
     "Backend",
+    "Passes",
     "Plan",
     "Unsupported",
     "add_bias",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from convbench.backends import Backend, register
-from convbench.backends.dispatch import flags, selected_path, torch_conv
+from convbench.backends.dispatch import TorchPasses, selected_path
 from convbench.problem.spec import ConvArgs
 
 
@@ -22,6 +22,7 @@ class CudnnBackend(Backend):
 
     name = "cudnn"
     description = "PyTorch CUDA convolution through cuDNN"
+    backward_method = TorchPasses.backward_method
 
     def __init__(self, benchmark: bool = False, tf32: bool = False):
         # TF32 is off by default: float32 results then meet the float32 tolerance, and a
@@ -45,8 +46,11 @@ class CudnnBackend(Backend):
         return None
 
     def plan(self, args, weight, bias):
-        def run(x):
-            with flags(cudnn=True, benchmark=self.benchmark, allow_tf32=self.tf32):
-                return torch_conv(args, x, weight, bias)
-
-        return run, {"autotune": self.benchmark, "tf32": self.tf32}
+        passes = TorchPasses(
+            args,
+            weight,
+            bias,
+            {"cudnn": True, "benchmark": self.benchmark, "allow_tf32": self.tf32},
+        )
+        passes.prepared = {"autotune": self.benchmark, "tf32": self.tf32}
+        return passes

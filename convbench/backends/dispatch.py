@@ -16,7 +16,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from convbench.backends.base import pad_input
+from convbench.backends.ops import crop_padding, pad_input
+from convbench.backends.plan import Passes
 from convbench.problem.spec import ConvArgs
 
 
@@ -72,6 +73,7 @@ def flags(
     benchmark: bool = False,
     allow_tf32: bool = False,
 ):
+    """Switch oneDNN and/or cuDNN (autotuner, TF32) for the duration, restoring them after."""
     with contextlib.ExitStack() as stack:
         if mkldnn is not None:
             # Only the on/off switch: mkldnn.flags() would also reset TF32/determinism.
@@ -85,3 +87,71 @@ def flags(
                 )
             )
         yield
+
+
+class TorchPasses(Passes):
+    """PyTorch's own convolution with ``switches`` (`flags`) set: the forward is one
+    differentiable call (so autograd, double backward included, is PyTorch's), and each
+    gradient is timed alone through ``aten.convolution_backward`` with its output mask."""
+
+    native_autograd = True
+    backward_method = "aten.convolution_backward, one output mask per gradient"
+
+    def __init__(self, args, weight, bias, switches: dict):
+        super().__init__(args, weight, bias)
+        self.switches = switches
+        self._input = None  # the shape convolution_backward needs for the data gradient
+
+    def autograd_forward(self, x, weight, bias):
+        with flags(**self.switches):
+            return torch_conv(self.args, x, weight, bias)
+
+    def forward(self, x):
+        return self.autograd_forward(x, self.weight, self.bias)
+
+    def prepare_pass(self, direction):
+        if direction == "backward_data" and self._input is None:
+            # Read for its shape only (the data gradient does not depend on the input).
+            shape = list(self.args.input_shape)
+            if self.args.symmetric_padding is None:
+                for i, (lo, hi) in enumerate(self.args.padding):
+                    shape[2 + i] += lo + hi
+            self._input = torch.empty(shape, dtype=self.args.dtype, device=self.args.device)
+
+    def _backward(self, x, dy, mask):
+        a = self.args
+        sym = a.symmetric_padding
+        padding = list(sym) if sym is not None else [0] * a.nd
+        if x is None:
+            x = self._input
+        elif sym is None:
+            x = pad_input(x, a)
+        bias_sizes = [a.out_channels] if (self.bias is not None and mask[2]) else None
+        with flags(**self.switches):
+            dx, dw, db = torch.ops.aten.convolution_backward(
+                dy,
+                x,
+                self.weight,
+                bias_sizes,
+                list(a.stride),
+                padding,
+                list(a.dilation),
+                False,
+                [0] * a.nd,
+                a.groups,
+                mask,
+            )
+        if dx is not None and sym is None:
+            dx = crop_padding(dx, a).contiguous()
+        return dx, dw, db
+
+    def backward_data(self, dy):
+        return self._backward(None, dy, [True, False, False])[0]
+
+    def backward_weight(self, x, dy):
+        _, dw, db = self._backward(x, dy, [False, True, self.bias is not None])
+        return dw, db
+
+    def backward(self, x, dy, saved=None, need_data=True, need_weight=True):
+        mask = [need_data, need_weight, need_weight and self.bias is not None]
+        return self._backward(x, dy, mask)

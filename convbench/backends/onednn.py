@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from convbench.backends import Backend, register
-from convbench.backends.dispatch import flags, selected_path, torch_conv
+from convbench.backends.dispatch import TorchPasses, selected_path
 from convbench.problem.spec import ConvArgs
 
 
@@ -18,6 +18,7 @@ from convbench.problem.spec import ConvArgs
 class OneDNNBackend(Backend):
     name = "onednn"
     description = "PyTorch CPU convolution through oneDNN (torch.backends.mkldnn)"
+    backward_method = TorchPasses.backward_method
 
     def check(self, args: ConvArgs) -> str | None:
         if args.device.type != "cpu":
@@ -33,8 +34,4 @@ class OneDNNBackend(Backend):
         return None
 
     def plan(self, args, weight, bias):
-        def run(x):
-            with flags(mkldnn=True):
-                return torch_conv(args, x, weight, bias)
-
-        return run, {}
+        return TorchPasses(args, weight, bias, {"mkldnn": True})

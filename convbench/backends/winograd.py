@@ -29,8 +29,21 @@ prod alpha, ``P`` = N × sub-grids × tiles, ``C'`` = C × phases × chunks):
 7. bias added while transposing into a fresh NCHW (or channels-last, if the input was)
    output.
 
-The filter transform ``U = G w G^T`` is per-weight work done in `plan`, in float64 and rounded
-once to the compute dtype. The plan owns the buffers of steps 1–6 and reuses them across
+The gradients are Winograd too:
+
+* **data gradient**: a Winograd convolution of the upstream gradient with the flipped,
+  channel-transposed filter, split by stride phase (`convbench.backends.transpose`); its
+  filter transforms are per-weight work, done once;
+* **weight gradient**: F(r', m) accumulated over tiles, as cuDNN's non-fused Winograd
+  backward-filter: for every tile the taps' gradient is the correlation of the input tile
+  with the upstream gradient's m outputs, ``AT' [(G' dy) ⊙ (BT d)]`` with F(r', m)'s
+  matrices. Summed over tiles and images *before* the output transform, it is ONE batched
+  GEMM per tile position, ``(A·g, K/g, P) @ (A·g, P, C'/g)``. F(r', m) and F(m, r') share
+  their input transform BT (same points), so the forward's transformed tiles ``V`` serve
+  both: a training forward keeps them (`forward_train`) and ``backward`` reuses them.
+
+The filter transform ``U = G w G^T`` is per-weight work done in `plan`, rounded once to the
+compute dtype. The plan owns the buffers of steps 1–6 and reuses them across
 calls when autograd is not recording (as a cuDNN workspace; it saves the page faults of
 fresh multi-megabyte allocations); under autograd every step allocates, so gradients flow.
 
@@ -40,13 +53,28 @@ float16/bfloat16 are computed in float32 internally and cast back at the end.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from convbench.backends import Backend, add_bias, register
+from convbench.backends import Backend, Passes, register
+from convbench.backends.ops import bias_grad
+from convbench.backends.transpose import data_gradient_phases, phase_weight, transposed_weight
 from convbench.backends.wincnn import winograd_transform
+from convbench.backends.winograd_tiles import (
+    Axis,
+    Workspace,
+    compute_dtype,
+    filter_transform,
+    gather_tiles,
+    gradient_tiles,
+    kron,
+    matrix,
+    pad_channels_last,
+    plan_axis,
+    restack_weight,
+    transform,
+    untile,
+)
 from convbench.problem.spec import ConvArgs
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -57,102 +85,127 @@ AUTO_ALPHA = {torch.float64: 8, torch.float32: 6}
 MAX_ALPHA = {torch.float64: 10, torch.float32: 8}
 
 
-@dataclass(frozen=True)
-class Axis:
-    """How one spatial axis is tiled: F(m, chunk) on a stride-1 undilated problem.
+class WinogradPasses(Passes):
+    backward_method = (
+        "Winograd convolution of dy with the flipped filter (data); F(r, m) accumulated over "
+        "tiles, one batched GEMM (weight)"
+    )
 
-    ``phases`` stride phases × ``chunks`` kernel chunks become input channels; ``dilation``
-    sub-grids × ``tiles`` tiles become GEMM columns.
-    """
+    def __init__(self, backend, args, weight, bias, axes: list[Axis]):
+        super().__init__(args, weight, bias)
+        self.backend, self.axes = backend, axes
+        self.cdtype = cdtype = compute_dtype(args.dtype)
+        forms = [winograd_transform(a.m, a.chunk) for a in axes]
+        self.bts = [matrix(f.BT, args.device).to(cdtype) for f in forms]
+        self.ats = [matrix(f.AT, args.device).to(cdtype) for f in forms]
+        gk = kron([matrix(f.G, args.device) for f in forms])  # float64
+        # (A*g, C'/g, K/g)
+        self.u = filter_transform(self.weight, axes, gk, args.groups).to(cdtype).contiguous()
+        self.depthwise = self.u.shape[1] == 1
+        self.cbias = None if self.bias is None else self.bias.to(cdtype)
+        self.ws = Workspace(cdtype, args.device)
+        self.prepared = {
+            "U": self.u,
+            "m": tuple(a.m for a in axes),
+            "r": tuple(a.chunk for a in axes),
+            "alpha": tuple(a.alpha for a in axes),
+        }
+        self._data_phases: list | None = None
+        self._weight_forms: tuple | None = None
 
-    stride: int
-    dilation: int
-    taps: int
-    phases: int
-    chunks: int
-    chunk: int
-    m: int
-    out: int
-    tiles: int
+    # -- forward -------------------------------------------------------------------------
+    def _tiles(self, x: torch.Tensor, keep: bool) -> torch.Tensor:
+        """Steps 1–3: the transformed input tiles ``V (A*g, P, C'/g)``. ``keep``: in fresh
+        memory (kept past the next call), not in the plan's workspace."""
+        self.ws.recording = keep
+        try:
+            xp = pad_channels_last(x, self.args, self.axes, self.ws)
+            d = gather_tiles(xp, self.axes, self.args.groups, self.ws)  # (A, g*P*C'/g)
+            v = transform(self.bts, d, self.ws, "in")
+        finally:
+            self.ws.recording = False
+        return v.reshape(self.u.shape[0], -1, self.u.shape[1])
 
-    @property
-    def alpha(self) -> int:
-        return self.m + self.chunk - 1
-
-    def view_strides(self) -> tuple[int, ...]:
-        """Index steps, in input elements, of (phase, chunk, sub-grid, tile, tile position)."""
-        s, d = self.stride, self.dilation
-        return (d, s * d * self.chunk, s, s * d * self.m, s * d)
-
-    def view_sizes(self) -> tuple[int, ...]:
-        return (self.phases, self.chunks, self.dilation, self.tiles, self.alpha)
-
-    @property
-    def needed(self) -> int:
-        """Padded input length the view reaches into."""
-        return 1 + sum(
-            (n - 1) * st for n, st in zip(self.view_sizes(), self.view_strides(), strict=True)
+    def _output(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        args, u, ws = self.args, self.u, self.ws
+        gemm_shape = (u.shape[0], v.shape[1], u.shape[2])  # (A*g, P, K/g)
+        if self.depthwise:
+            mm = torch.mul(v, u, out=ws.out("gemm", gemm_shape))
+        else:
+            mm = torch.bmm(v, u, out=ws.out("gemm", gemm_shape))
+        y = untile(
+            transform(self.ats, mm, ws, "out"), self.axes, args.out_channels, args.groups, ws
         )
+        fmt = torch.contiguous_format  # like torch: NCHW out unless the input is NHWC
+        if x.dim() == 4 and not x.is_contiguous():
+            if x.is_contiguous(memory_format=torch.channels_last):
+                fmt = torch.channels_last
+        out = torch.empty(y.shape, dtype=args.dtype, device=y.device, memory_format=fmt)
+        if self.cbias is None:
+            return out.copy_(y)
+        return torch.add(y, self.cbias.view(1, -1, *[1] * args.nd), out=out)
 
+    def forward(self, x):
+        return self._output(self._tiles(x, keep=False), x)
 
-def _tile_cost(out_sub: int, m: int, chunk: int, chunks: int) -> int:
-    # Multiplications of the elementwise (GEMM) stage per output channel pair, this axis.
-    return chunks * math.ceil(out_sub / m) * (m + chunk - 1)
+    def forward_train(self, x):
+        v = self._tiles(x, keep=True)
+        return self._output(v, x), v
 
+    # -- data gradient -------------------------------------------------------------------------
+    def prepare_pass(self, direction):
+        if direction == "backward_data" and self._data_phases is None:
+            transposed = transposed_weight(self.weight, self.args.groups)
+            self._data_phases = []
+            for phase in data_gradient_phases(self.args):
+                w = phase_weight(transposed, phase)
+                self._data_phases.append((phase, self.backend.plan(phase.args, w, None)))
+        if direction == "backward_weight" and self._weight_forms is None:
+            forms = [winograd_transform(a.chunk, a.m) for a in self.axes]
+            device = self.args.device
+            g2 = [matrix(f.G, device).to(self.cdtype) for f in forms]
+            at2 = [matrix(f.AT, device).to(self.cdtype) for f in forms]
+            self._weight_forms = (g2, at2)
 
-def plan_axis(
-    taps: int, stride: int, dilation: int, out: int, m: int | None, cap: int
-) -> Axis | str:
-    """Choose (m, chunk) for one axis; ``m=None`` minimises `_tile_cost` within ``cap``."""
-    phases = min(stride, taps)
-    per_phase = math.ceil(taps / stride)
-    out_sub = math.ceil(out / dilation)
-    if per_phase == 1:
-        choice = (1, 1)  # no overlap between outputs: nothing for Winograd to share
-    elif m is not None:
-        if m + 1 > cap:
-            return f"F({m}, r) needs more than the {cap} points that stay accurate"
-        chunks = math.ceil(per_phase / min(per_phase, cap - m + 1))
-        choice = (m, math.ceil(per_phase / chunks))
-    else:
-        candidates = []
-        for chunks in range(1, per_phase + 1):
-            chunk = math.ceil(per_phase / chunks)
-            if math.ceil(per_phase / chunk) != chunks:
-                continue  # same chunk length with fewer chunks already listed
-            for mm in range(1, cap - chunk + 2):
-                cost = _tile_cost(out_sub, mm, chunk, chunks)
-                candidates.append((cost, mm + chunk - 1, -mm, (mm, chunk)))
-        choice = min(candidates)[-1]
-    mm, chunk = choice
-    return Axis(
-        stride=stride,
-        dilation=dilation,
-        taps=taps,
-        phases=phases,
-        chunks=math.ceil(per_phase / chunk),
-        chunk=chunk,
-        m=mm,
-        out=out,
-        tiles=math.ceil(out_sub / mm),
-    )
+    def backward_data(self, dy):
+        self.prepare_pass("backward_data")
+        phases = self._data_phases
+        if len(phases) == 1 and phases[0][0].covers_all:
+            phase, passes = phases[0]
+            return passes.forward(phase.crop(dy))
+        dx = torch.zeros(self.args.input_shape, dtype=self.args.dtype, device=dy.device)
+        for phase, passes in phases:
+            phase.scatter(dx, passes.forward(phase.crop(dy)))
+        return dx
 
+    # -- weight gradient -----------------------------------------------------------------------
+    def _weight_grad(self, v: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+        """``dW' = AT' [Σ_tiles (G' dy) ⊙ V]``: F(r', m) on every tile, summed in the
+        transformed domain by one batched GEMM, then restacked into the weight's shape."""
+        self.prepare_pass("backward_weight")
+        g2, at2 = self._weight_forms
+        args, g, ws = self.args, self.args.groups, self.ws
+        e = gradient_tiles(dy.to(self.cdtype), self.axes, g, ws)  # (prod m, g*P*K/g)
+        e = transform(g2, e, ws, "dyin").reshape(v.shape[0], v.shape[1], -1)  # (A*g, P, K/g)
+        if self.depthwise and e.shape[2] == 1:
+            mm = (e * v).sum(1, keepdim=True)  # (A*g, 1, 1)
+        else:
+            mm = torch.bmm(e.transpose(1, 2), v)  # (A*g, K/g, C'/g)
+        dw = transform(at2, mm.reshape(math.prod(a.alpha for a in self.axes), -1), ws, "dwout")
+        k_g = args.out_channels // g
+        dw = dw.reshape(-1, g, k_g, mm.shape[2])  # (prod chunk, g, K/g, C'/g)
+        return restack_weight(dw, self.axes, self.weight.shape, g).to(args.dtype)
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    def backward_weight(self, x, dy):
+        return self._weight_grad(self._tiles(x, keep=False), dy), bias_grad(dy, self.bias)
 
-
-def _kron(mats: list[torch.Tensor]) -> torch.Tensor:
-    out = mats[0]
-    for mat in mats[1:]:
-        out = torch.kron(out, mat)
-    return out
-
-
-def _matrix(rows, device) -> torch.Tensor:
-    return torch.tensor(
-        [[float(v) for v in row] for row in rows], dtype=torch.float64, device=device
-    )
+    def backward(self, x, dy, saved=None, need_data=True, need_weight=True):
+        dx = self.backward_data(dy) if need_data else None
+        dw = db = None
+        if need_weight:
+            v = saved if saved is not None else self._tiles(x, keep=False)
+            dw, db = self._weight_grad(v, dy), bias_grad(dy, self.bias)
+        return dx, dw, db
 
 
 @register
@@ -169,6 +222,7 @@ class WinogradBackend(Backend):
 
     name = "winograd"
     description = "Winograd F(m, r) minimal filtering: tile transforms + one batched GEMM"
+    backward_method = WinogradPasses.backward_method
 
     def __init__(self, m: int | tuple[int, ...] | str = "auto"):
         if m != "auto":
@@ -206,182 +260,18 @@ class WinogradBackend(Backend):
         axes = self.axes(args)
         return axes if isinstance(axes, str) else None
 
+    def check_pass(self, args: ConvArgs, direction: str) -> str | None:
+        if direction == "backward_data":
+            for phase in data_gradient_phases(args):
+                reason = self.check(phase.args)
+                if reason is not None:
+                    return f"{reason} (data gradient)"
+        return None
+
     def plan(self, args, weight, bias):
         axes = self.axes(args)
         assert not isinstance(axes, str), axes
-        g = args.groups
-        cdtype = compute_dtype(args.dtype)
-        forms = [winograd_transform(a.m, a.chunk) for a in axes]
-        bts = [_matrix(f.BT, args.device).to(cdtype) for f in forms]
-        ats = [_matrix(f.AT, args.device).to(cdtype) for f in forms]
-        gk = _kron([_matrix(f.G, args.device) for f in forms])  # float64
-
-        u = _filter_transform(weight, axes, gk, g).to(cdtype).contiguous()  # (A*g, C'/g, K/g)
-        depthwise = u.shape[1] == 1
-        k_out = args.out_channels
-        cbias = bias.to(cdtype) if bias is not None else None
-        ws = _Workspace(cdtype, args.device)
-
-        def run(x: torch.Tensor) -> torch.Tensor:
-            recording = torch.is_grad_enabled() and (
-                x.requires_grad or u.requires_grad or (bias is not None and bias.requires_grad)
-            )
-            ws.recording = recording
-            xp = _pad_channels_last(x, args, axes, ws)
-            d = _gather_tiles(xp, axes, g, ws)  # (A, g*P*C'/g)
-            v = _transform(bts, d, ws, "in").reshape(u.shape[0], -1, u.shape[1])
-            gemm_shape = (u.shape[0], v.shape[1], u.shape[2])  # (A*g, P, K/g)
-            if depthwise:
-                mm = torch.mul(v, u, out=ws.out("gemm", gemm_shape))
-            else:
-                mm = torch.bmm(v, u, out=ws.out("gemm", gemm_shape))
-            y = _untile(_transform(ats, mm, ws, "out"), axes, k_out, g, ws)
-            fmt = torch.contiguous_format  # like torch: NCHW out unless the input is NHWC
-            if x.dim() == 4 and not x.is_contiguous():
-                if x.is_contiguous(memory_format=torch.channels_last):
-                    fmt = torch.channels_last
-            if recording:  # out= is not differentiable
-                return add_bias(y, cbias).to(args.dtype).contiguous(memory_format=fmt)
-            out = torch.empty(y.shape, dtype=args.dtype, device=y.device, memory_format=fmt)
-            if cbias is None:
-                return out.copy_(y)
-            return torch.add(y, cbias.view(1, -1, *[1] * args.nd), out=out)
-
-        prepared = {
-            "U": u,
-            "m": tuple(a.m for a in axes),
-            "r": tuple(a.chunk for a in axes),
-            "alpha": tuple(a.alpha for a in axes),
-        }
-        return run, prepared
-
-
-class _Workspace:
-    """Intermediate buffers owned by a plan (its input shape is fixed, so are theirs).
-
-    ``buffer`` returns a tensor to copy into; ``out`` one to pass as ``out=``, or None while
-    autograd records (``out=`` ops are not differentiable; then every step allocates).
-    """
-
-    def __init__(self, dtype: torch.dtype, device: torch.device):
-        self.dtype, self.device = dtype, device
-        self.recording = False
-        self._cache: dict = {}
-
-    def buffer(self, key: str, shape, zero: bool = False) -> torch.Tensor:
-        make = torch.zeros if zero else torch.empty
-        if self.recording:
-            return make(shape, dtype=self.dtype, device=self.device)
-        # Inference-mode tensors cannot be written outside inference mode: separate buffers.
-        slot = (key, torch.is_inference_mode_enabled())
-        if slot not in self._cache:  # zeroed once; callers only rewrite what was not zero
-            self._cache[slot] = make(shape, dtype=self.dtype, device=self.device)
-        return self._cache[slot]
-
-    def out(self, key: str, shape) -> torch.Tensor | None:
-        return None if self.recording else self.buffer(key, shape)
-
-
-def _pad_channels_last(x, args: ConvArgs, axes: list[Axis], ws: _Workspace) -> torch.Tensor:
-    """The zero-padded input, channels last ``(N, *padded, C)``, in the compute dtype; padded
-    at the end as far as the tile view reaches. One copy (transpose, cast, pad together)."""
-    padded, inner = [], []
-    for a, size, (lo, hi) in zip(axes, args.spatial, args.padding, strict=True):
-        padded.append(max(size + lo + hi, a.needed))
-        inner.append(slice(lo, lo + size))
-    xp = ws.buffer("pad", (x.shape[0], *padded, x.shape[1]), zero=True)
-    xp[(slice(None), *inner)].copy_(x.movedim(1, -1))
-    return xp
-
-
-def _transform(mats: list[torch.Tensor], t: torch.Tensor, ws: _Workspace, tag: str):
-    """Apply one matrix per tile axis: ``(prod cols, rest)`` -> ``(prod rows, rest)``."""
-    rows = [mat.shape[0] for mat in mats]
-    rest = t.numel() // math.prod(mat.shape[1] for mat in mats)
-    t = t.reshape(mats[0].shape[1], -1)
-    out = torch.mm(mats[0], t, out=ws.out(tag + "0", (rows[0], t.shape[1])))
-    if len(mats) == 2:
-        out = out.reshape(rows[0], mats[1].shape[1], rest)
-        batched = mats[1].expand(rows[0], *mats[1].shape)  # a view: no copies
-        out = torch.bmm(batched, out, out=ws.out(tag + "1", (rows[0], rows[1], rest)))
-    return out.reshape(-1, rest)
-
-
-def _filter_transform(weight: torch.Tensor, axes: list[Axis], gk: torch.Tensor, groups: int):
-    """``U = kron(G) @ w'`` in float64, where ``w'`` stacks each (phase, chunk) of every axis as
-    extra input channels: ``w'[.., kappa, c, u] = w[(c*chunk + u)*stride + kappa]`` (zero
-    beyond the kernel). Returns ``(prod alpha * groups, C'/g, K/g)`` for the batched GEMM, with
-    channels ordered (phase, chunk per axis, channel) as `_gather_tiles` orders them."""
-    nd = len(axes)
-    w = weight.to(torch.float64)
-    pads: list[int] = []
-    for a, taps in zip(axes, weight.shape[2:], strict=True):
-        pads[:0] = [0, a.stride * a.chunk * a.chunks - taps]
-    if any(pads):
-        w = F.pad(w, pads)
-    k_out, c_g = w.shape[:2]
-    split = [k_out, c_g]
-    for a in axes:
-        split += [a.chunks, a.chunk, a.stride]
-    w = w.reshape(split)
-    index = [slice(None)] * len(split)
-    for i, a in enumerate(axes):
-        index[2 + 3 * i + 2] = slice(0, a.phases)
-    w = w[tuple(index)]
-    # (K, Cg, [c, u, kappa] per axis) -> (K, [kappa, c] per axis, Cg, [u] per axis)
-    order = [0]
-    for i in range(nd):
-        order += [2 + 3 * i + 2, 2 + 3 * i]
-    order += [1] + [2 + 3 * i + 1 for i in range(nd)]
-    w = w.permute(order).reshape(k_out, -1, math.prod(a.chunk for a in axes))
-    c_in = w.shape[1]
-    u = gk @ w.reshape(k_out * c_in, -1).T  # (A, K * C'/g): the long axis last, for BLAS
-    u = u.reshape(-1, groups, k_out // groups, c_in).transpose(2, 3)
-    return u.reshape(-1, c_in, k_out // groups)
-
-
-def _gather_tiles(xp: torch.Tensor, axes: list[Axis], groups: int, ws: _Workspace):
-    """All input tiles as ``(prod alpha, g * P * C'/g)``, ``P = N * prod(dilation * tiles)``,
-    ``C'/g = prod(phases * chunks) * C/g``.
-
-    One strided view of the channels-last padded input (per axis: phase, chunk, sub-grid,
-    tile, position), permuted to the GEMM layout and copied once; channels stay innermost, so
-    the copy moves contiguous runs of C/g."""
-    n, c = xp.shape[0], xp.shape[-1]
-    nd = len(axes)
-    sizes, strides = [n], [xp.stride(0)]
-    for i, a in enumerate(axes):
-        sizes += a.view_sizes()
-        strides += [st * xp.stride(1 + i) for st in a.view_strides()]
-    sizes += [groups, c // groups]
-    strides += [c // groups, 1]
-    view = xp.as_strided(sizes, strides, xp.storage_offset())
-    dim = [[1 + 5 * i + j for j in range(5)] for i in range(nd)]  # phase, chunk, rho, tile, pos
-    order = [dm[4] for dm in dim] + [1 + 5 * nd, 0] + [dm[2] for dm in dim]
-    order += [dm[3] for dm in dim] + [dm[j] for dm in dim for j in (0, 1)] + [2 + 5 * nd]
-    view = view.permute(order)
-    n_pos = math.prod(a.alpha for a in axes)
-    d = ws.buffer("gather", (n_pos, view.numel() // n_pos))
-    d.view(view.shape).copy_(view)
-    return d
-
-
-def _untile(y: torch.Tensor, axes: list[Axis], k_out: int, groups: int, ws: _Workspace):
-    """``(prod m, g*P*K/g)`` -> ``(N, K, *out_spatial)`` in channels-last memory order; output
-    index ``j = (tile*m + i)*dilation + rho`` along each axis."""
-    nd = len(axes)
-    n = y.numel() // (k_out * math.prod(a.m * a.dilation * a.tiles for a in axes))
-    shape = [a.m for a in axes] + [groups, n] + [a.dilation for a in axes]
-    shape += [a.tiles for a in axes] + [k_out // groups]
-    y = y.reshape(shape)
-    order = [nd + 1]
-    for i in range(nd):
-        order += [2 + 2 * nd + i, i, 2 + nd + i]  # tile, position in tile, sub-grid
-    order += [nd, 2 + 3 * nd]
-    y = y.permute(order)
-    full = ws.buffer("untile", (n, *(a.tiles * a.m * a.dilation for a in axes), k_out))
-    full.view(y.shape).copy_(y)
-    return full[(slice(None), *(slice(0, a.out) for a in axes))].movedim(-1, 1)
+        return WinogradPasses(self, args, weight, bias, axes)
 
 
 def winograd(m: int | tuple[int, ...] | str = "auto") -> WinogradBackend:

@@ -2,23 +2,23 @@
 
 This is what the worker process runs. The steps, in order:
 
-1. **check** — `backend.check` on the normalised problem (no tensors): `unsupported` + reason.
+1. **check** — `backend.reason` for the problem and the direction (no tensors):
+   `unsupported` + reason.
 2. **memory guard** (CPU) — a working set estimated above the available memory is skipped as
    `oom` with the figures, instead of swapping the machine to death.
-3. **plan** — ``backend.prepare`` (per-weight work) timed on its own: ``prepare_ms``.
-4. **check the answer** — max absolute and max relative error against a float64
-   `F.conv1d/conv2d` reference computed from the same (already cast) inputs, so input
-   quantisation is not counted; for ``backward`` the gradients of input and weight are
-   compared (the worse of the two is reported).
+3. **plan** — ``backend.prepare`` for the direction (per-weight work) timed on its own:
+   ``prepare_ms`` (`convbench.measure.passes` says what each direction times).
+4. **check the answer** — max absolute and max relative error against the float64
+   reference of that direction (`convbench.measure.reference`), computed from the same
+   (already cast) inputs, so input quantisation is not counted; where a direction yields
+   several tensors (gradients) the worst is reported.
 5. **time** — `convbench.measure.engine.measure` on the device's clock, warm or cold, while the NVML
    sampler (CUDA) or the CPU sampler (CPU) watches the timed window.
 6. **memory** — one more call under the peak-memory probe: bytes allocated above the
    baseline at the peak.
 
-``forward`` times ``plan(x)`` with the weights prepared once (inference). ``backward`` times
-the backward pass alone — ``torch.autograd.grad`` of the output w.r.t. input and weight from a
-fixed, seeded output gradient, on a retained graph — and counts 2× the forward FLOPs
-(the data-gradient and weight-gradient convolutions).
+FLOPs are the direct convolution's times the direction's factor
+(`convbench.problem.axes.FLOP_FACTOR`): each gradient counts what the forward does.
 
 Any exception becomes a row with status ``error`` (or ``oom`` for CUDA out-of-memory) and the
 message as the reason; it never escapes to stop the sweep.
@@ -43,6 +43,7 @@ from convbench.measure.clocks import clock_for
 from convbench.measure.engine import measure
 from convbench.measure.flush import make_flush
 from convbench.measure.options import MeasureOptions
+from convbench.measure.passes import pass_run, upstream_gradient
 from convbench.measure.reference import reference
 from convbench.problem.axes import flop_factor
 from convbench.problem.suite import Task
@@ -157,7 +158,7 @@ def _measure(task: Task, options: MeasureOptions, row: dict) -> list[float]:
         raise Unsupported("no CUDA device")
     backend = get_backend(task.backend)
     problem = task.problem
-    reason = backend.check(problem.args(dtype, device))
+    reason = backend.reason(problem.args(dtype, device), task.direction)
     if reason is not None:
         raise Unsupported(reason)
     if device.type == "cpu":
@@ -175,31 +176,20 @@ def _measure(task: Task, options: MeasureOptions, row: dict) -> list[float]:
     x, w, b = problem.make_tensors(dtype, device, seed=SEED)
     clock = clock_for(device)
     flush = make_flush(device) if options.timing.mode == "cold" else None
+    dy = None
+    if task.direction != "forward":
+        dy = upstream_gradient(problem.output_shape, dtype, device, SEED + 1)
+    run = pass_run(backend, task.direction, x, w, b, dy, kw)
+    got = run.got
+    want = _reference(task, x, w, b, dy)
+    with torch.no_grad():
+        prep = measure(run.prepare, options.prepare_timing, clock)
+    row["prepare_ms"] = prep.median_ms
+    row["saved_bytes"] = run.saved_bytes
 
-    if task.direction == "forward":
+    def fn():
         with torch.no_grad():
-            prep = measure(
-                lambda: backend.prepare(w, b, **kw, input=x), options.prepare_timing, clock
-            )
-            row["prepare_ms"] = prep.median_ms
-            plan = backend.prepare(w, b, **kw, input=x)
-            got = (plan(x),)
-        want = _reference(task, x, w, b, None)
-
-        def fn():
-            with torch.no_grad():
-                return plan(x)
-    else:
-        x.requires_grad_(True)
-        w.requires_grad_(True)
-        y = backend.conv(x, w, b, **kw)
-        gen = torch.Generator().manual_seed(SEED + 1)
-        grad_out = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(device, dtype)
-        got = torch.autograd.grad(y, (x, w), grad_out, retain_graph=True)
-        want = _reference(task, x, w, b, grad_out)
-
-        def fn():
-            return torch.autograd.grad(y, (x, w), grad_out, retain_graph=True)
+            return run.fn()
 
     row["max_abs_err"], row["rel_err"] = _errors(got, want)
     del got

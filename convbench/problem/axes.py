@@ -4,8 +4,13 @@
   (`TOLERANCE`): the largest ``rel_err = max|out - ref| / max|ref|`` against a float64
   reference that still counts as a right answer. The runner, the analysis, the report and the
   backend tests all use this one table.
-* **directions** — the passes of a convolution that can be timed, each with the multiple of
-  the forward's direct-convolution FLOPs it counts (`FLOP_FACTOR`).
+* **directions** — what of a convolution is timed, each with the multiple of the forward's
+  direct-convolution FLOPs it counts (`FLOP_FACTOR`): ``forward`` (inference, the weight
+  prepared once); ``backward_data`` (dL/dx from a fixed upstream gradient) and
+  ``backward_weight`` (dL/dw and dL/db), each alone, from the input and the upstream gradient;
+  ``backward`` (both gradients after a forward pass, reusing what it kept); ``train`` (one
+  training step's convolution work with a weight changed since the last step: prepare,
+  forward, both gradients).
 * **devices** — ``cpu``, ``cuda`` or ``cuda:N``.
 
 `Axes` is what a suite sweeps; `axis_values` validates one axis (a suite's ``[axes]`` entry or
@@ -28,9 +33,22 @@ TOLERANCE: Mapping[str, float] = MappingProxyType(
     {"float64": 1e-10, "float32": 1e-4, "float16": 1e-2, "bfloat16": 5e-2}
 )
 
-DIRECTIONS = ("forward", "backward")
-#: Multiples of the forward's direct-convolution FLOPs that each direction counts.
-FLOP_FACTOR: Mapping[str, int] = MappingProxyType({"forward": 1, "backward": 2})
+DIRECTIONS = ("forward", "backward_data", "backward_weight", "backward", "train")
+#: Multiples of the forward's direct-convolution FLOPs that each direction counts: each
+#: gradient costs what the forward does.
+FLOP_FACTOR: Mapping[str, int] = MappingProxyType(
+    {"forward": 1, "backward_data": 1, "backward_weight": 1, "backward": 2, "train": 3}
+)
+#: The passes (`forward`, `backward_data`, `backward_weight`) each direction runs.
+PASSES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "forward": ("forward",),
+        "backward_data": ("backward_data",),
+        "backward_weight": ("backward_weight",),
+        "backward": ("forward", "backward_data", "backward_weight"),
+        "train": ("forward", "backward_data", "backward_weight"),
+    }
+)
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
 AXES_KEYS = ("dtypes", "devices", "directions", "batch_sizes", "backends")
@@ -65,6 +83,13 @@ def flop_factor(direction: str) -> int:
         raise ValueError(
             f"unknown direction {direction!r} (expected one of {', '.join(DIRECTIONS)})"
         ) from None
+
+
+def passes_of(direction: str) -> tuple[str, ...]:
+    """The passes ``direction`` runs (``backward`` and ``train`` need the forward's kept
+    tensors, so they include it)."""
+    flop_factor(direction)  # a clear error for an unknown direction
+    return PASSES[direction]
 
 
 class FieldError(Exception):

@@ -36,9 +36,14 @@ def merge(out: str | Path, inputs: list[str | Path]) -> dict[str, int]:
             raise UserError(f"{path}: an input cannot also be the output")
         version = _version(path)
         if version != SCHEMA_VERSION:
+            hint = (
+                f"upgrade it first by opening it with this convbench (convbench runs --db {path})"
+                if version is not None and version < SCHEMA_VERSION
+                else "merge stores written by matching convbench versions"
+            )
             raise UserError(
                 f"{path}: results schema version {version}, but {out} uses version "
-                f"{SCHEMA_VERSION}; merge stores written by matching convbench versions"
+                f"{SCHEMA_VERSION}; {hint}"
             )
     added = {"runs": 0, "results": 0, "samples": 0, "duplicates": 0}
     store = Store(out)

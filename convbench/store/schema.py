@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
-SCHEMA_VERSION = 1
+#: 1: version 1's columns. 2: adds saved_bytes (the training passes) and the columns of
+#: disturbance-aware and CUDA timing; `Store` upgrades a version-1 store when it opens it.
+SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results") / "convbench.sqlite"
 
 # Every result column, once: (name, SQL type). Units are in the names.
@@ -45,6 +47,7 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("stop_reason", "TEXT"),
     ("gflops", "REAL"),
     ("peak_mem_bytes", "INTEGER"),
+    ("saved_bytes", "INTEGER"),
     ("mem_method", "TEXT"),
     ("max_abs_err", "REAL"),
     ("rel_err", "REAL"),

@@ -8,7 +8,8 @@ redoing or duplicating anything: ``(run_id, result_key)`` is the primary key.
 Raw timing samples are kept (as JSON arrays of per-call milliseconds) beside the summary
 columns, so statistics can always be recomputed from what was measured.
 
-The store carries a schema version; opening a store of another version is refused with a clear
+The store carries a schema version. A store written by an older convbench is upgraded when
+opened (versions only add columns); one from a newer convbench is refused with a clear
 message rather than silently misread.
 """
 
@@ -24,7 +25,9 @@ from pathlib import Path
 from convbench.errors import UserError
 from convbench.store.schema import (
     DEFAULT_DB,
+    RESULT_COLUMNS,
     RESULT_FIELDS,
+    RUN_COLUMNS,
     RUN_FIELDS,
     SCHEMA_VERSION,
     ddl,
@@ -64,11 +67,27 @@ class Store:
             return
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         version = int(row[0]) if row else None
-        if version != SCHEMA_VERSION:
+        if version is not None and 1 <= version < SCHEMA_VERSION:
+            self._upgrade(version)
+        elif version != SCHEMA_VERSION:
             raise UserError(
                 f"{self.path}: results schema version {version}, this convbench reads "
-                f"version {SCHEMA_VERSION}; use a matching convbench or a new --db"
+                f"versions 1 to {SCHEMA_VERSION}; use a newer convbench or a new --db"
             )
+
+    def _upgrade(self, version: int) -> None:
+        """Bring an older store up to `SCHEMA_VERSION`: versions only ever add columns, so
+        the missing ones are added (NULL in the rows already stored) — nothing is lost."""
+        for table, columns in (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS)):
+            have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+            for name, sql_type in columns:
+                if name not in have:
+                    plain = sql_type.replace(" NOT NULL", "")
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {plain}")
+        self.conn.execute(
+            "UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
+        )
+        self.conn.commit()
 
     @property
     def schema_version(self) -> int:

@@ -1,7 +1,8 @@
-"""Every registered backend against torch.nn.functional.conv1d/conv2d.
+"""Every registered backend against torch.nn.functional.conv1d/conv2d and its gradients.
 
-Each configuration is either computed to within the dtype's tolerance or refused with
-`Unsupported` exactly where the backend's `supports` says so — never a wrong answer.
+Each configuration and each direction (forward, backward_data, backward_weight, backward,
+train) is either computed to within the dtype's tolerance or refused with `Unsupported`
+exactly where the backend's `supports(..., direction=...)` says so — never a wrong answer.
 Tolerances are relative to max|reference| and sit orders of magnitude below the error of any
 plausible bug (a missing tap, a wrong offset or a missing bias moves the result by O(1)).
 """
@@ -16,9 +17,11 @@ from hypothesis import strategies as st
 
 import convbench
 from convbench import ConvProblem, Unsupported
+from convbench.measure.passes import pass_run, upstream_gradient
 from convbench.measure.probes import accuracy
+from convbench.measure.reference import reference as reference_of
 from convbench.measure.reference import reference_conv
-from convbench.problem.axes import tolerance
+from convbench.problem.axes import DIRECTIONS, tolerance
 
 BACKENDS = convbench.backend_names()
 # Backends that must compute every valid configuration on the CPU in float32/float64.
@@ -124,32 +127,41 @@ def reference(x, w, b, kwargs):
     return reference_conv(x, w, b, **kwargs)
 
 
-def check_backend(name, x, w, b, kwargs):
-    """The backend's answer within the product's tolerance for the dtype (the rule every
-    report applies), or `Unsupported` exactly where `supports` says so."""
+def check_backend(name, x, w, b, kwargs, direction="forward"):
+    """The backend's answer for ``direction`` within the product's tolerance for the dtype
+    (the rule every report applies), or `Unsupported` exactly where `supports` says so."""
     backend = convbench.get_backend(name)
-    reason = backend.supports(x, w, b, **kwargs)
+    reason = backend.supports(x, w, b, **kwargs, direction=direction)
+    dy = None
+    if direction != "forward":
+        shape = reference(x, w, b, kwargs).shape
+        dy = upstream_gradient(shape, x.dtype, x.device, seed=7)
     if reason is not None:
         assert isinstance(reason, str) and reason
         with pytest.raises(Unsupported):
-            backend.conv(x, w, b, **kwargs)
+            pass_run(backend, direction, x, w, b, dy, kwargs)
         return reason
-    y = backend.conv(x, w, b, **kwargs)
-    ref = reference(x, w, b, kwargs)
-    assert y.shape == ref.shape, (y.shape, ref.shape)
-    assert y.dtype == x.dtype
-    acc = accuracy(y, ref)
+    got = pass_run(backend, direction, x, w, b, dy, kwargs).got
+    want = reference_of(direction, x, w, b, dy, **kwargs)
+    assert len(got) == len(want)
     limit = tolerance(x.dtype)
-    assert acc.within(x.dtype), f"{name}: rel_err {acc.rel_err:.3g} > {limit:g} ({x.dtype})"
+    for part, g, r in zip(range(len(want)), got, want, strict=True):
+        assert g.shape == r.shape, (direction, part, g.shape, r.shape)
+        assert g.dtype == x.dtype, (direction, part, g.dtype)
+        acc = accuracy(g, r)
+        assert acc.within(x.dtype), (
+            f"{name} {direction} part {part}: rel_err {acc.rel_err:.3g} > {limit:g} ({x.dtype})"
+        )
     return None
 
 
+@pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
 @pytest.mark.parametrize("name", BACKENDS)
-def test_matches_torch(name, config, dtype):
+def test_matches_torch(name, config, dtype, direction):
     (x, w, b), kwargs = make(CONFIGS[config], dtype)
-    reason = check_backend(name, x, w, b, kwargs)
+    reason = check_backend(name, x, w, b, kwargs, direction)
     if name in FULL_COVERAGE_CPU:
         assert reason is None, f"{name} refused a valid CPU problem: {reason}"
 
@@ -157,12 +169,13 @@ def test_matches_torch(name, config, dtype):
 HALF_CONFIGS = ["1d-pad1-nobias", "1d-depthwise", "2d-pad1", "2d-stride2", "2d-groups"]
 
 
+@pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 @pytest.mark.parametrize("config", HALF_CONFIGS)
 @pytest.mark.parametrize("name", BACKENDS)
-def test_half_precision(name, config, dtype):
+def test_half_precision(name, config, dtype, direction):
     (x, w, b), kwargs = make(CONFIGS[config], dtype)
-    check_backend(name, x, w, b, kwargs)
+    check_backend(name, x, w, b, kwargs, direction)
 
 
 GRAD_CONFIGS = [
@@ -275,3 +288,73 @@ def test_plan_separates_weight_work_from_input_work():
             assert (plan(x).double() - ref).abs().max().item() < 1e-9
         with pytest.raises(ValueError, match="prepared for input shape"):
             plan(x[:, :, :-1])
+
+
+@pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n != "cudnn"])
+def test_gradcheck(name, config):
+    """`torch.autograd.gradcheck` (float64) through each backend's own backward passes."""
+    (x, w, b), kwargs = make(CONFIGS[config], torch.float64, seed=4)
+    backend = convbench.get_backend(name)
+    if backend.supports(x, w, b, **kwargs, direction="train") is not None:
+        pytest.skip(backend.supports(x, w, b, **kwargs, direction="train"))
+    inputs = [t.clone().requires_grad_(True) for t in (x, w, b) if t is not None]
+
+    def conv(*leaves):
+        return (
+            backend.conv(*leaves, **kwargs)
+            if b is not None
+            else backend.conv(*leaves, None, **kwargs)
+        )
+
+    assert torch.autograd.gradcheck(conv, inputs, fast_mode=True, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in ("onednn", "cudnn")])
+def test_loss_backward_runs_the_backends_own_passes(name, monkeypatch):
+    (x, w, b), kwargs = make(CONFIGS["2d-stride2"], torch.float64)
+    backend = convbench.get_backend(name)
+    calls = []
+    original = convbench.Plan.backward
+
+    def spy(self, *args, **kw):
+        calls.append(self.backend)
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(convbench.Plan, "backward", spy)
+    leaves = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    backend.conv(*leaves, **kwargs).square().sum().backward()
+    assert calls == [name]
+    ref_leaves = [t.clone().requires_grad_(True) for t in (x, w, b)]
+    conv = F.conv2d
+    conv(*ref_leaves, **kwargs).square().sum().backward()
+    for got, want in zip(leaves, ref_leaves, strict=True):
+        assert torch.allclose(got.grad, want.grad, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in ("onednn", "cudnn")])
+def test_double_backward_raises_naming_the_backend(name):
+    (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float64)
+    xg = x.clone().requires_grad_(True)
+    y = convbench.get_backend(name).conv(xg, w, b, **kwargs)
+    with pytest.raises(RuntimeError, match=rf"{name}: double backward"):
+        torch.autograd.grad(y.sum(), xg, create_graph=True)
+
+
+def test_onednn_double_backward_is_pytorchs():
+    (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float32)
+    xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    y = convbench.get_backend("onednn").conv(xg, wg, b, **kwargs)
+    (gx,) = torch.autograd.grad(y.square().sum(), xg, create_graph=True)
+    (gw,) = torch.autograd.grad(gx.sum(), wg)  # a gradient of a gradient
+    xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    (rx,) = torch.autograd.grad(F.conv2d(xr, wr, b, **kwargs).square().sum(), xr, create_graph=True)
+    (rw,) = torch.autograd.grad(rx.sum(), wr)
+    assert torch.allclose(gw, rw, rtol=1e-4, atol=1e-4)
+
+
+def test_supports_names_the_direction_it_cannot_do():
+    (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float32)
+    backend = convbench.get_backend("naive")
+    with pytest.raises(ValueError, match="direction: expected one of forward, backward_data"):
+        backend.supports(x, w, b, **kwargs, direction="sideways")

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import convbench
 from convbench import ConvArgs, ConvProblem
-from convbench.backends import fft
+from convbench.backends import fft, fft_plan
 
 BACKEND = convbench.get_backend("fft")
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}
@@ -85,7 +85,7 @@ def assert_close(y, ref, tol):
 def all_plans(args: ConvArgs):
     """Every combination of per-dim candidates `choose_plan` picks from."""
     per_dim = [
-        fft.dim_options(*a)
+        fft_plan.dim_options(*a)
         for a in zip(
             args.spatial, args.kernel, args.stride, args.dilation, args.padding, strict=True
         )
@@ -148,22 +148,35 @@ def test_gradients_match_autograd(name):
              "2d-same-dilated", "2d-stride-dilation", "2d-depthwise-stride2"],
 )  # fmt: skip
 def test_every_candidate_plan_is_exact(monkeypatch, name):
-    """Whole-signal and every overlap-save blocking the cost model may pick agree with F.conv
-    (and autograd flows through the framing for a blocked plan)."""
+    """Whole-signal and every overlap-save blocking the cost model may pick agree with F.conv,
+    as the forward's frames and as the weight gradient's (whose cross-correlations are read
+    at the taps' lags)."""
     cin, cout, spatial, kernel, kwargs = GRID[name]
     x, w, b = make(cin, cout, spatial, kernel, kwargs.get("groups", 1))
     ref = reference(x, w, b, **kwargs)
-    plans = all_plans(ConvArgs.from_call(x, w, b, **kwargs))
+    args = ConvArgs.from_call(x, w, b, **kwargs)
+    plans = all_plans(args)
+    choose, choose_weight = fft.choose_plan, fft.choose_weight_plan
+    xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    dy = torch.randn(ref.shape, dtype=ref.dtype, generator=torch.Generator().manual_seed(3))
+    rx, rw = torch.autograd.grad(reference(xr, wr, b, **kwargs), (xr, wr), dy)
     for dims in plans:
-        monkeypatch.setattr(fft, "choose_plan", lambda args, dims=dims: dims)
+        # only the problem itself: the data gradient's phases choose their own frames
+        monkeypatch.setattr(
+            fft, "choose_plan", lambda a, dims=dims, **kw: dims if a == args else choose(a, **kw)
+        )
+        monkeypatch.setattr(fft, "choose_weight_plan", lambda a, dims=dims: dims)
         assert_close(BACKEND.conv(x, w, b, **kwargs), ref, TOL[torch.float64])
+        plan = BACKEND.prepare(w, b, **kwargs, input=x, direction="backward_weight")
+        assert_close(plan.backward_weight(x, dy)[0], rw, TOL[torch.float64])
+    monkeypatch.setattr(fft, "choose_weight_plan", choose_weight)
     blocked = [p for p in plans if any(d.nblocks > 1 for d in p)]
     assert blocked, "expected overlap-save candidates"
-    monkeypatch.setattr(fft, "choose_plan", lambda args: blocked[0])
+    monkeypatch.setattr(
+        fft, "choose_plan", lambda a, **kw: blocked[0] if a == args else choose(a, **kw)
+    )
     xg = x.clone().requires_grad_(True)
-    (gx,) = torch.autograd.grad(BACKEND.conv(xg, w, b, **kwargs).sum(), xg)
-    xr = x.clone().requires_grad_(True)
-    (rx,) = torch.autograd.grad(reference(xr, w, b, **kwargs).sum(), xr)
+    (gx,) = torch.autograd.grad(BACKEND.conv(xg, w, b, **kwargs), xg, dy)
     assert_close(gx, rx, TOL[torch.float64])
 
 
@@ -183,9 +196,9 @@ def test_filter_spectrum_budget_forces_blocking():
     w = torch.empty(256, 256, 511, device="meta")
     args = ConvArgs.from_call(x, w, padding="same")
     dims = fft.choose_plan(args)
-    assert 8 * fft.Sizes.of(args, dims).filter_elements <= fft.FILTER_BUDGET_BYTES
+    assert 8 * fft_plan.Sizes.of(args, dims).filter_elements <= fft_plan.FILTER_BUDGET_BYTES
     assert dims[0].nblocks > 1
-    assert BACKEND.workspace_bytes(args) >= 8 * fft.Sizes.of(args, dims).filter_elements
+    assert BACKEND.workspace_bytes(args) >= 8 * fft_plan.Sizes.of(args, dims).filter_elements
 
 
 def test_plan_computes_filter_spectrum_once(monkeypatch):
@@ -210,28 +223,28 @@ def test_plan_computes_filter_spectrum_once(monkeypatch):
 
 
 def test_fft_sizes():
-    sizes = fft.fast_sizes(1000)
+    sizes = fft_plan.fast_sizes(1000)
     assert sizes[:10] == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
     assert 11 not in sizes and 13 not in sizes and 990 not in sizes and 980 in sizes
     for n in (1, 11, 97, 1000, 4159, 8447):
-        m = fft.next_fast_size(n)
-        assert m >= n and all(v < n for v in fft.fast_sizes(m - 1))
+        m = fft_plan.next_fast_size(n)
+        assert m >= n and all(v < n for v in fft_plan.fast_sizes(m - 1))
 
 
 def test_whole_signal_fft_size_needs_only_the_larger_padding():
     # Cross-correlation with the padding folded into the filter: L + max(lo, hi), not
     # L + lo + hi (let alone L + lo + hi + k - 1).
-    whole = fft.dim_options(4096, 127, 1, 1, (63, 63))[0]
-    assert whole.nblocks == 1 and whole.fft == fft.next_fast_size(4096 + 63)
-    valid = fft.dim_options(4096, 127, 1, 1, (0, 0))[0]
+    whole = fft_plan.dim_options(4096, 127, 1, 1, (63, 63))[0]
+    assert whole.nblocks == 1 and whole.fft == fft_plan.next_fast_size(4096 + 63)
+    valid = fft_plan.dim_options(4096, 127, 1, 1, (0, 0))[0]
     assert valid.fft == 4096
 
 
 def test_unread_phases_are_dropped():
     # dilation 2, stride 2: every tap reads the same input phase.
-    dim = fft.dim_options(29, 3, 2, 2, (3, 3))[0]
+    dim = fft_plan.dim_options(29, 3, 2, 2, (3, 3))[0]
     assert dim.phases == (1,)
-    assert len(fft.dim_options(29, 3, 2, 1, (1, 1))[0].phases) == 2
+    assert len(fft_plan.dim_options(29, 3, 2, 1, (1, 1))[0].phases) == 2
 
 
 def test_refuses_complex_input():
@@ -279,7 +292,7 @@ def test_random_problems_and_plans(case):
     x, w, b = problem.make_tensors(torch.float64)
     kwargs = problem.conv_kwargs()
     original = fft.choose_plan
-    fft.choose_plan = lambda args: dims  # hypothesis and monkeypatch fixtures do not mix
+    fft.choose_plan = lambda args, **kw: dims  # hypothesis and monkeypatch fixtures do not mix
     try:
         y = BACKEND.conv(x, w, b, **kwargs)
     finally:
