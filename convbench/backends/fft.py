@@ -64,11 +64,13 @@ from convbench.backends.fft_plan import (
     assemble,
     choose_plan,
     choose_weight_plan,
+    dft_matrix,
     filter_spectrum,
+    filter_spectrum_dft,
     frames,
     gradient_frames,
-    inverse_flops,
-    lag_inverse,
+    phase_taps,
+    small_dft_pays,
     tap_slots,
     uses_elementwise,
 )
@@ -92,6 +94,26 @@ class FFTPasses(Passes):
         self.wdims: tuple | None = None  # the weight gradient's frames
         self._data_phases: list | None = None
 
+    def refresh(self, prepared):
+        """The new weight's filter spectra, written over the old ones."""
+        self.cbias = None if self.bias is None else self.bias.to(self.compute)
+        if self.dims is not None:
+            self._filter_spectrum(self.spectrum)
+        if self._data_phases is not None:
+            transposed = transposed_weight(self.weight, self.args.groups)
+            for phase, passes in self._data_phases:
+                passes.weight = phase_weight(transposed, phase)
+                passes.refresh({"forward"})
+
+    def _filter_spectrum(self, out):
+        """The filter's spectrum: DFTs of the taps as one GEMM per phase when the frames
+        are small (a 3×3 kernel), else FFTs of the reversed filter laid into frames."""
+        w = self.weight.to(self.compute)
+        taps = max(len(t) for _, t, _ in phase_taps(self.dims))
+        if not self.elementwise and small_dft_pays(self.dims, taps):
+            return filter_spectrum_dft(w, self.args, self.dims, out)
+        return filter_spectrum(w, self.args, self.dims, self.elementwise, out)
+
     def prepare_pass(self, direction):
         args = self.args
         if direction == "forward" and self.dims is None:
@@ -101,9 +123,7 @@ class FFTPasses(Passes):
             self.c_g, self.k_g = z.c_g, z.k_g
             self.nblocks = [d.nblocks for d in self.dims]
             self.elementwise = uses_elementwise(z.c_g)
-            self.spectrum = filter_spectrum(
-                self.weight.to(self.compute), args, self.dims, self.elementwise
-            )
+            self.spectrum = self._filter_spectrum(None)
             self.prepared = {
                 "dims": self.dims,
                 "spectrum": self.spectrum,
@@ -203,25 +223,40 @@ class FFTPasses(Passes):
         if uses_elementwise(z.c_g):
             x = kept.view(n, g, 1, z.c_g, -1, bins)
             d = dys.view(n, g, z.k_g, 1, -1, bins).conj()
-            cross = (d * x).sum(dim=(0, 4))  # (g, K/g, C/g·phases, bins)
+            cross = (d * x).sum(dim=(0, 4)).view(g, -1, bins).transpose(1, 2)
         else:
             rows = self._rows(dys, n, z.k_g)  # (g, bins, rows, K/g)
-            cross = torch.matmul(rows.mH, kept).permute(0, 2, 3, 1)  # (g, K/g, C/g·R, bins)
-        cross = cross.reshape(*cross.shape[:3], *freq)
+            cross = torch.matmul(rows.mH, kept).view(g, bins, -1)
+        # cross: (g, bins, K/g·C/g·R), the spectrum of every channel pair's cross-correlation
         c_g = args.in_channels // g
         phases = [len(d.phases) for d in dims]
         slots = [tap_slots(d) for d in dims]
         lags = [sorted(set(lag)) for _, lag in slots]
-        full, restricted = inverse_flops(dims, lags)
-        if restricted < full:  # only the taps' lags: a few small GEMMs
-            corr = lag_inverse(cross, dims, lags)
+        if small_dft_pays(dims, math.prod(len(v) for v in lags)):
+            # only the taps' lags: one GEMM with the inverse DFT read there
+            e = dft_matrix(dims, lags, inverse=True).to(cross.dtype).to(dy.device)
+            corr = torch.matmul(e.T, cross).real  # (g, lags, K/g·C/g·R)
             slots = [
-                (p, [lag.index(v) for v in t]) for (p, t), lag in zip(slots, lags, strict=True)
+                (phase, [lag.index(v) for v in tap])
+                for (phase, tap), lag in zip(slots, lags, strict=True)
             ]
+            sizes = [len(v) for v in lags]
         else:
-            corr = torch.fft.irfftn(cross, s=[d.fft for d in dims], dim=self.fft_dims)
-        # (K, C/g, *phases, *lags) -> the weight, tap by tap
-        corr = corr.reshape(args.out_channels, c_g, *phases, *corr.shape[3:])
+            corr = (
+                torch.fft.irfftn(
+                    cross.transpose(1, 2).reshape(g, -1, *freq),
+                    s=[d.fft for d in dims],
+                    dim=self.fft_dims,
+                )
+                .flatten(2)
+                .transpose(1, 2)
+            )  # (g, frame, K/g·C/g·R)
+            sizes = [d.fft for d in dims]
+        # (g, *lags, K/g, C/g, *phases) -> (K, C/g, *phases, *lags)
+        corr = corr.reshape(g, *sizes, z.k_g, c_g, *phases)
+        order = [0, nd + 1, nd + 2, *range(nd + 3, 2 * nd + 3), *range(1, nd + 1)]
+        corr = corr.permute(order).reshape(args.out_channels, c_g, *phases, *sizes)
+        # the weight, tap by tap
         phase_index, lag_index = [], []
         for i, (phase, lag) in enumerate(slots):
             shape = [1] * nd

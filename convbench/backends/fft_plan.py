@@ -26,6 +26,9 @@ READ_S_PER_BYTE = 1 / 10e9  # streaming the (resident) filter spectrum through t
 # faulted in on first touch, which costs more than the write itself.
 WRITE_S_PER_BYTE = 1 / 2.5e9
 GEMM_S_PER_MATRIX = 2e-6  # fixed cost of each small matrix product in the batch
+# Fixed cost of each transform in a batch of small FFTs: for frames of a few dozen samples it
+# outweighs the arithmetic, and a DFT as one GEMM over all of them is cheaper.
+FFT_S_PER_TRANSFORM = 3e-7
 ELEMENTWISE_MAX_CHANNELS = 4  # input channels per group (× phases) for the elementwise path
 # Filter spectra beyond this push the choice towards smaller (blocked) FFTs: a whole-signal
 # spectrum of a wide conv1d (256×256 channels, 16k samples) would take 4.4 GB.
@@ -239,9 +242,14 @@ def choose_weight_plan(args: ConvArgs) -> tuple[DimPlan, ...]:
 
 
 def filter_spectrum(
-    weight: torch.Tensor, args: ConvArgs, dims: tuple[DimPlan, ...], elementwise: bool
+    weight: torch.Tensor,
+    args: ConvArgs,
+    dims: tuple[DimPlan, ...],
+    elementwise: bool,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The spectrum of the reversed, shifted, phase-split filter.
+    """The spectrum of the reversed, shifted, phase-split filter (into ``out``, when a plan
+    is re-prepared in place).
 
     Laid out ``(g, bins, C/g·phases, K/g)`` for the GEMM, or ``(g, C/g·phases, K/g, 1…, *F)``
     (singleton frame dims) for the elementwise path.
@@ -261,8 +269,10 @@ def filter_spectrum(
     spec = spec.reshape(g, k_out // g, -1, *freq)  # (g, K/g, C/g·phases, *F)
     if elementwise:
         spec = spec.transpose(1, 2)  # (g, C/g·phases, K/g, *F)
-        return spec.reshape(*spec.shape[:3], *([1] * nd), *freq).contiguous()
-    return spec.flatten(3).permute(0, 3, 2, 1).contiguous()
+        spec = spec.reshape(*spec.shape[:3], *([1] * nd), *freq)
+    else:
+        spec = spec.flatten(3).permute(0, 3, 2, 1)
+    return spec.contiguous() if out is None else out.copy_(spec)
 
 
 def frames(x: torch.Tensor, args: ConvArgs, dims: tuple[DimPlan, ...]) -> torch.Tensor:
@@ -342,46 +352,92 @@ def tap_slots(dim: DimPlan) -> tuple[list[int], list[int]]:
     return phase, lag
 
 
-def lag_inverse(
-    cross: torch.Tensor, dims: tuple[DimPlan, ...], lags: list[list[int]]
-) -> torch.Tensor:
-    """``irfftn(cross)`` read only at ``lags`` (one list per dim): the inverse DFT evaluated
-    at those lags as small GEMMs, one per dim. ``cross``: ``(..., *freq)``, the last dim
-    halved as `torch.fft.rfftn` leaves it. Far cheaper than the full inverse when a few taps
-    are needed of a frame (a 3×3 kernel's weight gradient)."""
-    nd = len(dims)
-    batch = cross.shape[:-nd]
-    out = cross.reshape(-1, *cross.shape[-nd:])
-    for i, (dim, lag) in enumerate(zip(dims[:-1], lags[:-1], strict=True)):
-        # full complex dims: e[f, l] = exp(2πi f l / M) / M, contracted over axis 1 + i
-        f = torch.arange(dim.fft, dtype=torch.float64)
-        phase = 2 * math.pi * torch.outer(f, torch.tensor(lag, dtype=torch.float64)) / dim.fft
-        e = (torch.polar(torch.ones_like(phase), phase) / dim.fft).to(out.dtype)
-        out = torch.tensordot(out, e.to(out.device), dims=([1 + i], [0])).movedim(-1, 1 + i)
-    last, lag = dims[-1], lags[-1]
-    m = last.fft
-    f = torch.arange(m // 2 + 1, dtype=torch.float64)
-    weight = torch.full_like(f, 2.0)
-    weight[0] = 1.0
-    if m % 2 == 0:
-        weight[-1] = 1.0  # the Nyquist bin appears once in the full spectrum
-    phase = 2 * math.pi * torch.outer(f, torch.tensor(lag, dtype=torch.float64)) / m
-    e = weight[:, None] * torch.polar(torch.ones_like(phase), phase) / m
-    # Re(X e) = Re(X) Re(e) - Im(X) Im(e): one real GEMM on the interleaved (re, im) pairs
-    real_dtype = out.real.dtype
-    basis = torch.stack([e.real, -e.imag], dim=1).reshape(-1, len(lag)).to(real_dtype)
-    pairs = torch.view_as_real(out.contiguous()).reshape(*out.shape[:-1], -1)
-    result = pairs @ basis.to(out.device)
-    return result.reshape(*batch, *(len(v) for v in lags))
+def _bins(dims: tuple[DimPlan, ...]) -> list[torch.Tensor]:
+    """Each dim's frequency index on `torch.fft.rfftn`'s grid (the last dim halved)."""
+    sizes = [d.fft for d in dims[:-1]] + [dims[-1].fft // 2 + 1]
+    return [torch.arange(n, dtype=torch.float64) for n in sizes]
 
 
-def inverse_flops(dims: tuple[DimPlan, ...], lags: list[list[int]]) -> tuple[float, float]:
-    """Per channel pair: (flops of the full inverse FFT, flops of `lag_inverse`)."""
+def dft_matrix(dims: tuple[DimPlan, ...], positions: list[list[int]], inverse: bool):
+    """The DFT on the rfftn grid as a ``(bins, points)`` complex matrix, for signals that are
+    nonzero only at ``positions`` (one list per dim; points = their product, dim 0 major).
+
+    Forward: ``X[f] = Σ_p x[p] e^{-2πi f·p/M}``. Inverse (``inverse=True``), read at the
+    positions: ``x[p] = Re Σ_f w_f X[f] e^{+2πi f·p/M} / ∏M``, with ``w_f`` = 2 for the
+    bins whose mirror image rfft leaves out (1 for 0 and the Nyquist bin)."""
+    sign = 1.0 if inverse else -1.0
+    matrix = torch.ones(1, 1, dtype=torch.complex128)
+    for i, (dim, freq, pos) in enumerate(zip(dims, _bins(dims), positions, strict=True)):
+        angle = sign * 2 * math.pi * torch.outer(freq, torch.tensor(pos, dtype=torch.float64))
+        e = torch.polar(torch.ones_like(angle), angle / dim.fft)
+        if inverse:
+            e = e / dim.fft
+            if i == len(dims) - 1:
+                weight = torch.full((len(freq),), 2.0, dtype=torch.float64)
+                weight[0] = 1.0
+                if dim.fft % 2 == 0:
+                    weight[-1] = 1.0
+                e = e * weight[:, None]
+        matrix = torch.kron(matrix, e)
+    return matrix
+
+
+def small_dft_pays(dims: tuple[DimPlan, ...], points: int) -> bool:
+    """Whether a ``(bins × points)`` DFT as GEMM beats a batch of FFTs of whole frames, per
+    signal: few points of small frames (a 3×3 filter, the 3×3 lags of a weight gradient)."""
     size = math.prod(d.fft for d in dims)
-    full = 2.5 * size * math.log2(max(size, 2))
-    restricted, remaining = 0.0, size // dims[-1].fft * (dims[-1].fft // 2 + 1)
-    for d, lag in zip(dims[:-1], lags[:-1], strict=True):
-        restricted += 8 * remaining * len(lag)  # complex MACs over this dim's bins
-        remaining = remaining // d.fft * len(lag)
-    restricted += 2 * 2 * remaining * len(lags[-1])
-    return full, restricted
+    bins = size // dims[-1].fft * (dims[-1].fft // 2 + 1)
+    gemm = 8 * bins * points * GEMM_S_PER_FLOP
+    fft = 2.5 * size * math.log2(max(size, 2)) * FFT_S_PER_FLOP + FFT_S_PER_TRANSFORM
+    return gemm < fft + 4 * size * WRITE_S_PER_BYTE  # the FFT also fills a whole frame
+
+
+def phase_taps(dims: tuple[DimPlan, ...]) -> list[tuple[int, list[int], list[list[int]]]]:
+    """For every combination of phases (index in the channel·phase layout): the kernel taps
+    it holds (flattened, dim 0 major) and their slots in the frame, per dim."""
+    per_dim = []
+    for dim in dims:
+        groups: dict[int, list[tuple[int, int]]] = {}
+        for t, (r, q) in enumerate(dim.taps):
+            groups.setdefault(dim.phases.index(r), []).append((t, (dim.start - q) % dim.fft))
+        per_dim.append([groups.get(i, []) for i in range(len(dim.phases))])
+    kernel = [len(d.taps) for d in dims]
+    result = []
+    for index, combo in enumerate(itertools.product(*per_dim)):
+        taps = [
+            sum(t * math.prod(kernel[i + 1 :]) for i, (t, _) in enumerate(point))
+            for point in itertools.product(*combo)
+        ]
+        slots = [[slot for _, slot in entries] for entries in combo]
+        result.append((index, taps, slots))
+    return result
+
+
+def filter_spectrum_dft(
+    weight: torch.Tensor, args: ConvArgs, dims: tuple[DimPlan, ...], out: torch.Tensor | None
+) -> torch.Tensor:
+    """`filter_spectrum`'s GEMM layout ``(g, bins, C/g·phases, K/g)`` computed as DFTs of the
+    taps alone: per phase, ``(bins × taps) @ (taps × C/g·K/g)`` complex GEMMs. No frame of
+    zeros is built or transformed; for a small kernel that is most of the work."""
+    g, k_out = args.groups, args.out_channels
+    c_g = weight.shape[1]
+    phases = math.prod(len(d.phases) for d in dims)
+    size = math.prod(d.fft for d in dims)
+    bins = size // dims[-1].fft * (dims[-1].fft // 2 + 1)
+    cdtype = torch.complex128 if weight.dtype == torch.float64 else torch.complex64
+    if out is None:
+        out = torch.empty(g, bins, c_g * phases, k_out // g, dtype=cdtype, device=weight.device)
+    view = out.view(g, bins, c_g, phases, k_out // g)
+    # (g, taps, C/g, K/g): the right operand of every phase's GEMM
+    w = weight.reshape(g, k_out // g, c_g, -1).permute(0, 3, 2, 1).to(cdtype)
+    for index, taps, slots in phase_taps(dims):
+        if not taps:
+            view[:, :, :, index].zero_()
+            continue
+        e = dft_matrix(dims, slots, inverse=False).to(cdtype).to(weight.device)
+        right = w[:, taps].reshape(g, len(taps), -1)
+        if phases == 1:
+            torch.matmul(e, right, out=out.view(g, bins, -1))
+        else:
+            view[:, :, :, index] = torch.matmul(e, right).view(g, bins, c_g, k_out // g)
+    return out

@@ -72,7 +72,7 @@ class Im2colPasses(Passes):
         super().__init__(args, weight, bias)
         g = args.groups
         self.k_g = args.out_channels // g
-        self.w = self.weight.reshape(g, self.k_g, -1)  # (g, K/g, C/g * prod(k))
+        self.refresh(set())
         per_image = image_column_bytes(args)
         self.batch_block = max(1, COLUMN_BUDGET_BYTES // max(per_image, 1))
         out_rows = args.out_spatial[0]
@@ -80,6 +80,9 @@ class Im2colPasses(Passes):
         if per_image > COLUMN_BUDGET_BYTES:  # one image is too big: block output rows too
             self.row_block = max(1, out_rows * COLUMN_BUDGET_BYTES // per_image)
         self.prepared = {"batch_block": self.batch_block, "row_block": self.row_block}
+
+    def refresh(self, prepared):
+        self.w = self.weight.reshape(self.args.groups, self.k_g, -1)  # (g, K/g, C/g·∏k): a view
 
     # -- blocking ----------------------------------------------------------------------------
     def _windows(self, n: int):

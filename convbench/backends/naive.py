@@ -47,8 +47,12 @@ class NaivePasses(Passes):
         super().__init__(args, weight, bias)
         g = args.groups
         self.c_g = args.in_channels // g
-        # (g, K/g, C/g, *kernel): one weight block per group.
-        self.w = self.weight.reshape(g, args.out_channels // g, self.c_g, *args.kernel)
+        self.refresh(set())
+
+    def refresh(self, prepared):
+        g = self.args.groups
+        # (g, K/g, C/g, *kernel): one weight block per group (a view: nothing to recompute).
+        self.w = self.weight.reshape(g, self.args.out_channels // g, self.c_g, *self.args.kernel)
 
     def forward(self, x):
         args, g = self.args, self.args.groups

@@ -58,6 +58,12 @@ class Passes:
     def prepare_pass(self, direction: str) -> None:
         """Do the per-weight work ``direction`` needs (default: none beyond `plan`'s)."""
 
+    def refresh(self, prepared: set[str]) -> None:
+        """Redo the per-weight work of the ``prepared`` passes for the new ``weight``/``bias``
+        (already set), reusing buffers where the backend can. Default: prepare again."""
+        for direction in prepared:
+            self.prepare_pass(direction)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -104,6 +110,9 @@ class AutogradPasses(Passes):
 
     def autograd_forward(self, x, weight, bias):
         return self.run(x)  # `run` holds the weight it was planned with
+
+    def refresh(self, prepared):
+        self.run, self.prepared = self.backend.plan(self.args, self.weight, self.bias)
 
     def backward_weight(self, x, dy):
         with torch.enable_grad():
@@ -158,6 +167,24 @@ class Plan:
             with torch.no_grad():
                 self.passes.prepare_pass(direction)
             self._ready.add(direction)
+        return self
+
+    def refresh(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Plan:
+        """Re-prepare for a new weight (and bias) of the same shape, in place: what a
+        training loop does after each optimizer step. Buffers of the per-weight work (a
+        transformed filter, a filter spectrum) are rewritten rather than reallocated."""
+        if tuple(weight.shape) != self.args.weight_shape:
+            raise ValueError(
+                f"{self.backend}: refresh needs a weight of shape {self.args.weight_shape}, "
+                f"got {tuple(weight.shape)}"
+            )
+        if (bias is None) != (self.bias is None):
+            raise ValueError(f"{self.backend}: refresh must keep the plan's bias (or its absence)")
+        self.weight, self.bias = weight, bias
+        self.passes.weight = weight.detach()
+        self.passes.bias = None if bias is None else bias.detach()
+        with torch.no_grad():
+            self.passes.refresh(set(self._ready))
         return self
 
     # -- shapes ----------------------------------------------------------------------------

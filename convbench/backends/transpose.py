@@ -13,7 +13,8 @@ quarter-size phases, so no work is wasted on zeros (the zero-stuffing route woul
 multiplications).
 
 `data_gradient_phases` derives the phases (pure shape arithmetic); `phase_weight` cuts and
-flips the filter for one; `scatter_phase` places its output in dx.
+flips the filter for one (`phase_taps` is the same taps unflipped, as a view, for a backend
+that folds the flip into its own filter transform); `Phase.scatter` places its output in dx.
 """
 
 from __future__ import annotations
@@ -155,3 +156,14 @@ def phase_weight(transposed: torch.Tensor, phase: Phase) -> torch.Tensor:
         index = torch.tensor(dim.taps, device=w.device)
         w = w.index_select(2 + i, index)
     return w.contiguous()
+
+
+def phase_taps(transposed: torch.Tensor, phase: Phase) -> torch.Tensor:
+    """The taps of one phase in ascending order, as a view of `transposed_weight`'s output
+    (no copy): `phase_weight` is this filter reversed along every spatial dim."""
+    index = [slice(None), slice(None)]
+    for dim in phase.dims:
+        first, last = dim.taps[-1], dim.taps[0]  # `taps` is in derived (descending) order
+        step = (last - first) // (len(dim.taps) - 1) if len(dim.taps) > 1 else 1
+        index.append(slice(first, last + 1, step))
+    return transposed[tuple(index)]

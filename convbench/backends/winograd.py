@@ -42,27 +42,36 @@ The gradients are Winograd too:
   their input transform BT (same points), so the forward's transformed tiles ``V`` serve
   both: a training forward keeps them (`forward_train`) and ``backward`` reuses them.
 
-The filter transform ``U = G w G^T`` is per-weight work done in `plan`, rounded once to the
-compute dtype. The plan owns the buffers of steps 1–6 and reuses them across
-calls when autograd is not recording (as a cuDNN workspace; it saves the page faults of
-fresh multi-megabyte allocations); under autograd every step allocates, so gradients flow.
+The filter transform ``U = G w G^T`` is per-weight work done in `plan`, in the compute dtype:
+one copy of the weight and one GEMM that writes U in its final layout. ``refresh`` redoes it
+into the same buffer when a training step has changed the weight. The plan owns the buffers
+of steps 1–6 and reuses them across calls (as a cuDNN workspace; it saves the page faults of
+fresh multi-megabyte allocations); a training forward keeps its ``V`` in fresh memory, for
+the weight gradient.
 
 float16/bfloat16 are computed in float32 internally and cast back at the end.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 
 from convbench.backends import Backend, Passes, register
 from convbench.backends.ops import bias_grad
-from convbench.backends.transpose import data_gradient_phases, phase_weight, transposed_weight
+from convbench.backends.transpose import (
+    data_gradient_phases,
+    phase_taps,
+    phase_weight,
+    transposed_weight,
+)
 from convbench.backends.wincnn import winograd_transform
 from convbench.backends.winograd_tiles import (
     Axis,
     Workspace,
+    axis_candidates,
     compute_dtype,
     filter_transform,
     gather_tiles,
@@ -72,6 +81,7 @@ from convbench.backends.winograd_tiles import (
     pad_channels_last,
     plan_axis,
     restack_weight,
+    tiling_seconds,
     transform,
     untile,
 )
@@ -85,88 +95,149 @@ AUTO_ALPHA = {torch.float64: 8, torch.float32: 6}
 MAX_ALPHA = {torch.float64: 10, torch.float32: 8}
 
 
+class Tiling:
+    """One choice of tiles (`Axis` per spatial dim) and the transforms it needs: BT and AT of
+    F(m, r') for the forward, G and AT of F(r', m) for the weight gradient (its BT is the
+    forward's: same points)."""
+
+    def __init__(self, axes: list[Axis], device, cdtype, flipped: bool = False):
+        self.axes = axes
+        forms = [winograd_transform(a.m, a.chunk) for a in axes]
+        self.bts = [matrix(f.BT, device).to(cdtype) for f in forms]
+        self.ats = [matrix(f.AT, device).to(cdtype) for f in forms]
+        gs = [matrix(f.G, device) for f in forms]
+        if flipped:
+            gs = [g.flip(1) for g in gs]
+        self.gk = kron(gs).to(cdtype)
+        back = [winograd_transform(a.chunk, a.m) for a in axes]
+        self.g2 = [matrix(f.G, device).to(cdtype) for f in back]
+        self.at2 = [matrix(f.AT, device).to(cdtype) for f in back]
+
+    @property
+    def alpha(self) -> int:
+        return math.prod(a.alpha for a in self.axes)
+
+
 class WinogradPasses(Passes):
     backward_method = (
         "Winograd convolution of dy with the flipped filter (data); F(r, m) accumulated over "
         "tiles, one batched GEMM (weight)"
     )
 
-    def __init__(self, backend, args, weight, bias, axes: list[Axis]):
+    def __init__(self, backend, args, weight, bias, axes=None, flipped: bool = False):
+        """``axes``: the forward's tiles (None: chosen when the forward is prepared, for the
+        plan's intent). ``flipped``: ``weight`` holds the filter to use reversed along every
+        spatial dim (the data gradient's flipped filter, given unflipped as a view):
+        reversing G's columns applies the flip inside the filter transform, so no flipped
+        copy is ever made."""
         super().__init__(args, weight, bias)
-        self.backend, self.axes = backend, axes
-        self.cdtype = cdtype = compute_dtype(args.dtype)
-        forms = [winograd_transform(a.m, a.chunk) for a in axes]
-        self.bts = [matrix(f.BT, args.device).to(cdtype) for f in forms]
-        self.ats = [matrix(f.AT, args.device).to(cdtype) for f in forms]
-        gk = kron([matrix(f.G, args.device) for f in forms])  # float64
-        # (A*g, C'/g, K/g)
-        self.u = filter_transform(self.weight, axes, gk, args.groups).to(cdtype).contiguous()
-        self.depthwise = self.u.shape[1] == 1
-        self.cbias = None if self.bias is None else self.bias.to(cdtype)
-        self.ws = Workspace(cdtype, args.device)
-        self.prepared = {
-            "U": self.u,
-            "m": tuple(a.m for a in axes),
-            "r": tuple(a.chunk for a in axes),
-            "alpha": tuple(a.alpha for a in axes),
-        }
+        self.backend, self.axes, self.flipped = backend, axes, flipped
+        self.cdtype = compute_dtype(args.dtype)
+        self.ws = Workspace(self.cdtype, args.device)
+        self.tiling: Tiling | None = None  # the forward's
+        self.wtiling: Tiling | None = None  # the weight gradient's
+        self.u: torch.Tensor | None = None
         self._data_phases: list | None = None
-        self._weight_forms: tuple | None = None
 
-    # -- forward -------------------------------------------------------------------------
-    def _tiles(self, x: torch.Tensor, keep: bool) -> torch.Tensor:
+    @property
+    def purpose(self) -> str:
+        return "train" if self.intent == "train" else "inference"
+
+    # -- per-weight work -----------------------------------------------------------------------
+    def prepare_pass(self, direction):
+        args, device = self.args, self.args.device
+        if direction == "forward" and self.tiling is None:
+            axes = self.axes or self.backend.axes(args, self.purpose)
+            self.tiling = Tiling(axes, device, self.cdtype, self.flipped)
+            self.u = filter_transform(self.weight, axes, self.tiling.gk, args.groups)
+            self.prepared = {
+                "U": self.u,
+                "m": tuple(a.m for a in axes),
+                "r": tuple(a.chunk for a in axes),
+                "alpha": tuple(a.alpha for a in axes),
+            }
+        elif direction == "backward_data" and self._data_phases is None:
+            transposed = transposed_weight(self.weight, args.groups)
+            self._data_phases = []
+            for phase in data_gradient_phases(args):
+                axes = self.backend.axes(phase.args, self.purpose)
+                # One chunk of all the taps per axis: the flip can be done inside the filter
+                # transform, on a view. Chunked (long) kernels get the flipped copy.
+                flipped = all(
+                    a.chunks == 1 and a.chunk == k
+                    for a, k in zip(axes, phase.args.kernel, strict=True)
+                )
+                w = (phase_taps if flipped else phase_weight)(transposed, phase)
+                passes = WinogradPasses(self.backend, phase.args, w, None, axes, flipped)
+                passes.intent = self.intent
+                passes.prepare_pass("forward")
+                self._data_phases.append((phase, passes))
+        elif direction == "backward_weight" and self.wtiling is None:
+            if self.intent == "train":  # the forward's tiles, so that its V can be reused
+                self.prepare_pass("forward")
+                self.wtiling = self.tiling
+            else:
+                self.wtiling = Tiling(self.backend.axes(args, "weight"), device, self.cdtype)
+
+    def refresh(self, prepared):
+        """The new weight's transforms, written over the old ones (no allocation of U)."""
+        if self.u is not None:
+            filter_transform(
+                self.weight, self.tiling.axes, self.tiling.gk, self.args.groups, self.u
+            )
+        if self._data_phases is not None:
+            transposed = transposed_weight(self.weight, self.args.groups)
+            for phase, passes in self._data_phases:
+                cut = phase_taps if passes.flipped else phase_weight
+                passes.weight = cut(transposed, phase)
+                passes.refresh({"forward"})
+
+    # -- forward -------------------------------------------------------------------------------
+    def _tiles(self, x: torch.Tensor, tiling: Tiling, keep: bool) -> torch.Tensor:
         """Steps 1–3: the transformed input tiles ``V (A*g, P, C'/g)``. ``keep``: in fresh
         memory (kept past the next call), not in the plan's workspace."""
         self.ws.recording = keep
         try:
-            xp = pad_channels_last(x, self.args, self.axes, self.ws)
-            d = gather_tiles(xp, self.axes, self.args.groups, self.ws)  # (A, g*P*C'/g)
-            v = transform(self.bts, d, self.ws, "in")
+            xp = pad_channels_last(x, self.args, tiling.axes, self.ws)
+            d = gather_tiles(xp, tiling.axes, self.args.groups, self.ws)  # (A, g*P*C'/g)
+            v = transform(tiling.bts, d, self.ws, "in")
         finally:
             self.ws.recording = False
-        return v.reshape(self.u.shape[0], -1, self.u.shape[1])
+        return v.reshape(tiling.alpha * self.args.groups, self._columns(tiling), -1)
+
+    def _columns(self, tiling: Tiling) -> int:
+        return self.args.batch * math.prod(a.dilation * a.tiles for a in tiling.axes)
 
     def _output(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         args, u, ws = self.args, self.u, self.ws
         gemm_shape = (u.shape[0], v.shape[1], u.shape[2])  # (A*g, P, K/g)
-        if self.depthwise:
+        if u.shape[1] == 1:  # depthwise: an elementwise product
             mm = torch.mul(v, u, out=ws.out("gemm", gemm_shape))
         else:
             mm = torch.bmm(v, u, out=ws.out("gemm", gemm_shape))
+        tiles = self.tiling.axes
         y = untile(
-            transform(self.ats, mm, ws, "out"), self.axes, args.out_channels, args.groups, ws
+            transform(self.tiling.ats, mm, ws, "out"), tiles, args.out_channels, args.groups, ws
         )
         fmt = torch.contiguous_format  # like torch: NCHW out unless the input is NHWC
         if x.dim() == 4 and not x.is_contiguous():
             if x.is_contiguous(memory_format=torch.channels_last):
                 fmt = torch.channels_last
         out = torch.empty(y.shape, dtype=args.dtype, device=y.device, memory_format=fmt)
-        if self.cbias is None:
+        if self.bias is None:
             return out.copy_(y)
-        return torch.add(y, self.cbias.view(1, -1, *[1] * args.nd), out=out)
+        bias = self.bias.to(self.cdtype).view(1, -1, *[1] * args.nd)
+        return torch.add(y, bias, out=out)
 
     def forward(self, x):
-        return self._output(self._tiles(x, keep=False), x)
+        return self._output(self._tiles(x, self.tiling, keep=False), x)
 
     def forward_train(self, x):
-        v = self._tiles(x, keep=True)
-        return self._output(v, x), v
+        self.prepare_pass("backward_weight")
+        v = self._tiles(x, self.tiling, keep=True)
+        return self._output(v, x), (v if self.wtiling is self.tiling else None)
 
     # -- data gradient -------------------------------------------------------------------------
-    def prepare_pass(self, direction):
-        if direction == "backward_data" and self._data_phases is None:
-            transposed = transposed_weight(self.weight, self.args.groups)
-            self._data_phases = []
-            for phase in data_gradient_phases(self.args):
-                w = phase_weight(transposed, phase)
-                self._data_phases.append((phase, self.backend.plan(phase.args, w, None)))
-        if direction == "backward_weight" and self._weight_forms is None:
-            forms = [winograd_transform(a.chunk, a.m) for a in self.axes]
-            device = self.args.device
-            g2 = [matrix(f.G, device).to(self.cdtype) for f in forms]
-            at2 = [matrix(f.AT, device).to(self.cdtype) for f in forms]
-            self._weight_forms = (g2, at2)
-
     def backward_data(self, dy):
         self.prepare_pass("backward_data")
         phases = self._data_phases
@@ -183,27 +254,28 @@ class WinogradPasses(Passes):
         """``dW' = AT' [Σ_tiles (G' dy) ⊙ V]``: F(r', m) on every tile, summed in the
         transformed domain by one batched GEMM, then restacked into the weight's shape."""
         self.prepare_pass("backward_weight")
-        g2, at2 = self._weight_forms
-        args, g, ws = self.args, self.args.groups, self.ws
-        e = gradient_tiles(dy.to(self.cdtype), self.axes, g, ws)  # (prod m, g*P*K/g)
-        e = transform(g2, e, ws, "dyin").reshape(v.shape[0], v.shape[1], -1)  # (A*g, P, K/g)
-        if self.depthwise and e.shape[2] == 1:
+        t, args, g, ws = self.wtiling, self.args, self.args.groups, self.ws
+        e = gradient_tiles(dy.to(self.cdtype), t.axes, g, ws)  # (prod m, g*P*K/g)
+        e = transform(t.g2, e, ws, "dyin").reshape(v.shape[0], v.shape[1], -1)  # (A*g, P, K/g)
+        if v.shape[2] == 1 and e.shape[2] == 1:  # depthwise
             mm = (e * v).sum(1, keepdim=True)  # (A*g, 1, 1)
         else:
             mm = torch.bmm(e.transpose(1, 2), v)  # (A*g, K/g, C'/g)
-        dw = transform(at2, mm.reshape(math.prod(a.alpha for a in self.axes), -1), ws, "dwout")
-        k_g = args.out_channels // g
-        dw = dw.reshape(-1, g, k_g, mm.shape[2])  # (prod chunk, g, K/g, C'/g)
-        return restack_weight(dw, self.axes, self.weight.shape, g).to(args.dtype)
+        dw = transform(t.at2, mm.reshape(t.alpha, -1), ws, "dwout")
+        dw = dw.reshape(-1, g, args.out_channels // g, mm.shape[2])  # (prod r', g, K/g, C'/g)
+        return restack_weight(dw, t.axes, self.weight.shape, g).to(args.dtype)
 
     def backward_weight(self, x, dy):
-        return self._weight_grad(self._tiles(x, keep=False), dy), bias_grad(dy, self.bias)
+        self.prepare_pass("backward_weight")
+        v = self._tiles(x, self.wtiling, keep=False)
+        return self._weight_grad(v, dy), bias_grad(dy, self.bias)
 
     def backward(self, x, dy, saved=None, need_data=True, need_weight=True):
         dx = self.backward_data(dy) if need_data else None
         dw = db = None
         if need_weight:
-            v = saved if saved is not None else self._tiles(x, keep=False)
+            self.prepare_pass("backward_weight")
+            v = saved if saved is not None else self._tiles(x, self.wtiling, keep=False)
             dw, db = self._weight_grad(v, dy), bias_grad(dy, self.bias)
         return dx, dw, db
 
@@ -232,8 +304,15 @@ class WinogradBackend(Backend):
             self.name = f"winograd-m{'x'.join(map(str, ms))}"
         self.m = m
 
-    def axes(self, args: ConvArgs) -> list[Axis] | str:
-        """The per-axis tiling plan, or why there is none."""
+    def axes(self, args: ConvArgs, purpose: str = "inference") -> list[Axis] | str:
+        """The per-axis tiling plan, or why there is none.
+
+        With ``m="auto"``, ``purpose`` decides: ``"inference"`` minimises the elementwise
+        stage's multiplications (the filter transform is done once); ``"train"`` minimises
+        `tiling_seconds` of forward + filter transform + weight gradient on shared tiles
+        (all three repeat every step, and U and the weight gradient's transformed output
+        grow with alpha², so small maps want small tiles); ``"weight"`` the weight
+        gradient alone."""
         if args.dtype not in FLOAT_DTYPES:
             return f"{self.name}: dtype {args.dtype} not supported"
         cdtype = compute_dtype(args.dtype)
@@ -254,7 +333,16 @@ class WinogradBackend(Backend):
             if isinstance(axis, str):
                 return f"{self.name}: {axis} in {cdtype}".replace("torch.", "")
             axes.append(axis)
-        return axes
+        if self.m != "auto" or purpose == "inference":
+            return axes
+        parts = ("forward", "filter", "weight") if purpose == "train" else ("weight",)
+        options = [
+            axis_candidates(
+                args.kernel[i], args.stride[i], args.dilation[i], args.out_spatial[i], cap
+            )
+            for i in range(args.nd)
+        ]
+        return list(min(itertools.product(*options), key=lambda c: tiling_seconds(args, c, parts)))
 
     def check(self, args: ConvArgs) -> str | None:
         axes = self.axes(args)
@@ -269,9 +357,7 @@ class WinogradBackend(Backend):
         return None
 
     def plan(self, args, weight, bias):
-        axes = self.axes(args)
-        assert not isinstance(axes, str), axes
-        return WinogradPasses(self, args, weight, bias, axes)
+        return WinogradPasses(self, args, weight, bias)
 
 
 def winograd(m: int | tuple[int, ...] | str = "auto") -> WinogradBackend:

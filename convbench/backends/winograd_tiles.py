@@ -97,6 +97,54 @@ def plan_axis(
     )
 
 
+def axis_candidates(taps: int, stride: int, dilation: int, out: int, cap: int) -> list[Axis]:
+    """Every (m, chunk) tiling of one axis within ``cap`` points (for the cost model)."""
+    per_phase = math.ceil(taps / stride)
+    if per_phase == 1:
+        return [plan_axis(taps, stride, dilation, out, None, cap)]
+    found = {}
+    for chunks in range(1, per_phase + 1):
+        chunk = math.ceil(per_phase / chunks)
+        for m in range(1, cap - chunk + 2):
+            axis = plan_axis(taps, stride, dilation, out, m, m + chunk)
+            if not isinstance(axis, str):
+                found[(axis.m, axis.chunk)] = axis
+    return list(found.values())
+
+
+# Cost-model rates, measured roughly on the 2-core development machine in float32; only
+# their ratios matter for the choice of tiles.
+GEMM_S_PER_FLOP = 1 / 80e9  # the batched GEMM
+MOVE_S_PER_BYTE = 1 / 4e9  # gathers, transforms (small GEMMs bound by memory) and copies
+
+
+def tiling_seconds(args: ConvArgs, axes: list[Axis], parts: tuple[str, ...]) -> float:
+    """Rough float32 time of the ``parts`` of a training step with these tiles: ``forward``
+    (pad, gather, input transform, GEMM, output transform, untile), ``filter`` (writing U)
+    and ``weight`` (dy tiles and their transform, the GEMM, the output transform of the
+    weight gradient; the input side too unless the forward's tiles are kept)."""
+    a = math.prod(x.alpha for x in axes)
+    m = math.prod(x.m for x in axes)
+    chunk = math.prod(x.chunk for x in axes)
+    cols = args.batch * math.prod(x.dilation * x.tiles for x in axes)
+    c_in = args.in_channels * math.prod(x.phases * x.chunks for x in axes)
+    c_g, k = c_in // args.groups, args.out_channels
+    moved = 0.0
+    flops = 0.0
+    input_side = 3 * a * cols * c_in  # gather copy, input transform (read + write)
+    if "forward" in parts:
+        moved += input_side + 2 * a * cols * k + 2 * m * cols * k
+        flops += 2 * a * cols * c_g * k
+    if "filter" in parts:  # the weight copy in U's order, U itself
+        moved += (chunk + a) * c_g * k * args.groups
+    if "weight" in parts:
+        moved += (0 if "forward" in parts else input_side) + m * cols * k + 2 * a * cols * k
+        # the GEMM's transformed output, read and written again by the output transform
+        moved += 3 * a * c_g * k * args.groups + chunk * c_g * k * args.groups
+        flops += 2 * a * cols * c_g * k
+    return 4 * moved * MOVE_S_PER_BYTE + flops * GEMM_S_PER_FLOP
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -165,13 +213,23 @@ def transform(mats: list[torch.Tensor], t: torch.Tensor, ws: Workspace, tag: str
     return out.reshape(-1, rest)
 
 
-def filter_transform(weight: torch.Tensor, axes: list[Axis], gk: torch.Tensor, groups: int):
-    """``U = kron(G) @ w'`` in float64, where ``w'`` stacks each (phase, chunk) of every axis as
-    extra input channels: ``w'[.., kappa, c, u] = w[(c*chunk + u)*stride + kappa]`` (zero
-    beyond the kernel). Returns ``(prod alpha * groups, C'/g, K/g)`` for the batched GEMM, with
-    channels ordered (phase, chunk per axis, channel) as `gather_tiles` orders them."""
+def filter_transform(
+    weight: torch.Tensor,
+    axes: list[Axis],
+    gk: torch.Tensor,
+    groups: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``U = kron(G) @ w'`` in ``gk``'s dtype, where ``w'`` stacks each (phase, chunk) of every
+    axis as extra input channels: ``w'[.., kappa, c, u] = w[(c*chunk + u)*stride + kappa]``
+    (zero beyond the kernel). Returns ``(prod alpha * groups, C'/g, K/g)`` for the batched
+    GEMM, with channels ordered (phase, chunk per axis, channel) as `gather_tiles` orders them.
+
+    One copy of the weight into ``(taps, g, C'/g, K/g)``, then ONE GEMM whose output is
+    already U's layout (into ``out``, when re-preparing a plan in place): U is written once,
+    which is what bounds the cost — it holds ``prod alpha / prod r`` times the weight."""
     nd = len(axes)
-    w = weight.to(torch.float64)
+    w = weight.to(gk.dtype)
     pads: list[int] = []
     for a, taps in zip(axes, weight.shape[2:], strict=True):
         pads[:0] = [0, a.stride * a.chunk * a.chunks - taps]
@@ -186,16 +244,19 @@ def filter_transform(weight: torch.Tensor, axes: list[Axis], gk: torch.Tensor, g
     for i, a in enumerate(axes):
         index[2 + 3 * i + 2] = slice(0, a.phases)
     w = w[tuple(index)]
-    # (K, Cg, [c, u, kappa] per axis) -> (K, [kappa, c] per axis, Cg, [u] per axis)
-    order = [0]
+    # (K, Cg, [c, u, kappa] per axis) -> ([u] per axis, K, [kappa, c] per axis, Cg)
+    order = [2 + 3 * i + 1 for i in range(nd)] + [0]
     for i in range(nd):
         order += [2 + 3 * i + 2, 2 + 3 * i]
-    order += [1] + [2 + 3 * i + 1 for i in range(nd)]
-    w = w.permute(order).reshape(k_out, -1, math.prod(a.chunk for a in axes))
-    c_in = w.shape[1]
-    u = gk @ w.reshape(k_out * c_in, -1).T  # (A, K * C'/g): the long axis last, for BLAS
-    u = u.reshape(-1, groups, k_out // groups, c_in).transpose(2, 3)
-    return u.reshape(-1, c_in, k_out // groups)
+    order += [1]
+    w = w.permute(order)
+    taps = math.prod(a.chunk for a in axes)
+    k_g = k_out // groups
+    # (taps, g, K/g, C'/g) -> (taps, g, C'/g, K/g): the GEMM's right operand, in U's order
+    w = w.reshape(taps, groups, k_g, -1).transpose(2, 3).reshape(taps, -1)
+    c_in = w.shape[1] // k_out
+    u = torch.mm(gk, w, out=None if out is None else out.view(gk.shape[0], -1))
+    return u.view(-1, c_in, k_g)
 
 
 def gather_tiles(xp: torch.Tensor, axes: list[Axis], groups: int, ws: Workspace):

@@ -32,5 +32,7 @@ def cmd_backends(args: argparse.Namespace) -> int:
     from convbench.backends import backend_names, get_backend
 
     for name in backend_names():
-        print(f"{name:10s} {get_backend(name).description}")
+        backend = get_backend(name)
+        print(f"{name:10s} {backend.description}")
+        print(f"{'':10s} gradients: {backend.backward_method}")
     return 0

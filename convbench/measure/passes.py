@@ -12,12 +12,14 @@ backward_data      ``plan.backward_data(dy)``                  dL/dx
 backward_weight    ``plan.backward_weight(x, dy)``             dL/dw (and dL/db)
 backward           ``plan.backward(x, dy, saved)`` after one   dL/dx, dL/dw (and dL/db)
                    ``forward_train``, reusing what it kept
-train              ``prepare`` + ``forward_train`` +           y, dL/dx, dL/dw (and dL/db)
+train              ``refresh(w)`` + ``forward_train`` +        y, dL/dx, dL/dw (and dL/db)
                    ``backward``: a step whose weight changed
 =================  ==========================================  ===============================
 
-The plan is prepared once outside the timed call (its time is ``prepare_ms``) except in
-``train``, where the weight changes every step so preparing is part of the step. ``dy`` is a
+The plan is prepared once outside the timed call (its time is ``prepare_ms``). In ``train``
+the weight changes every step, so redoing the per-weight work is part of the step: as a
+training loop keeps its plan, the step re-prepares it in place (`Plan.refresh`: the
+transformed filter or filter spectrum rewritten in the plan's buffers, not reallocated). ``dy`` is a
 fixed, seeded upstream gradient. `convbench run` and the pytest plugin both use this.
 """
 
@@ -99,8 +101,8 @@ def pass_run(backend, direction: str, x, w, b, dy, conv_kwargs: dict) -> PassRun
         got = (y, *grads(*plan.backward(x, dy, saved)))
 
         def fn():
-            step = prepare()
-            y, kept_now = step.forward_train(x)
-            return (y, *grads(*step.backward(x, dy, kept_now)))
+            plan.refresh(w, b)
+            y, kept_now = plan.forward_train(x)
+            return (y, *grads(*plan.backward(x, dy, kept_now)))
 
         return PassRun(fn, got, prepare, kept)

@@ -201,15 +201,19 @@ def test_filter_spectrum_budget_forces_blocking():
     assert BACKEND.workspace_bytes(args) >= 8 * fft_plan.Sizes.of(args, dims).filter_elements
 
 
-def test_plan_computes_filter_spectrum_once(monkeypatch):
+@pytest.mark.parametrize("via", ["filter_spectrum", "filter_spectrum_dft"])
+def test_plan_computes_filter_spectrum_once(monkeypatch, via):
+    """The spectrum is per-weight work, done once (by FFTs of frames, or by DFTs of the taps
+    for small frames; either way once), and refresh rewrites it in place."""
     calls = []
-    original = fft.filter_spectrum
+    original = getattr(fft, via)
 
     def counting(*a, **k):
         calls.append(1)
         return original(*a, **k)
 
-    monkeypatch.setattr(fft, "filter_spectrum", counting)
+    monkeypatch.setattr(fft, via, counting)
+    monkeypatch.setattr(fft, "small_dft_pays", lambda *a: via == "filter_spectrum_dft")
     x, w, b = make(4, 6, (12, 13), (3, 3), dtype=torch.float32)
     plan = BACKEND.prepare(w, b, stride=2, padding=1, input=x)
     first, second = plan(x), plan(x)
@@ -220,6 +224,9 @@ def test_plan_computes_filter_spectrum_once(monkeypatch):
     other = plan(2 * x)
     assert len(calls) == 1
     assert_close(other, reference(2 * x, w, b, stride=2, padding=1), TOL[torch.float32])
+    plan.refresh(3 * w, b)
+    assert plan.prepared["spectrum"] is spectrum  # the same buffer, rewritten
+    assert_close(plan(x), reference(x, 3 * w, b, stride=2, padding=1), TOL[torch.float32])
 
 
 def test_fft_sizes():

@@ -34,6 +34,7 @@ SHIPPED = (
     "mobilenet_v2",
     "nlp_conv1d",
     "perf_cpu",
+    "perf_train",
     "resnet50",
     "smoke",
     "vgg16",
