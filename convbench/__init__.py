@@ -14,6 +14,7 @@ For notebooks::
     convbench.results.load("results/convbench.sqlite")             # stored results
     suite = convbench.suite_from_model(model_factory, (1, 3, 224, 224))
     convbench.modeltime.model_totals(df)                           # whole-model conv time
+    model = convbench.optimize(model, "results/net.decisions.json")  # after `convbench tune`
 
 Every name but the version and the two exceptions is imported on first use, so ``import
 convbench`` (and `convbench --help`) loads neither torch nor pandas.
@@ -36,6 +37,7 @@ _LAZY = {
     "results": ("convbench.results", None),
     "modeltime": ("convbench.modeltime", None),
     "analysis": ("convbench.analysis", None),
+    "optimize": ("convbench.nn", "optimize"),
 }
 
 
@@ -62,6 +64,7 @@ __all__ = [
     "backend_names",
     "get_backend",
     "modeltime",
+    "optimize",
     "results",
     "run",
     "suite_from_model",

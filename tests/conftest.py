@@ -118,6 +118,15 @@ class Flaky(_Base):
         return run
 
 
+class Wrong(_Base):
+    """Fast and wrong by 1%: what the accuracy gate of `convbench tune` must refuse."""
+    name = "wrong"
+    def wrap(self, f):
+        def run(x):
+            return f(x) * 1.01
+        return run
+
+
 class Slowed(_Base):
     """F.conv made slower by a busy wait: for regression-gate tests."""
     name = "slowed"
@@ -154,7 +163,9 @@ def plugin_source() -> str:
     return PLUGIN
 
 
-def make_plugin_env(root: Path, names=("sleepy", "crashy", "buggy", "slowed", "flaky")) -> dict:
+def make_plugin_env(
+    root: Path, names=("sleepy", "crashy", "buggy", "slowed", "flaky", "wrong")
+) -> dict:
     """An environment in which the test-only backends ``names`` are registered through the
     entry-point group (a real dist-info on PYTHONPATH)."""
     root.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,17 @@ VENDOR_BACKENDS = {"cpu": "onednn", "cuda": "cudnn"}
 VERDICTS = ("slower", "faster", "same", "ambiguous", "missing")
 
 
+#: PyTorch's own dispatch: the baseline wherever the vendor backend has no result.
+FALLBACK_BASELINE = "torch"
+
+
+def baseline_backend(measured: Iterable[str], device: str) -> str:
+    """The default baseline of one comparison: the device's vendor backend where it was
+    measured, else ``torch`` (what a model runs today)."""
+    vendor = vendor_backend(device)
+    return vendor if vendor is not None and vendor in set(measured) else FALLBACK_BASELINE
+
+
 def vendor_backend(device: str) -> str | None:
     """``'onednn'`` for ``cpu``, ``'cudnn'`` for ``cuda``/``cuda:N``, else None."""
     return VENDOR_BACKENDS.get(str(device).split(":")[0])
@@ -130,11 +141,12 @@ def winner_map(
     df: pd.DataFrame, tolerances: Mapping[str, float] | None = None, *, alpha: float = 0.05
 ) -> pd.DataFrame:
     """For each run × case × dtype × device × direction: the fastest backend (lowest median)
-    whose ``rel_err`` is within the dtype's tolerance, and its speedup over the device's vendor
-    backend (``vendor_ms / winner_ms``, with significance).
+    whose ``rel_err`` is within the dtype's tolerance, and its speedup over the baseline
+    (`baseline_backend`: the device's vendor backend, or ``torch`` where the vendor has no
+    result; ``baseline_ms / winner_ms``, with significance).
 
     A dtype without a known tolerance is not checked. Columns: run_id, the `KEYS`, winner,
-    winner_ms, rel_err, tolerance, vendor, vendor_ms, speedup, speedup_ci_low,
+    winner_ms, rel_err, tolerance, baseline, baseline_ms, speedup, speedup_ci_low,
     speedup_ci_high, significant, p_value, candidates (backends within tolerance),
     rejected (backends measured but out of tolerance).
     """
@@ -147,10 +159,10 @@ def winner_map(
         rejected = sorted(set(group["backend"]) - set(within["backend"]))
         row = dict(zip(["run_id", *KEYS], key, strict=True))
         row.update(tolerance=limit, candidates=len(within), rejected=", ".join(rejected))
-        vendor = vendor_backend(device)
-        vendor_rows = group[group["backend"] == vendor]
-        row["vendor"] = vendor
-        row["vendor_ms"] = vendor_rows["median_ms"].iloc[0] if len(vendor_rows) else math.nan
+        base = baseline_backend(group["backend"], device)
+        base_rows = group[group["backend"] == base]
+        row["baseline"] = base
+        row["baseline_ms"] = base_rows["median_ms"].iloc[0] if len(base_rows) else math.nan
         if within.empty:
             row.update(winner=None, winner_ms=math.nan, rel_err=math.nan, speedup=math.nan)
             row.update(significant=False, p_value=math.nan)
@@ -159,17 +171,17 @@ def winner_map(
             continue
         best = within.loc[within["median_ms"].idxmin()]
         row.update(winner=best["backend"], winner_ms=best["median_ms"], rel_err=best["rel_err"])
-        if len(vendor_rows) and best["backend"] != vendor:
-            d = difference(best, vendor_rows.iloc[0], alpha=alpha)
+        if len(base_rows) and best["backend"] != base:
+            d = difference(best, base_rows.iloc[0], alpha=alpha)
             row.update(speedup=1 / d.ratio, significant=d.significant, p_value=d.p_value)
             row.update(speedup_ci_low=1 / d.ci_high, speedup_ci_high=1 / d.ci_low)
         else:
-            same = len(vendor_rows) > 0
+            same = len(base_rows) > 0
             row.update(speedup=1.0 if same else math.nan, significant=False, p_value=math.nan)
             row.update(speedup_ci_low=math.nan, speedup_ci_high=math.nan)
         rows.append(row)
-    columns = ["run_id", *KEYS, "winner", "winner_ms", "rel_err", "tolerance", "vendor"]
-    columns += ["vendor_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "significant"]
+    columns = ["run_id", *KEYS, "winner", "winner_ms", "rel_err", "tolerance", "baseline"]
+    columns += ["baseline_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "significant"]
     columns += ["p_value", "candidates", "rejected"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -183,7 +195,8 @@ def speedups(
     tolerances: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Per run × case × dtype × device × direction × backend: speedup over ``baseline``
-    (default: the device's vendor backend) = ``baseline_ms / backend_ms``, with its interval,
+    (default: `baseline_backend` — the device's vendor backend, or ``torch`` where the vendor
+    has no result) = ``baseline_ms / backend_ms``, with its interval,
     Mann–Whitney p and significance. ``within_tol`` says whether the backend's answer is
     within the dtype's tolerance. Rows for the baseline itself are left out; a key whose
     baseline was not measured gives NaN speedups.
@@ -192,7 +205,7 @@ def speedups(
     keep = None if backends is None else set(backends)
     rows = []
     for key, group in ok_results(df).groupby(["run_id", *KEYS], sort=False):
-        base_name = baseline or vendor_backend(key[3])
+        base_name = baseline or baseline_backend(group["backend"], key[3])
         base = group[group["backend"] == base_name]
         for _, result in group.iterrows():
             name = result["backend"]

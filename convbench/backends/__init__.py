@@ -19,7 +19,10 @@ from convbench.errors import UnknownBackend, Unsupported
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "convbench.backends"
-BUILTIN_MODULES = ("naive", "im2col", "fft", "winograd", "onednn", "cudnn")
+BUILTIN_MODULES = ("naive", "im2col", "fft", "winograd", "torch", "onednn", "cudnn")
+#: Module of each built-in backend (one per algorithm); ``torch`` lives in ``pytorch.py`` so
+#: that the package never shadows torch itself.
+MODULE_OF = {"torch": "pytorch"}
 
 _REGISTRY: dict[str, Backend] = {}
 _loaded = False
@@ -41,8 +44,8 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(f"{__name__}.{module}")
+    for name in BUILTIN_MODULES:
+        importlib.import_module(f"{__name__}.{MODULE_OF.get(name, name)}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             obj = ep.load()

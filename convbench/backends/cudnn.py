@@ -52,5 +52,6 @@ class CudnnBackend(Backend):
             bias,
             {"cudnn": True, "benchmark": self.benchmark, "allow_tf32": self.tf32},
         )
-        passes.prepared = {"autotune": self.benchmark, "tf32": self.tf32}
+        path = selected_path(args, cudnn=True, benchmark=self.benchmark)
+        passes.prepared = {"autotune": self.benchmark, "tf32": self.tf32, "dispatch": path}
         return passes

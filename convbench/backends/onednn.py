@@ -34,4 +34,6 @@ class OneDNNBackend(Backend):
         return None
 
     def plan(self, args, weight, bias):
-        return TorchPasses(args, weight, bias, {"mkldnn": True})
+        passes = TorchPasses(args, weight, bias, {"mkldnn": True})
+        passes.prepared = {"dispatch": selected_path(args, mkldnn=True)}
+        return passes

@@ -124,6 +124,31 @@ class AutogradPasses(Passes):
         return grads[0], (grads[1] if b is not None else None)
 
 
+def options_of(prepared: dict) -> dict:
+    """The JSON-able summary of what a plan chose (tile sizes, frames, blocking, the kernel
+    family dispatched to), for result rows and tuning decisions; tensors are left out."""
+
+    def plain(value):
+        if isinstance(value, bool | int | float | str) or value is None:
+            return value
+        if isinstance(value, list | tuple):
+            items = [plain(v) for v in value]
+            return None if any(v is _SKIP for v in items) else items
+        if hasattr(value, "fft") and hasattr(value, "nblocks"):  # an FFT frame plan
+            return {"fft": value.fft, "block": value.block, "nblocks": value.nblocks}
+        return _SKIP
+
+    out = {}
+    for key, value in prepared.items():
+        v = plain(value)
+        if v is not _SKIP and v is not None:
+            out[key] = v
+    return out
+
+
+_SKIP = object()
+
+
 def _count_bytes(saved: object) -> int:
     if isinstance(saved, torch.Tensor):
         return saved.numel() * saved.element_size()

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--baseline",
         help="speedups against this backend (default: the device's "
-        "vendor backend: onednn on cpu, cudnn on cuda)",
+        "vendor backend: onednn on cpu, cudnn on cuda; torch where the vendor has no result)",
     )
     p.add_argument(
         "--fail-on-regression",
@@ -169,7 +169,7 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
     if args.format == "json":
         payload = {
             "run_id": run_id,
-            "baseline": args.baseline or "vendor",
+            "baseline": args.baseline or "vendor (torch where the vendor has no result)",
             "alpha": args.alpha,
             "speedups": records(sp),
             "geomeans": records(geo),

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -148,35 +149,63 @@ def measure(
     and refused in warm mode. ``fn`` must do the whole operation, including anything it needs
     to enqueue on the device; the clock's reads bracket it.
     """
+    return measure_interleaved([fn], config, clock, flush)[0]
+
+
+def measure_interleaved(
+    fns: Sequence[Callable[[], object]],
+    config: TimingConfig | None = None,
+    clock: Clock | None = None,
+    flush: Callable[[], object] | None = None,
+    seed: int = 0,
+) -> list[Measurement]:
+    """Time several functions in interleaved rounds: each round takes one sample of every
+    function, in an order shuffled per round (seeded), so that drift — a neighbour starting,
+    a clock slowing — falls on all of them alike, and sample ``i`` of every function comes
+    from the same round. Warmup and block size are each function's own. Sampling stops when
+    every function's median CI is narrow (after ``min_samples``), at ``max_samples``, or at
+    ``max_time_s`` × the number of functions. One function is plain `measure`.
+    """
     config = TimingConfig() if config is None else config
     clock = CpuClock() if clock is None else clock
     if config.mode == "cold" and flush is None:
         raise ValueError("flush: cold mode needs a cache flush callable (see make_flush)")
     if config.mode == "warm" and flush is not None:
         raise ValueError("flush: only used in cold mode, but mode is 'warm'")
+    if not fns:
+        raise ValueError("fns: nothing to time")
 
     overhead_ns = measure_overhead(clock)
     clock.sync()
-    n_warmup_calls, warmup_ns, per_call_ns = _warmup(fn, config, clock, overhead_ns)
+    warmups = [_warmup(fn, config, clock, overhead_ns) for fn in fns]
     if config.mode == "cold":
-        block = 1
+        blocks = [1] * len(fns)
     else:
-        block = block_size_for(per_call_ns, overhead_ns, config.max_overhead)
+        blocks = [block_size_for(w[2], overhead_ns, config.max_overhead) for w in warmups]
 
-    samples: list[float] = []
-    ordered: list[float] = []
-    cap_ns = round(config.max_time_s * 1e9)
+    samples: list[list[float]] = [[] for _ in fns]
+    ordered: list[list[float]] = [[] for _ in fns]
+    done = [False] * len(fns)
+    rng = random.Random(seed)
+    order = list(range(len(fns)))
+    cap_ns = round(config.max_time_s * 1e9) * len(fns)
     timed_start = clock.now_ns()
     while True:
-        if flush is not None:
-            flush()
-        sample_ms = clock.time_block(fn, block) / block / 1e6
-        samples.append(sample_ms)
-        bisect.insort(ordered, sample_ms)
-        if len(samples) >= config.min_samples and _ci_is_narrow(ordered, config):
+        if len(fns) > 1:
+            rng.shuffle(order)
+        for i in order:
+            if flush is not None:
+                flush()
+            sample_ms = clock.time_block(fns[i], blocks[i]) / blocks[i] / 1e6
+            samples[i].append(sample_ms)
+            bisect.insort(ordered[i], sample_ms)
+            if len(samples[i]) >= config.min_samples:
+                done[i] = _ci_is_narrow(ordered[i], config)
+        n = len(samples[0])
+        if all(done):
             reason: StopReason = "ci"
             break
-        if len(samples) >= config.max_samples:
+        if n >= config.max_samples:
             reason = "max_samples"
             break
         if clock.now_ns() - timed_start >= cap_ns:
@@ -184,16 +213,19 @@ def measure(
             break
     timed_ns = clock.now_ns() - timed_start
 
-    return Measurement(
-        samples_ms=tuple(samples),
-        block_size=block,
-        n_warmup_calls=n_warmup_calls,
-        warmup_ms=warmup_ns / 1e6,
-        per_call_estimate_ns=per_call_ns,
-        stop_reason=reason,
-        mode=config.mode,
-        clock=clock.name,
-        clock_overhead_ns=overhead_ns,
-        timed_ms=timed_ns / 1e6,
-        confidence=config.confidence,
-    )
+    return [
+        Measurement(
+            samples_ms=tuple(samples[i]),
+            block_size=blocks[i],
+            n_warmup_calls=warmups[i][0],
+            warmup_ms=warmups[i][1] / 1e6,
+            per_call_estimate_ns=warmups[i][2],
+            stop_reason=reason,
+            mode=config.mode,
+            clock=clock.name,
+            clock_overhead_ns=overhead_ns,
+            timed_ms=timed_ns / 1e6,
+            confidence=config.confidence,
+        )
+        for i in range(len(fns))
+    ]

@@ -45,6 +45,7 @@ class PassRun:
     got: tuple[torch.Tensor, ...]
     prepare: Callable[[], Plan]
     saved_bytes: int | None = None
+    prepared: dict | None = None
 
 
 def upstream_gradient(shape, dtype, device, seed: int) -> torch.Tensor:
@@ -72,14 +73,14 @@ def pass_run(backend, direction: str, x, w, b, dy, conv_kwargs: dict) -> PassRun
             def fn():
                 return (plan.forward(x),)
 
-            return PassRun(fn, got, prepare)
+            return PassRun(fn, got, prepare, prepared=plan.prepared)
         if direction == "backward_data":
             got = (plan.backward_data(dy),)
 
             def fn():
                 return (plan.backward_data(dy),)
 
-            return PassRun(fn, got, prepare)
+            return PassRun(fn, got, prepare, prepared=plan.prepared)
         if direction == "backward_weight":
             dw, db = plan.backward_weight(x, dy)
             got = (dw,) if b is None else (dw, db)
@@ -88,7 +89,7 @@ def pass_run(backend, direction: str, x, w, b, dy, conv_kwargs: dict) -> PassRun
                 dw, db = plan.backward_weight(x, dy)
                 return (dw,) if b is None else (dw, db)
 
-            return PassRun(fn, got, prepare)
+            return PassRun(fn, got, prepare, prepared=plan.prepared)
         y, saved = plan.forward_train(x)
         kept = Plan.saved_bytes(saved)
         if direction == "backward":
@@ -97,7 +98,7 @@ def pass_run(backend, direction: str, x, w, b, dy, conv_kwargs: dict) -> PassRun
             def fn():
                 return grads(*plan.backward(x, dy, saved))
 
-            return PassRun(fn, got, prepare, kept)
+            return PassRun(fn, got, prepare, kept, plan.prepared)
         got = (y, *grads(*plan.backward(x, dy, saved)))
 
         def fn():
@@ -105,4 +106,4 @@ def pass_run(backend, direction: str, x, w, b, dy, conv_kwargs: dict) -> PassRun
             y, kept_now = plan.forward_train(x)
             return (y, *grads(*plan.backward(x, dy, kept_now)))
 
-        return PassRun(fn, got, prepare, kept)
+        return PassRun(fn, got, prepare, kept, plan.prepared)

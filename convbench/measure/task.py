@@ -37,6 +37,7 @@ import psutil
 import torch
 
 from convbench.backends import get_backend
+from convbench.backends.plan import options_of
 from convbench.errors import Unsupported
 from convbench.measure import probes
 from convbench.measure.clocks import clock_for
@@ -186,6 +187,8 @@ def _measure(task: Task, options: MeasureOptions, row: dict) -> list[float]:
         prep = measure(run.prepare, options.prepare_timing, clock)
     row["prepare_ms"] = prep.median_ms
     row["saved_bytes"] = run.saved_bytes
+    row["dispatch"] = (run.prepared or {}).get("dispatch")
+    row["options_json"] = json.dumps(options_of(run.prepared or {}), sort_keys=True)
 
     def fn():
         with torch.no_grad():

@@ -34,6 +34,7 @@ from convbench.report.tables import (
     env_rows,
     model_table,
     results_table,
+    tune_tables,
     winner_table,
 )
 from convbench.store import STATUSES
@@ -45,7 +46,8 @@ DEFAULT_DIR = Path("reports")
 SECTIONS = {
     "speedup": (
         "Speedup heatmap",
-        "Each cell is one backend's speedup over the device's vendor backend on one case "
+        "Each cell is one backend's speedup over the baseline (the device's vendor backend, or "
+        "torch where the vendor has no result) on one case "
         "(blue: faster, red: slower, log colour scale); ~ marks a difference that is not "
         "significant, † an answer outside the dtype's tolerance, blank cells were not measured.",
     ),
@@ -148,6 +150,7 @@ def render_report(
     alpha: float = 0.05,
     threshold: float = 0.05,
     now: _dt.datetime | None = None,
+    tunes: Sequence[Mapping] = (),
 ) -> str:
     """The report's HTML for ``runs`` (store run records, in display order) and their results
     ``df`` (`convbench.results.load` with ``samples=True``)."""
@@ -205,6 +208,7 @@ def render_report(
         "sections": sections,
         "comparisons": comparisons,
         "statuses": STATUSES,
+        "tunes": [tune_tables(t) for t in tunes],
         "table": results_table(df, peaks, tolerances, labels),
         "css": Markup(_read("report.css")),
         "script": Markup(script),
@@ -239,10 +243,11 @@ def write_report(
         run_ids = list(dict.fromkeys(run_ids)) if run_ids else [store.latest_run_id()]
         runs = [store.run(r) for r in run_ids]  # a UserError names the known runs
         df = load(store, run_ids, samples=True)
+        tunes = [t for r in run_ids for t in store.tunes(r)]
     finally:
         if owned:
             store.close()
-    html = render_report(runs, df, db=str(db), **kwargs)
+    html = render_report(runs, df, db=str(db), tunes=tunes, **kwargs)
     path = Path(out) if out else default_path(run_ids)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")

@@ -82,9 +82,9 @@ def _versions(env: Mapping) -> str:
 def winner_table(
     winners: pd.DataFrame, run_ids: Sequence[str], labels: Mapping[str, str]
 ) -> tuple[list[str], list[list[dict]]]:
-    """Winner map rows: the case keys, then per run the winner, its time, the vendor's time,
+    """Winner map rows: the case keys, then per run the winner, its time, the baseline's time,
     the speedup (``~`` if not significant) and the backends out of tolerance."""
-    per_run = ["winner", "median [ms]", "vendor [ms]", "speedup vs vendor", "rel. error"]
+    per_run = ["winner", "median [ms]", "baseline", "baseline [ms]", "speedup", "rel. error"]
     per_run += ["out of tolerance"]
     columns = ["case", "dtype", "device", "direction"]
     for run_id in run_ids:
@@ -102,12 +102,13 @@ def winner_table(
                 continue
             w = frame.loc[key]
             speed = format_ratio(w["speedup"], w["significant"])
-            if w["winner"] is not None and w["winner"] == w["vendor"]:
-                speed = "1× (vendor)"
+            if w["winner"] is not None and w["winner"] == w["baseline"]:
+                speed = "1× (baseline)"
             row += [
                 cell(w["winner"] or "none within tolerance"),
                 cell(w["winner_ms"]),
-                cell(w["vendor_ms"]),
+                cell(w["baseline"]),
+                cell(w["baseline_ms"]),
                 cell(w["speedup"], text=speed),
                 cell(w["rel_err"], digits=2),
                 cell(w["rejected"] or ""),
@@ -248,3 +249,68 @@ def model_table(totals: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
             ]
         )
     return columns, rows
+
+
+def tune_tables(record: Mapping) -> dict:
+    """A `convbench tune` record (`Store.tunes`): the end-to-end rows and the per-layer
+    decisions, largest saving first."""
+    e2e_columns = ["mode", "original [ms]", "optimized [ms]", "speedup", "95% CI", "p"]
+    e2e_columns += ["max rel. output diff", "samples"]
+    e2e_rows = [
+        [
+            cell(r["mode"]),
+            cell(r["original_ms"]),
+            cell(r["optimized_ms"]),
+            cell(r["speedup"], text=f"{r['speedup']:.3f}×"),
+            cell(r["ci_low"], text=f"{fmt(r['ci_low'], 3)} – {fmt(r['ci_high'], 3)}"),
+            cell(r["p_value"], digits=2),
+            cell(r["max_rel_diff"], digits=2),
+            cell(r["n_samples"]),
+        ]
+        for r in record["end_to_end"]
+    ]
+    layer_columns = ["layers", "pass", "problem", "backend", "torch [ms]", "chosen [ms]"]
+    layer_columns += ["speedup", "saved [ms]", "rel. error", "why"]
+    rows = []
+    for e in record["decisions"]:
+        saved = None
+        if e.get("torch_ms") is not None and e.get("median_ms") is not None:
+            saved = (e["torch_ms"] - e["median_ms"]) * max(1, len(e.get("layers") or [1]))
+        rows.append(
+            (
+                -(saved or 0.0),
+                [
+                    cell(", ".join(e.get("layers") or []) or e.get("case")),
+                    cell(e["pass"]),
+                    cell(_problem_text(e.get("shape") or {})),
+                    cell(e["backend"]),
+                    cell(e.get("torch_ms")),
+                    cell(e.get("median_ms")),
+                    cell(e.get("speedup"), text=f"{e.get('speedup', 1.0):.3g}×"),
+                    cell(saved),
+                    cell(e.get("rel_err"), digits=2),
+                    cell(e.get("reason") or "", cls="reason"),
+                ],
+            )
+        )
+    rows.sort(key=lambda r: r[0])
+    return {
+        "model": record["model"],
+        "shape": "×".join(map(str, record["input_shape"])),
+        "path": record.get("decisions_path") or "—",
+        "end_to_end": {"columns": e2e_columns, "rows": e2e_rows},
+        "layers": {"columns": layer_columns, "rows": [r for _, r in rows]},
+    }
+
+
+def _problem_text(fields: Mapping) -> str:
+    if not fields:
+        return ""
+    kernel = "×".join(map(str, fields["kernel"]))
+    spatial = "×".join(map(str, fields["spatial"]))
+    text = f"{fields['in_channels']}→{fields['out_channels']} {kernel} on {spatial}"
+    if max(fields["stride"]) > 1:
+        text += f", stride {fields['stride'][0]}"
+    if fields["groups"] > 1:
+        text += f", groups {fields['groups']}"
+    return text + f", batch {fields['batch']}"

@@ -205,10 +205,29 @@ def _int_or_none(value: Any) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def decision_context(device: str) -> dict[str, Any]:
+    """What makes a tuning decision stale: the torch build, the device's name, the number of
+    intra-op threads and the convbench version (`convbench.store.decisions`)."""
+    import convbench
+
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(dev)
+    else:
+        name = cpu_model_name()
+    return {
+        "torch": torch.__version__,
+        "device_name": name,
+        "threads": torch.get_num_threads(),
+        "convbench": convbench.__version__,
+    }
+
+
 __all__ = [
     "collect_env",
     "cpu_model_name",
     "cuda_device_info",
+    "decision_context",
     "git_commit",
     "nvidia_driver_version",
 ]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
-#: 1: version 1's columns. 2: adds saved_bytes (the training passes) and the columns of
-#: disturbance-aware and CUDA timing; `Store` upgrades a version-1 store when it opens it.
+#: 1: version 1's columns. 2: adds saved_bytes (the training passes), dispatch and
+#: options_json (what each plan chose), the tunes table (`convbench tune`), and the columns
+#: of disturbance-aware and CUDA timing; `Store` upgrades a version-1 store when it opens it.
 SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results") / "convbench.sqlite"
 
@@ -48,6 +49,8 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("gflops", "REAL"),
     ("peak_mem_bytes", "INTEGER"),
     ("saved_bytes", "INTEGER"),
+    ("dispatch", "TEXT"),
+    ("options_json", "TEXT"),
     ("mem_method", "TEXT"),
     ("max_abs_err", "REAL"),
     ("rel_err", "REAL"),
@@ -102,5 +105,15 @@ CREATE TABLE IF NOT EXISTS samples (
     result_key TEXT NOT NULL,
     samples_ms TEXT NOT NULL,
     PRIMARY KEY (run_id, result_key)
+);
+CREATE TABLE IF NOT EXISTS tunes (
+    tune_id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    model TEXT,
+    input_shape_json TEXT,
+    decisions_path TEXT,
+    decisions_json TEXT,
+    end_to_end_json TEXT,
+    created_at REAL
 );
 """

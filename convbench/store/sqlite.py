@@ -206,6 +206,42 @@ class Store:
             sql, params = sql + " WHERE run_id=?", (run_id,)
         return {(r, k): json.loads(s) for r, k, s in self.conn.execute(sql, params)}
 
+    # -- tunes ---------------------------------------------------------------------------
+    def add_tune(self, tune_id: str, run_id: str, *, model: str, input_shape, decisions_path,
+                 decisions: list, end_to_end: list) -> None:  # fmt: skip
+        """Record a `convbench tune` (replacing an earlier record of the same id)."""
+        with self.lock, self.conn:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO tunes VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    tune_id,
+                    run_id,
+                    model,
+                    json.dumps(list(input_shape)),
+                    str(decisions_path) if decisions_path else None,
+                    json.dumps(decisions),
+                    json.dumps(end_to_end),
+                    time.time(),
+                ),
+            )
+
+    def tunes(self, run_id: str | None = None) -> list[dict]:
+        """The tune records (of one run), oldest first."""
+        sql = "SELECT tune_id, run_id, model, input_shape_json, decisions_path, decisions_json,"
+        sql += " end_to_end_json, created_at FROM tunes"
+        params: tuple = ()
+        if run_id is not None:
+            sql, params = sql + " WHERE run_id=?", (run_id,)
+        records = []
+        for row in self.conn.execute(sql + " ORDER BY created_at", params):
+            tune_id, run, model, shape, path, decisions, e2e, created = row
+            records.append(
+                dict(tune_id=tune_id, run_id=run, model=model, input_shape=json.loads(shape),
+                     decisions_path=path, decisions=json.loads(decisions),
+                     end_to_end=json.loads(e2e), created_at=created)
+            )  # fmt: skip
+        return records
+
     def close(self) -> None:
         self.conn.close()
 

@@ -1,0 +1,178 @@
+"""`convbench tune MODULE:FACTORY --input-shape ...`: choose each layer's backend per pass,
+write the decisions file, and time the model before and after (`convbench.runner.tune`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from convbench.cli.common import csv_list
+from convbench.measure.options import DEFAULTS
+from convbench.store import DEFAULT_DB
+
+
+def add_parser(sub) -> None:
+    from convbench.cli.suite import parse_shape
+
+    p = sub.add_parser(
+        "tune",
+        help="choose the fastest accurate backend per layer and pass; time the model with it",
+        description="Trace the model's convolutions, measure every candidate backend on each "
+        "problem and pass, keep a backend only where it is within tolerance and significantly "
+        "faster than torch, write the decisions file, and time the original model against "
+        "convbench.optimize's end to end.",
+    )
+    p.add_argument("factory", metavar="PACKAGE.MODULE:FACTORY", help="callable returning the model")
+    p.add_argument(
+        "--input-shape", type=parse_shape, required=True, metavar="N,C,...", help="e.g. 8,3,224,224"
+    )
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="also tune backward_data and backward_weight, and time a training step",
+    )
+    p.add_argument("--backends", type=csv_list, help="candidates (default: every registered)")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default: {DEFAULT_DB})")
+    p.add_argument("--out", type=Path, help="decisions file (default: results/NAME.decisions.json)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--max-rel-err",
+        type=float,
+        metavar="E",
+        help="accept a backend only below this relative error (default: the dtype's tolerance)",
+    )
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
+    p.add_argument(
+        "--max-time",
+        type=float,
+        default=DEFAULTS["max_time_s"],
+        metavar="S",
+        help=f"per-task sampling cap in seconds (default: {DEFAULTS['max_time_s']})",
+    )
+    p.add_argument(
+        "--e2e-time",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="end-to-end timing cap per model and mode in seconds (default: 10)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--report", action="store_true", help="write the HTML report at the end")
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    import warnings
+
+    from rich.console import Console
+
+    from convbench.errors import UserError
+    from convbench.measure.config import TimingConfig
+    from convbench.report.terminal import print_tables
+    from convbench.runner.tune import tune
+
+    if args.max_time <= 0 or args.e2e_time <= 0:
+        raise UserError("--max-time, --e2e-time: expected seconds > 0")
+    console = Console(stderr=True)
+    out = args.out or Path("results") / f"{args.factory.rpartition(':')[2].lower()}.decisions.json"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = tune(
+            args.factory,
+            args.input_shape,
+            dtype=args.dtype,
+            device=args.device,
+            train=args.train,
+            backends=args.backends,
+            db=args.db,
+            out=out,
+            threads=args.threads,
+            max_rel_err=args.max_rel_err,
+            alpha=args.alpha,
+            max_time_s=args.max_time,
+            end_to_end=TimingConfig(warmup_s=0.5, min_samples=10, max_time_s=args.e2e_time),
+            progress=not args.quiet,
+            console=console,
+            command=args.command_line,
+            say=console.print,
+        )
+    for w in caught:
+        console.print(f"[yellow]note[/]: {w.message}", markup=True, highlight=False)
+    if result.interrupted:
+        console.print(
+            f"[yellow]interrupted[/]: finish with the same command (run {result.run_id} resumes)"
+        )
+        return 130
+    print_tables(layer_tables(result.entries) + e2e_tables(result.end_to_end), "table", NOTE)
+    print(f"decisions: {result.path}")
+    if args.report:
+        from convbench.report import write_report
+
+        print(f"report: {write_report(args.db, [result.run_id])}")
+    return 0
+
+
+NOTE = (
+    "a layer leaves torch only within tolerance and significantly faster (Mann–Whitney); "
+    "end to end: original vs optimized in interleaved rounds, speedup = original / optimized"
+)
+
+
+def layer_tables(entries: list[dict]) -> list:
+    rows = []
+    for e in entries:
+        saved = None
+        if e.get("torch_ms") is not None and e.get("median_ms") is not None:
+            saved = (e["torch_ms"] - e["median_ms"]) * max(1, len(e.get("layers") or [1]))
+        ci = e.get("speedup_ci")
+        speed = f"{e['speedup']:.2f}×" + (f" [{ci[0]:.2f}–{ci[1]:.2f}]" if ci else "")
+        rows.append(
+            [
+                ", ".join(e.get("layers") or []) or e.get("case", ""),
+                e["pass"],
+                _shape(e.get("shape") or {}),
+                e["backend"],
+                _ms(e.get("torch_ms")),
+                _ms(e.get("median_ms")),
+                speed,
+                _ms(saved),
+                "—" if e.get("rel_err") is None else f"{e['rel_err']:.1e}",
+            ]
+        )
+    columns = ["layers", "pass", "problem", "backend", "torch [ms]", "chosen [ms]"]
+    columns += ["speedup [95% CI]", "saved [ms]", "rel. error"]
+    return [("decisions per layer and pass", columns, rows)]
+
+
+def e2e_tables(results) -> list:
+    rows = [
+        [
+            r.mode,
+            _ms(r.original_ms),
+            _ms(r.optimized_ms),
+            f"{r.speedup:.3f}× [{r.ci_low:.3f}–{r.ci_high:.3f}]",
+            f"{r.p_value:.2g}",
+            f"{r.max_rel_diff:.1e}",
+            str(r.n_samples),
+        ]
+        for r in results
+    ]
+    columns = ["mode", "original [ms]", "optimized [ms]", "speedup [95% CI]", "p"]
+    columns += ["max rel. output diff", "samples"]
+    return [("the whole model, end to end", columns, rows)] if rows else []
+
+
+def _ms(value) -> str:
+    return "—" if value is None else f"{value:.4g}"
+
+
+def _shape(fields: dict) -> str:
+    if not fields:
+        return ""
+    k = "×".join(map(str, fields["kernel"]))
+    sp = "×".join(map(str, fields["spatial"]))
+    extra = f" /{fields['stride'][0]}" if max(fields["stride"]) > 1 else ""
+    extra += f" g{fields['groups']}" if fields["groups"] > 1 else ""
+    return f"{fields['in_channels']}→{fields['out_channels']} {k} @{sp}{extra} n{fields['batch']}"

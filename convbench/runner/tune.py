@@ -1,0 +1,172 @@
+"""`convbench tune`: from a model to the fastest accurate backend for every layer and pass, and
+the model measured end to end with them.
+
+1. **trace** the model's convolutions (as `convbench suite from-model`: one forward pass,
+   hooks on every `nn.Conv1d`/`nn.Conv2d`, meta device where the model allows);
+2. **measure** every candidate backend on each distinct problem and pass through the ordinary
+   run session (`convbench.runner.session`: worker process, progress bar, failure rows,
+   ``--resume``, the store). The run id is a function of the model, shape, dtype, device,
+   passes, candidates, threads and environment, so a second tune of the same model finds its
+   run and measures only what is missing;
+3. **decide** (`convbench.analysis.decisions`: within tolerance and significantly faster than
+   ``torch``, else ``torch``) and write the decisions file (`convbench.store.decisions`);
+4. **measure the model end to end**: the original against `convbench.optimize`'s version, in
+   interleaved rounds (`convbench.measure.endtoend`), for inference and, when asked, one
+   training step; the record goes into the store for the report's "Tuned model" section.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from convbench.analysis.decisions import PASSES, Decision, decide
+from convbench.errors import UserError
+from convbench.measure.config import TimingConfig
+from convbench.measure.endtoend import EndToEnd, compare_models
+from convbench.measure.options import measure_options
+from convbench.problem.axes import DTYPES
+from convbench.runner.envinfo import decision_context
+from convbench.runner.from_model import load_factory, suite_from_trace, trace_convs
+from convbench.runner.session import RunPlan, execute
+from convbench.store import Store
+from convbench.store.decisions import DecisionTable, write
+from convbench.store.frames import load
+
+
+@dataclass
+class TuneResult:
+    run_id: str
+    decisions: list[Decision]
+    entries: list[dict]
+    path: Path | None
+    end_to_end: list[EndToEnd] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def _layers_by_problem(trace) -> dict[str, list[str]]:
+    layers: dict[str, list[str]] = {}
+    for call in trace.recorded:
+        layers.setdefault(call.problem.key, [])
+        if call.path not in layers[call.problem.key]:
+            layers[call.problem.key].append(call.path)
+    return layers
+
+
+def run_id_for(spec: str, shape, dtype, device, passes, candidates, threads) -> str:
+    """The run of a tune: the same model, shape, settings and environment give the same id,
+    so a second tune resumes it (measuring only what is missing)."""
+    context = decision_context(device)
+    blob = json.dumps(
+        [spec, list(shape), dtype, device, list(passes), sorted(candidates), threads, context],
+        sort_keys=True,
+    )
+    return "tune-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _entries(decisions: list[Decision], trace, device: str) -> list[dict]:
+    from convbench.nn import device_name
+
+    layers = _layers_by_problem(trace)
+    shapes = {call.problem.key: call.problem.to_dict() for call in trace.recorded}
+    context = decision_context(device)
+    entries = []
+    for d in decisions:
+        entry = d.to_dict()
+        entry.update(
+            device=device_name(device),
+            layers=layers.get(d.problem, []),
+            shape=shapes.get(d.problem, {}),
+            context=context,
+            speedup_ci=list(d.speedup_ci) if d.speedup_ci else None,
+        )
+        entries.append(entry)
+    return entries
+
+
+def tune(
+    spec: str,
+    input_shape: Sequence[int],
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    train: bool = False,
+    backends: Sequence[str] | None = None,
+    db: str | Path | None = None,
+    out: str | Path | None = None,
+    threads: int | None = None,
+    max_rel_err: float | None = None,
+    alpha: float = 0.05,
+    max_time_s: float = 1.0,
+    end_to_end: TimingConfig | None = None,
+    progress: bool = True,
+    console=None,
+    command: str = "convbench tune",
+    say: Callable[[str], None] = print,
+) -> TuneResult:
+    """Tune ``spec`` (``PACKAGE.MODULE:FACTORY``) at ``input_shape``; see the module doc.
+    ``train``: tune the backward passes too and time a training step end to end."""
+    from convbench.backends import backend_names
+    from convbench.nn import optimize
+
+    if dtype not in DTYPES:
+        raise UserError(f"--dtype: unknown dtype {dtype!r} (expected one of {', '.join(DTYPES)})")
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads: expected a positive int, got {threads}")
+        torch.set_num_threads(threads)  # the end-to-end timing and the decisions' context
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the current directory imports
+    factory = load_factory(spec)
+    trace = trace_convs(factory, input_shape, label=spec)
+    name = spec.rpartition(":")[2].lower()
+    passes = PASSES if train else ("forward",)
+    candidates = list(backends) if backends else backend_names()
+    if "torch" not in candidates:
+        candidates.append("torch")  # the baseline every decision is made against
+    suite = suite_from_trace(trace, name, dtype, source=f"{spec} at {list(input_shape)}")
+    filters = {"backends": candidates, "dtypes": [dtype], "devices": [device]}
+    filters["directions"] = list(passes)
+    plan = RunPlan(suite, filters, measure_options(max_time_s=max_time_s), threads=threads)
+    run_id = run_id_for(spec, input_shape, dtype, device, passes, candidates, threads)
+    store = Store(db)
+    try:
+        resume = run_id in store.run_ids()
+        if resume:
+            say(f"{run_id}: measured before; measuring only what is missing")
+        result = execute(
+            store, plan, run_id, command=command, resume=resume, console=console,
+            progress=progress,
+        )  # fmt: skip
+        if result is None or result.interrupted:
+            return TuneResult(run_id, [], [], None, interrupted=True)
+        decisions = decide(load(store, run_id, samples=True), alpha=alpha, max_rel_err=max_rel_err)
+        entries = _entries(decisions, trace, device)
+        path = write(out, entries, model=spec, input_shape=input_shape) if out else None
+        original = factory()
+        if not isinstance(original, torch.nn.Module):
+            raise UserError(f"{spec}: the factory returned a {type(original).__name__}")
+        original = original.to(device=device, dtype=getattr(torch, dtype))
+        optimized = optimize(
+            copy.deepcopy(original), DecisionTable(str(path or "<tune>"), entries, spec)
+        )
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(tuple(input_shape), generator=gen, dtype=torch.float64)
+        x = x.to(device=device, dtype=getattr(torch, dtype))
+        modes = ("inference", "train") if train else ("inference",)
+        e2e = [compare_models(original, optimized, x, mode, end_to_end) for mode in modes]
+        store.add_tune(
+            run_id, run_id, model=spec, input_shape=input_shape, decisions_path=path,
+            decisions=entries, end_to_end=[e.to_dict() for e in e2e],
+        )  # fmt: skip
+        return TuneResult(run_id, decisions, entries, path, e2e)
+    finally:
+        store.close()

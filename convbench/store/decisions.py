@@ -1,0 +1,153 @@
+"""The decisions file `convbench tune` writes and `convbench.optimize` reads.
+
+A JSON document, indented and with sorted keys so that two tunes diff line by line::
+
+    {
+      "format": "convbench-decisions/1",
+      "model": "examples.models:vgg16",
+      "input_shape": [8, 3, 224, 224],
+      "created": "2026-12-02T04:10:00+00:00",
+      "decisions": [
+        {
+          "problem": "3f2a…",                 # ConvProblem.key of the layer's call
+          "shape": {"batch": 8, "in_channels": 64, …},   # its fields, for people
+          "layers": ["0.2", "0.5"],           # the module paths that run it
+          "dtype": "float32", "device": "cpu", "pass": "forward",
+          "backend": "winograd", "options": {"m": [4, 4], …},
+          "median_ms": 12.3, "torch_ms": 17.0, "speedup": 1.38, "speedup_ci": [1.33, 1.41],
+          "rel_err": 2.1e-06, "reason": "…", "run_id": "tune-…", "case": "0.2",
+          "context": {"torch": "2.13.0+cpu", "device_name": "…", "threads": 2,
+                      "convbench": "0.1.0"}
+        }, …
+      ]
+    }
+
+An entry is keyed by (problem, dtype, device, pass) and made stale by its ``context``: a
+decision measured with another torch, on another device, with another thread count or by
+another convbench is ignored on load, with one line saying which and why. A file that is not
+such a document — or an entry missing a field or holding a wrong type — is a `UserError`
+naming the file, the entry and the field.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from convbench.errors import UserError
+
+FORMAT = "convbench-decisions/1"
+PASSES = ("forward", "backward_data", "backward_weight")
+CONTEXT_FIELDS = ("torch", "device_name", "threads", "convbench")
+_ENTRY_FIELDS = {
+    "problem": str,
+    "dtype": str,
+    "device": str,
+    "pass": str,
+    "backend": str,
+    "context": dict,
+}
+
+
+@dataclass
+class DecisionTable:
+    """Loaded decisions: ``entries`` (each a dict as in the file) and, after `fresh`, the
+    lines explaining what was ignored."""
+
+    path: str
+    entries: list[dict]
+    model: str = ""
+    input_shape: list[int] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def lookup(self) -> dict[tuple[str, str, str, str], dict]:
+        """(problem, dtype, device, pass) -> entry."""
+        return {(e["problem"], e["dtype"], e["device"], e["pass"]): e for e in self.entries}
+
+    def fresh(self, context_of) -> DecisionTable:
+        """The entries whose context matches ``context_of(device)`` (the current
+        environment); the others are dropped, each with a line in ``ignored``."""
+        kept, ignored, current = [], [], {}
+        for i, entry in enumerate(self.entries, start=1):
+            device = entry["device"]
+            if device not in current:
+                current[device] = context_of(device)
+            now = current[device]
+            changed = [
+                f"{name} {entry['context'].get(name)!r} (now {now.get(name)!r})"
+                for name in CONTEXT_FIELDS
+                if entry["context"].get(name) != now.get(name)
+            ]
+            if changed:
+                ignored.append(
+                    f"{self.path}: entry #{i} ({entry['pass']} of problem {entry['problem']} on "
+                    f"{device}) ignored: made with " + ", ".join(changed)
+                )
+            else:
+                kept.append(entry)
+        return DecisionTable(self.path, kept, self.model, self.input_shape, ignored)
+
+
+def write(path: str | Path, entries: list[dict], *, model: str, input_shape) -> Path:
+    """Write a decisions file (see the module docstring)."""
+    document = {
+        "format": FORMAT,
+        "model": model,
+        "input_shape": list(input_shape),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "decisions": sorted(
+            entries, key=lambda e: (e.get("layers") or [""])[0:1] + [e["pass"], e["problem"]]
+        ),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read(path: str | Path) -> DecisionTable:
+    """Load and validate a decisions file; every problem is a one-line `UserError`."""
+    where = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{where}: cannot read decisions file: {exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not a decisions file (invalid JSON: {exc})") from None
+    return parse(document, where)
+
+
+def parse(document: object, where: str = "<decisions>") -> DecisionTable:
+    if not isinstance(document, Mapping) or document.get("format") != FORMAT:
+        found = document.get("format") if isinstance(document, Mapping) else type(document)
+        raise UserError(f"{where}: not a decisions file (format {found!r}, expected {FORMAT!r})")
+    entries = document.get("decisions")
+    if not isinstance(entries, list):
+        raise UserError(f"{where}: field 'decisions': expected a list of entries")
+    for i, entry in enumerate(entries, start=1):
+        if not isinstance(entry, Mapping):
+            raise UserError(f"{where}: entry #{i}: expected an object, got {type(entry).__name__}")
+        for name, kind in _ENTRY_FIELDS.items():
+            if name not in entry:
+                raise UserError(f"{where}: entry #{i}: field {name!r} is missing")
+            if not isinstance(entry[name], kind):
+                raise UserError(
+                    f"{where}: entry #{i}: field {name!r}: expected {kind.__name__}, "
+                    f"got {entry[name]!r}"
+                )
+        if entry["pass"] not in PASSES:
+            raise UserError(
+                f"{where}: entry #{i}: field 'pass': {entry['pass']!r} is not one of "
+                + ", ".join(PASSES)
+            )
+    return DecisionTable(
+        where,
+        [dict(e) for e in entries],
+        str(document.get("model", "")),
+        list(document.get("input_shape") or []),
+    )

@@ -1,0 +1,61 @@
+"""The decisions file: written diffable, read back, validated, stale entries ignored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from convbench.errors import UserError
+from convbench.store.decisions import FORMAT, read, write
+
+CONTEXT = {"torch": "2.13.0", "device_name": "cpu X", "threads": 2, "convbench": "0.1.0"}
+
+
+def entry(**kw):
+    e = dict(problem="abc", dtype="float32", device="cpu", backend="winograd", context=CONTEXT)
+    e["pass"] = "forward"
+    e.update(kw)
+    return e
+
+
+def test_round_trip_is_sorted_and_diffable(tmp_path):
+    path = write(tmp_path / "d.json", [entry(problem="b"), entry(problem="a")], model="m:f",
+                 input_shape=[1, 3, 8, 8])  # fmt: skip
+    text = path.read_text()
+    assert text.endswith("\n") and json.loads(text)["format"] == FORMAT
+    table = read(path)
+    assert table.model == "m:f" and table.input_shape == [1, 3, 8, 8]
+    assert [e["problem"] for e in table.entries] == ["a", "b"]
+    assert table.lookup()[("a", "float32", "cpu", "forward")]["backend"] == "winograd"
+
+
+def test_stale_entries_are_ignored_with_a_line_each(tmp_path):
+    old = entry(problem="x", context={**CONTEXT, "threads": 8})
+    path = write(tmp_path / "d.json", [entry(), old], model="m:f", input_shape=[1])
+    fresh = read(path).fresh(lambda device: CONTEXT)
+    assert [e["problem"] for e in fresh.entries] == ["abc"]
+    (line,) = fresh.ignored
+    assert "entry #" in line and "threads 8 (now 2)" in line and str(path) in line
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("not json", "invalid JSON"),
+        ('{"format": "other"}', "not a decisions file"),
+        (f'{{"format": "{FORMAT}", "decisions": 3}}', "field 'decisions'"),
+        (f'{{"format": "{FORMAT}", "decisions": [{{"problem": "a"}}]}}',
+         "entry #1: field 'dtype' is missing"),
+        (f'{{"format": "{FORMAT}", "decisions": [{json.dumps(entry(**{"pass": "sideways"}))}]}}',
+         "entry #1: field 'pass'"),
+        (f'{{"format": "{FORMAT}", "decisions": [{json.dumps(entry(threads=1, context=5))}]}}',
+         "entry #1: field 'context': expected dict"),
+    ],
+)  # fmt: skip
+def test_broken_files_are_one_line_errors_naming_file_and_entry(tmp_path, document, message):
+    path = tmp_path / "broken.json"
+    path.write_text(document)
+    with pytest.raises(UserError, match=message) as info:
+        read(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)

@@ -1,0 +1,179 @@
+"""convbench.optimize: decided backends per pass, fallback, state dict, training, devices."""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import convbench
+from convbench.errors import UserError
+from convbench.nn import TunedConv1d, TunedConv2d, optimize
+from convbench.runner.envinfo import decision_context
+from convbench.runner.from_model import describe_call
+from convbench.store.decisions import DecisionTable, write
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 3, stride=2, padding=1, bias=False, padding_mode="reflect")
+        self.c = nn.Conv1d(8, 4, 5, padding="same")
+
+    def forward(self, x):
+        y = torch.relu(self.b(torch.relu(self.a(x))))
+        return self.c(y.flatten(2))
+
+
+X = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+
+
+def table(model: nn.Module, x: torch.Tensor, **passes) -> DecisionTable:
+    """Decisions for every conv call of ``model`` on ``x``: pass -> backend (or per layer:
+    pass -> {layer name: backend})."""
+    calls = []
+
+    def hook(module, args):
+        calls.append(describe_call(names[module], module, tuple(args[0].shape)))
+
+    names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d)}
+    handles = [m.register_forward_pre_hook(hook) for m in names]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    entries = []
+    for call in calls:
+        for name, choice in passes.items():
+            backend = choice.get(call.path, "torch") if isinstance(choice, dict) else choice
+            entries.append(
+                {"problem": call.problem.key, "dtype": "float32", "device": "cpu",
+                 "pass": name, "backend": backend, "context": decision_context("cpu")}
+            )  # fmt: skip
+    return DecisionTable("<test>", entries)
+
+
+def test_every_conv_runs_its_decided_backend(monkeypatch):
+    model = Net()
+    reference = model(X).detach()
+    tuned = optimize(copy.deepcopy(model), table(model, X, forward="winograd"))
+    assert isinstance(tuned.a, TunedConv2d) and isinstance(tuned.c, TunedConv1d)
+    assert isinstance(tuned.a, nn.Conv2d)  # still what it was
+    used = []
+    original = convbench.Plan.forward
+
+    def spy(self, x):
+        used.append(self.backend)
+        return original(self, x)
+
+    monkeypatch.setattr(convbench.Plan, "forward", spy)
+    with torch.no_grad():
+        out = tuned(X)
+    assert used == ["winograd"] * 3
+    assert torch.allclose(out, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_layers_without_a_decision_fall_back_to_torch_with_one_warning():
+    model = Net()
+    tuned = optimize(copy.deepcopy(model), table(model, X, forward="im2col"))
+    other = torch.randn(1, 3, 10, 10)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            out = tuned(other)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 3  # one per layer, not one per call
+    assert all("no decision for input shape" in m and "it runs torch" in m for m in messages)
+    assert any("layer 'a'" in m for m in messages)
+    assert torch.allclose(out, model(other), rtol=1e-5, atol=1e-6)
+
+
+def test_state_dict_round_trips_with_the_untouched_model():
+    model = Net()
+    tuned = optimize(copy.deepcopy(model), table(model, X, forward="fft"))
+    assert list(tuned.state_dict()) == list(model.state_dict())
+    fresh = Net()
+    for p in fresh.parameters():
+        nn.init.normal_(p)
+    fresh.load_state_dict(tuned.state_dict())
+    assert torch.equal(fresh(X), model(X))
+    with torch.no_grad():
+        tuned(X)  # plans exist now
+    tuned.load_state_dict(fresh.state_dict())  # copies into the weights: plans refresh
+    buffer = io.BytesIO()
+    torch.save(tuned.state_dict(), buffer)
+    assert torch.allclose(tuned(X), fresh(X), rtol=1e-4, atol=1e-5)
+
+
+def test_training_through_the_optimized_model_matches_the_original():
+    model = Net()
+    decisions = table(
+        model, X, forward="winograd", backward_data="fft", backward_weight={"a": "im2col"}
+    )
+    tuned = optimize(copy.deepcopy(model), decisions)
+    opt_a = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt_b = torch.optim.SGD(tuned.parameters(), lr=0.1)
+    for _ in range(3):  # the weights change: each step's plans must be refreshed
+        for m, opt in ((model, opt_a), (tuned, opt_b)):
+            opt.zero_grad()
+            m(X).square().sum().backward()
+            opt.step()
+        for (name, p), q in zip(model.named_parameters(), tuned.parameters(), strict=True):
+            assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+
+
+def test_no_grad_eval_train_and_to_behave_as_on_the_original():
+    model = Net()
+    tuned = optimize(copy.deepcopy(model), table(model, X, forward="winograd"))
+    tuned.eval()
+    with torch.no_grad():
+        y = tuned(X)
+    assert not y.requires_grad
+    tuned.train()
+    assert tuned(X).requires_grad
+    double = copy.deepcopy(tuned).to(torch.float64)  # no float64 decisions: torch, warned
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = double(X.double())
+    assert out.dtype == torch.float64
+    assert torch.allclose(out, copy.deepcopy(model).double()(X.double()), rtol=1e-9, atol=1e-10)
+
+
+def test_pickles_and_deep_copies_without_its_plans():
+    model = Net()
+    tuned = optimize(copy.deepcopy(model), table(model, X, forward="winograd"))
+    with torch.no_grad():
+        expected = tuned(X)
+    assert tuned.a._convbench.calls
+    again = pickle.loads(pickle.dumps(tuned))
+    assert not again.a._convbench.calls
+    with torch.no_grad():
+        assert torch.allclose(again(X), expected)
+
+
+def test_stale_and_broken_decisions(tmp_path):
+    model = Net()
+    decisions = table(model, X, forward="im2col")
+    for e in decisions.entries:
+        e["context"] = {**e["context"], "torch": "0.0.1"}
+    path = write(tmp_path / "d.json", decisions.entries, model="x:y", input_shape=[2, 3, 12, 12])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuned = optimize(copy.deepcopy(model), path)
+        tuned(X)  # every entry was stale: all torch
+    lines = [str(w.message) for w in caught]
+    assert sum("ignored: made with torch '0.0.1'" in m for m in lines) == 3
+    assert any("entry #1 (forward of problem" in m for m in lines)
+    assert sum("no decision" in m for m in lines) == 3
+    for e in decisions.entries:
+        e["context"] = decision_context("cpu")
+    decisions.entries[0]["backend"] = "nope"
+    with pytest.raises(UserError, match=r"entry #1: field 'backend': unknown backend 'nope'"):
+        optimize(copy.deepcopy(model), DecisionTable("d.json", decisions.entries))
