@@ -88,6 +88,10 @@ from convbench.backends.winograd_tiles import (
 from convbench.problem.spec import ConvArgs
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: The forward works on blocks of images whose transformed tiles stay within this many bytes,
+#: so the transforms and the GEMM find their operands in the last-level cache instead of
+#: streaming hundreds of megabytes through memory on large feature maps.
+TILE_BUDGET_BYTES = 8 * 2**20
 # Largest tile (alpha = m + r - 1 points per axis) that "auto" picks, and that an explicit m
 # may reach, per compute dtype. Float32 error grows ~exponentially with alpha (Barabasz et
 # al. 2020); the limits keep the 2D relative error near 1e-6 (auto) and 1e-5 (explicit).
@@ -203,12 +207,19 @@ class WinogradPasses(Passes):
             v = transform(tiling.bts, d, self.ws, "in")
         finally:
             self.ws.recording = False
-        return v.reshape(tiling.alpha * self.args.groups, self._columns(tiling), -1)
+        return v.reshape(tiling.alpha * self.args.groups, self._columns(tiling, x.shape[0]), -1)
 
-    def _columns(self, tiling: Tiling) -> int:
-        return self.args.batch * math.prod(a.dilation * a.tiles for a in tiling.axes)
+    def _columns(self, tiling: Tiling, images: int | None = None) -> int:
+        n = self.args.batch if images is None else images
+        return n * math.prod(a.dilation * a.tiles for a in tiling.axes)
 
-    def _output(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def ws_itemsize(self) -> int:
+        return torch.empty((), dtype=self.cdtype).element_size()
+
+    def _output(
+        self, v: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         args, u, ws = self.args, self.u, self.ws
         gemm_shape = (u.shape[0], v.shape[1], u.shape[2])  # (A*g, P, K/g)
         if u.shape[1] == 1:  # depthwise: an elementwise product
@@ -219,18 +230,33 @@ class WinogradPasses(Passes):
         y = untile(
             transform(self.tiling.ats, mm, ws, "out"), tiles, args.out_channels, args.groups, ws
         )
-        fmt = torch.contiguous_format  # like torch: NCHW out unless the input is NHWC
-        if x.dim() == 4 and not x.is_contiguous():
-            if x.is_contiguous(memory_format=torch.channels_last):
-                fmt = torch.channels_last
-        out = torch.empty(y.shape, dtype=args.dtype, device=y.device, memory_format=fmt)
+        if out is None:
+            out = self._empty_output(x, y.shape)
         if self.bias is None:
             return out.copy_(y)
         bias = self.bias.to(self.cdtype).view(1, -1, *[1] * args.nd)
         return torch.add(y, bias, out=out)
 
+    def _empty_output(self, x, shape):
+        fmt = torch.contiguous_format  # like torch: NCHW out unless the input is NHWC
+        if x.dim() == 4 and not x.is_contiguous():
+            if x.is_contiguous(memory_format=torch.channels_last):
+                fmt = torch.channels_last
+        return torch.empty(shape, dtype=self.args.dtype, device=x.device, memory_format=fmt)
+
     def forward(self, x):
-        return self._output(self._tiles(x, self.tiling, keep=False), x)
+        n = x.shape[0]
+        per_image = self.u.shape[0] * self._columns(self.tiling) // self.args.batch
+        per_image *= self.u.shape[1] * self.ws_itemsize
+        block = max(1, TILE_BUDGET_BYTES // max(per_image, 1))
+        if block >= n:
+            return self._output(self._tiles(x, self.tiling, keep=False), x)
+        out = self._empty_output(x, (n, self.args.out_channels, *self.args.out_spatial))
+        for b0 in range(0, n, block):
+            b1 = min(n, b0 + block)
+            part = x[b0:b1]
+            self._output(self._tiles(part, self.tiling, keep=False), part, out[b0:b1])
+        return out
 
     def forward_train(self, x):
         self.prepare_pass("backward_weight")

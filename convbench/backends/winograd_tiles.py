@@ -179,7 +179,7 @@ class Workspace:
         if self.recording:
             return make(shape, dtype=self.dtype, device=self.device)
         # Inference-mode tensors cannot be written outside inference mode: separate buffers.
-        slot = (key, torch.is_inference_mode_enabled())
+        slot = (key, tuple(shape), torch.is_inference_mode_enabled())
         if slot not in self._cache:  # zeroed once; callers only rewrite what was not zero
             self._cache[slot] = make(shape, dtype=self.dtype, device=self.device)
         return self._cache[slot]
