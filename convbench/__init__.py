@@ -3,7 +3,7 @@
 The public API for backends::
 
     import convbench
-    convbench.backend_names()          # ['naive', 'im2col', 'fft', 'winograd', 'onednn', 'cudnn']
+    convbench.backend_names()  # ['naive', 'im2col', 'fft', 'winograd', 'torch', 'onednn', 'cudnn']
     y = convbench.get_backend("winograd").conv(x, w, b, padding=1)   # like F.conv2d
 
 A backend raises `convbench.Unsupported` for a configuration it cannot compute.

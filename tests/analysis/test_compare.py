@@ -40,8 +40,8 @@ def test_winner_map_skips_backends_outside_tolerance(row):
     assert w["winner"] == "winograd"
     assert w["rejected"] == "fft"
     assert w["candidates"] == 3
-    assert w["vendor"] == "onednn"
-    assert w["speedup"] == pytest.approx(w["vendor_ms"] / w["winner_ms"])
+    assert w["baseline"] == "onednn"
+    assert w["speedup"] == pytest.approx(w["baseline_ms"] / w["winner_ms"])
     assert w["speedup"] == pytest.approx(2.5, rel=0.05)
     assert w["significant"]
     # the same answer is allowed under a looser dtype tolerance
@@ -58,7 +58,7 @@ def test_winner_map_per_key_and_vendor_on_cuda(row):
     )
     w = analysis.winner_map(df, TOL).set_index("case")
     assert w.loc["a", "winner"] == "cudnn" and w.loc["a", "speedup"] == 1.0
-    assert w.loc["a", "vendor"] == "cudnn"
+    assert w.loc["a", "baseline"] == "cudnn"
     assert w.loc["b", "winner"] == "im2col" and math.isnan(w.loc["b", "speedup"])
 
 
@@ -236,3 +236,16 @@ def test_compare_adds_whole_model_table_with_layer_counts(row):
     assert by.loc["onednn", "mix_speedup"] == pytest.approx(2.0, rel=0.02)
     title, columns, printed = tables[0]
     assert "whole model" in title and len(printed) == 2
+
+
+def test_torch_is_the_baseline_where_the_vendor_has_no_result(row, synthetic_problem):
+    import pandas as pd
+
+    cases = [("c1", "torch", 2.0), ("c1", "winograd", 1.0), ("c2", "onednn", 2.0)]
+    cases += [("c2", "torch", 2.1), ("c2", "winograd", 1.0)]
+    df = pd.DataFrame([row(case=c, backend=b, median=m) for c, b, m in cases])
+    w = analysis.winner_map(df).set_index("case")
+    assert (w.loc["c1", "baseline"], w.loc["c2", "baseline"]) == ("torch", "onednn")
+    sp = analysis.speedups(df)
+    assert set(sp[sp.case == "c1"].baseline) == {"torch"}
+    assert "torch" in set(sp[sp.case == "c2"].backend)  # torch compared with onednn there

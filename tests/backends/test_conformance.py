@@ -25,7 +25,9 @@ from convbench.problem.axes import DIRECTIONS, tolerance
 
 BACKENDS = convbench.backend_names()
 # Backends that must compute every valid configuration on the CPU in float32/float64.
-FULL_COVERAGE_CPU = {"naive", "im2col", "fft"}
+FULL_COVERAGE_CPU = {"naive", "im2col", "fft", "torch"}
+# Differentiated by PyTorch itself (native autograd, double backward works).
+VENDOR = {"torch", "onednn", "cudnn"}
 
 
 def _cfg(
@@ -310,7 +312,7 @@ def test_gradcheck(name, config):
     assert torch.autograd.gradcheck(conv, inputs, fast_mode=True, atol=1e-7, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in ("onednn", "cudnn")])
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in VENDOR])
 def test_loss_backward_runs_the_backends_own_passes(name, monkeypatch):
     (x, w, b), kwargs = make(CONFIGS["2d-stride2"], torch.float64)
     backend = convbench.get_backend(name)
@@ -332,7 +334,7 @@ def test_loss_backward_runs_the_backends_own_passes(name, monkeypatch):
         assert torch.allclose(got.grad, want.grad, atol=1e-9, rtol=1e-9)
 
 
-@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in ("onednn", "cudnn")])
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in VENDOR])
 def test_double_backward_raises_naming_the_backend(name):
     (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float64)
     xg = x.clone().requires_grad_(True)
@@ -341,10 +343,11 @@ def test_double_backward_raises_naming_the_backend(name):
         torch.autograd.grad(y.sum(), xg, create_graph=True)
 
 
-def test_onednn_double_backward_is_pytorchs():
+@pytest.mark.parametrize("name", ["onednn", "torch"])
+def test_vendor_double_backward_is_pytorchs(name):
     (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float32)
     xg, wg = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
-    y = convbench.get_backend("onednn").conv(xg, wg, b, **kwargs)
+    y = convbench.get_backend(name).conv(xg, wg, b, **kwargs)
     (gx,) = torch.autograd.grad(y.square().sum(), xg, create_graph=True)
     (gw,) = torch.autograd.grad(gx.sum(), wg)  # a gradient of a gradient
     xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)

@@ -16,7 +16,7 @@ from convbench.errors import UnknownBackend, UserError
 
 def test_builtin_names_in_order():
     names = convbench.backend_names()
-    assert names[:6] == ["naive", "im2col", "fft", "winograd", "onednn", "cudnn"]
+    assert names[:7] == ["naive", "im2col", "fft", "winograd", "torch", "onednn", "cudnn"]
 
 
 def test_unknown_backend_lists_known_names():
@@ -24,7 +24,7 @@ def test_unknown_backend_lists_known_names():
         convbench.get_backend("strassen")
     message = str(info.value)
     assert "unknown backend 'strassen'" in message
-    for name in ("naive", "im2col", "fft", "winograd", "onednn", "cudnn"):
+    for name in ("naive", "im2col", "fft", "winograd", "torch", "onednn", "cudnn"):
         assert name in message
     assert isinstance(info.value, UserError)
 
@@ -86,11 +86,12 @@ def test_broken_entry_point_does_not_break_builtins(tmp_path):
         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().split(",")[:6] == [
+    assert out.stdout.strip().split(",")[:7] == [
         "naive",
         "im2col",
         "fft",
         "winograd",
+        "torch",
         "onednn",
         "cudnn",
     ]

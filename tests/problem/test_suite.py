@@ -359,7 +359,7 @@ def test_ids_are_stable_and_field_sensitive():
 def test_tasks_cover_the_axes_in_order():
     suite = load_suite("smoke")
     tasks = suite.tasks()
-    backends = ["naive", "im2col", "fft", "winograd", "onednn", "cudnn"]
+    backends = ["naive", "im2col", "fft", "winograd", "torch", "onednn", "cudnn"]
     assert len(tasks) == len(suite.cases) * len(backends) * 2
     assert [t.backend for t in tasks[: len(backends)]] == backends  # backend varies fastest
     assert {t.direction for t in tasks[: len(backends)]} == {"forward"}
