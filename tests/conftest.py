@@ -288,3 +288,28 @@ def row():
 def synthetic_problem():
     """(problem dict, its forward FLOPs) behind every `row`."""
     return PROBLEM, FLOPS
+
+
+def _rounds_data(shift_b: float, seed: int = 0):
+    """a and b interleaved over 10 rounds; even rounds run the whole machine 1.5x slower,
+    and a happened to take most of its samples in the slow rounds."""
+    import random
+
+    rng = random.Random(seed)
+    a, ra, b, rb = [], [], [], []
+    for r in range(10):
+        pace = 1.5 if r % 2 == 0 else 1.0
+        for _ in range(30 if r % 2 == 0 else 5):
+            a.append(pace * rng.uniform(0.99, 1.01))
+            ra.append(r)
+        for _ in range(5 if r % 2 == 0 else 30):
+            b.append(pace * shift_b * rng.uniform(0.99, 1.01))
+            rb.append(r)
+    return a, b, ra, rb
+
+
+@pytest.fixture
+def rounds_data():
+    """Samples of two functions measured in interleaved rounds through drift (see
+    `_rounds_data`): ``rounds_data(shift_b)`` -> a, b, rounds of a, rounds of b."""
+    return _rounds_data

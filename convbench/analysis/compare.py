@@ -5,9 +5,14 @@ raw per-call samples): every function takes values and returns values, no files,
 
 Significance of a timing difference between two results ``a`` and ``b`` (see `difference`):
 
-* with raw samples on both sides: the two-sided Mann–Whitney U test on them (rank-based, no
-  normality assumption) at level ``alpha``, and the Hodges–Lehmann/Moses confidence interval
-  of the time ratio ``a / b`` (`convbench.analysis.stats.ratio_ci`);
+* with raw samples on both sides, measured together in interleaved rounds (same
+  ``round_group``, per-sample ``rounds``): van Elteren's stratified rank-sum test with the
+  rounds as strata (`convbench.analysis.stats.stratified_rank_p`; method ``"rounds"``), so a
+  slowdown of the whole machine during some rounds cannot fake a difference;
+* with raw samples on both sides otherwise (two runs, or interleaving off): the two-sided
+  Mann–Whitney U test on them (rank-based, no normality assumption) at level ``alpha``;
+* in both cases the Hodges–Lehmann/Moses confidence interval of the time ratio ``a / b``
+  (`convbench.analysis.stats.ratio_ci`);
 * otherwise, with the medians' confidence intervals: significant when the intervals do not
   overlap; the ratio interval is then ``[a.ci_low / b.ci_high, a.ci_high / b.ci_low]``;
 * with neither: never significant (the ratio is still reported).
@@ -34,7 +39,7 @@ KEYS = ("case", "dtype", "device", "direction")
 #: The device's vendor library: the baseline speedups are measured against by default.
 VENDOR_BACKENDS = {"cpu": "onednn", "cuda": "cudnn"}
 #: Verdicts of `classify`, in display order.
-VERDICTS = ("slower", "faster", "same", "ambiguous", "missing")
+VERDICTS = ("slower", "faster", "same", "ambiguous", "disturbed", "missing")
 
 
 #: PyTorch's own dispatch: the baseline wherever the vendor backend has no result.
@@ -88,6 +93,20 @@ def _samples(row: Mapping) -> list[float]:
     return [float(s) for s in value if s > 0]
 
 
+def _paired_rounds(a: Mapping, b: Mapping) -> tuple[list[int], list[int]] | None:
+    """The rounds of two results measured together in interleaved rounds (same
+    ``round_group``, rounds stored for every sample), or None."""
+    group_a, group_b = a.get("round_group"), b.get("round_group")
+    if not isinstance(group_a, str) or group_a != group_b:
+        return None
+    ra, rb = a.get("rounds"), b.get("rounds")
+    if ra is None or rb is None or isinstance(ra, float) or isinstance(rb, float):
+        return None
+    if len(ra) != len(_samples(a)) or len(rb) != len(_samples(b)) or not len(ra):
+        return None
+    return [int(r) for r in ra], [int(r) for r in rb]
+
+
 def _num(row: Mapping, name: str) -> float:
     value = row.get(name)
     return math.nan if value is None or pd.isna(value) else float(value)
@@ -102,8 +121,13 @@ def difference(
     ratio = med_a / med_b if med_b > 0 else math.nan
     sa, sb = _samples(a), _samples(b)
     if sa and sb:
-        p = stats.mannwhitney_p(sa, sb)
         rci = stats.ratio_ci(sa, sb, confidence)
+        rounds = _paired_rounds(a, b)
+        if rounds is not None:
+            p = stats.stratified_rank_p(sa, sb, *rounds)
+            if not math.isnan(p):
+                return Difference(ratio, rci.ci_low, rci.ci_high, p, bool(p < alpha), "rounds")
+        p = stats.mannwhitney_p(sa, sb)
         return Difference(ratio, rci.ci_low, rci.ci_high, p, bool(p < alpha), "mannwhitney")
     lo_a, hi_a = _num(a, "ci_low_ms"), _num(a, "ci_high_ms")
     lo_b, hi_b = _num(b, "ci_low_ms"), _num(b, "ci_high_ms")
@@ -148,7 +172,8 @@ def winner_map(
     A dtype without a known tolerance is not checked. Columns: run_id, the `KEYS`, winner,
     winner_ms, rel_err, tolerance, baseline, baseline_ms, speedup, speedup_ci_low,
     speedup_ci_high, significant, p_value, candidates (backends within tolerance),
-    rejected (backends measured but out of tolerance).
+    rejected (backends measured but out of tolerance), flagged (the winner's or the
+    baseline's result was measured disturbed).
     """
     tolerances = default_tolerances() if tolerances is None else tolerances
     rows = []
@@ -165,12 +190,13 @@ def winner_map(
         row["baseline_ms"] = base_rows["median_ms"].iloc[0] if len(base_rows) else math.nan
         if within.empty:
             row.update(winner=None, winner_ms=math.nan, rel_err=math.nan, speedup=math.nan)
-            row.update(significant=False, p_value=math.nan)
+            row.update(significant=False, p_value=math.nan, flagged=False)
             row.update(speedup_ci_low=math.nan, speedup_ci_high=math.nan)
             rows.append(row)
             continue
         best = within.loc[within["median_ms"].idxmin()]
         row.update(winner=best["backend"], winner_ms=best["median_ms"], rel_err=best["rel_err"])
+        row["flagged"] = _flagged(best) or (len(base_rows) > 0 and _flagged(base_rows.iloc[0]))
         if len(base_rows) and best["backend"] != base:
             d = difference(best, base_rows.iloc[0], alpha=alpha)
             row.update(speedup=1 / d.ratio, significant=d.significant, p_value=d.p_value)
@@ -182,7 +208,7 @@ def winner_map(
         rows.append(row)
     columns = ["run_id", *KEYS, "winner", "winner_ms", "rel_err", "tolerance", "baseline"]
     columns += ["baseline_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "significant"]
-    columns += ["p_value", "candidates", "rejected"]
+    columns += ["p_value", "candidates", "rejected", "flagged"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -197,8 +223,9 @@ def speedups(
     """Per run × case × dtype × device × direction × backend: speedup over ``baseline``
     (default: `baseline_backend` — the device's vendor backend, or ``torch`` where the vendor
     has no result) = ``baseline_ms / backend_ms``, with its interval,
-    Mann–Whitney p and significance. ``within_tol`` says whether the backend's answer is
-    within the dtype's tolerance. Rows for the baseline itself are left out; a key whose
+    p-value and significance (`difference`). ``within_tol`` says whether the backend's answer
+    is within the dtype's tolerance; ``flagged`` whether either result was flagged
+    ``disturbed`` when measured. Rows for the baseline itself are left out; a key whose
     baseline was not measured gives NaN speedups.
     """
     tolerances = default_tolerances() if tolerances is None else tolerances
@@ -215,6 +242,7 @@ def speedups(
             limit = tolerances.get(key[2], math.inf)
             row.update(backend=name, baseline=base_name, median_ms=result["median_ms"])
             row["within_tol"] = bool(_num(result, "rel_err") <= limit)
+            row["flagged"] = _flagged(result) or (not base.empty and _flagged(base.iloc[0]))
             if base.empty:
                 row.update(baseline_ms=math.nan, speedup=math.nan, ci_low=math.nan)
                 row.update(ci_high=math.nan, p_value=math.nan, significant=False)
@@ -225,15 +253,27 @@ def speedups(
                 row["significant"] = d.significant
             rows.append(row)
     columns = ["run_id", *KEYS, "backend", "baseline", "median_ms", "baseline_ms", "speedup"]
-    columns += ["ci_low", "ci_high", "p_value", "significant", "within_tol"]
+    columns += ["ci_low", "ci_high", "p_value", "significant", "within_tol", "flagged"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def geomean_speedups(sp: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Geometric mean of `speedups` per run × device × dtype × backend over the cases where
-    the baseline was measured, with its interval (`combined_ratio`); ``significant`` when the
-    interval excludes 1. Columns: run_id, device, dtype, backend, baseline, n_cases,
-    geomean_speedup, ci_low, ci_high, significant, n_significant (cases significant alone)."""
+    the baseline was measured, with two intervals that answer two questions:
+
+    * ``ci_low``/``ci_high`` (`combined_ratio`): the measurement noise of this geomean over
+      *these* cases — narrow when every case was timed precisely, whatever their spread;
+      ``significant`` when it excludes 1;
+    * ``cases_ci_low``/``cases_ci_high``: a t-interval of the mean log speedup over the cases
+      (n - 1 degrees of freedom) — where the geomean of *similar* cases would fall, i.e. what
+      a reader can expect of shapes like these; wide when the cases disagree. NaN for fewer
+      than two cases. ``min_speedup``/``max_speedup``: the slowest and fastest case.
+
+    Columns: run_id, device, dtype, backend, baseline, n_cases, geomean_speedup, ci_low,
+    ci_high, significant, cases_ci_low, cases_ci_high, min_speedup, max_speedup,
+    n_significant (cases significant alone)."""
+    from scipy import stats as sp_stats
+
     rows = []
     measured = sp[sp["speedup"].notna()]
     for key, group in measured.groupby(["run_id", "device", "dtype", "backend"], sort=False):
@@ -241,10 +281,20 @@ def geomean_speedups(sp: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
         row = dict(zip(["run_id", "device", "dtype", "backend"], key, strict=True))
         row.update(baseline=group["baseline"].iloc[0], n_cases=len(group), geomean_speedup=geo)
         row.update(ci_low=low, ci_high=high, significant=bool(low > 1 or high < 1))
+        logs = np.log(group["speedup"].to_numpy(dtype=float))
+        if len(logs) >= 2:
+            t = sp_stats.t.ppf(1 - (1 - confidence) / 2, len(logs) - 1)
+            half = t * logs.std(ddof=1) / math.sqrt(len(logs))
+            row.update(cases_ci_low=math.exp(logs.mean() - half))
+            row.update(cases_ci_high=math.exp(logs.mean() + half))
+        else:
+            row.update(cases_ci_low=math.nan, cases_ci_high=math.nan)
+        row.update(min_speedup=float(np.exp(logs.min())), max_speedup=float(np.exp(logs.max())))
         row["n_significant"] = int(group["significant"].sum())
         rows.append(row)
     columns = ["run_id", "device", "dtype", "backend", "baseline", "n_cases"]
-    columns += ["geomean_speedup", "ci_low", "ci_high", "significant", "n_significant"]
+    columns += ["geomean_speedup", "ci_low", "ci_high", "significant", "cases_ci_low"]
+    columns += ["cases_ci_high", "min_speedup", "max_speedup", "n_significant"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -278,8 +328,11 @@ def compare_runs(
     direction) and classify each (`classify`); ratio = new / old time (> 1: slower).
 
     A result present in one run only, or not ``ok`` in both, is ``missing`` with both
-    statuses shown. Columns: the `KEYS`, backend, status_old, status_new, old_ms, new_ms,
-    ratio, ci_low, ci_high, p_value, significant, method, verdict.
+    statuses shown. A result that either run flagged (``disturbed``: too few undisturbed
+    samples, or an unsteady median) is ``disturbed``: its ratio is shown but not judged, and
+    it never counts as a regression — measure it again on a quieter machine. Columns: the
+    `KEYS`, backend, status_old, status_new, old_ms, new_ms, ratio, ci_low, ci_high, p_value,
+    significant, method, verdict.
     """
     columns = [*KEYS, "backend", "status_old", "status_new", "old_ms", "new_ms", "ratio"]
     columns += ["ci_low", "ci_high", "p_value", "significant", "method", "verdict"]
@@ -300,6 +353,8 @@ def compare_runs(
             row.update(ratio=d.ratio, ci_low=d.ci_low, ci_high=d.ci_high, p_value=d.p_value)
             row.update(significant=d.significant, method=d.method)
             row["verdict"] = classify(d.ratio, d.ci_low, d.ci_high, d.significant, threshold)
+            if _flagged(a) or _flagged(b):
+                row["verdict"] = "disturbed"
         else:
             row.update(ratio=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan)
             row.update(significant=False, method="none", verdict="missing")
@@ -307,9 +362,15 @@ def compare_runs(
     return pd.DataFrame(rows, columns=columns)
 
 
+def _flagged(row) -> bool:
+    value = row.get("disturbed") if hasattr(row, "get") else None
+    return bool(value) and not pd.isna(value)
+
+
 def comparison_summary(cmp: pd.DataFrame, threshold: float = 0.05) -> dict:
-    """Verdict counts and the geometric-mean ratio (new / old) over matched results."""
-    matched = cmp[cmp["verdict"] != "missing"]
+    """Verdict counts and the geometric-mean ratio (new / old) over matched results that
+    neither run flagged."""
+    matched = cmp[~cmp["verdict"].isin(["missing", "disturbed"])]
     geo, low, high = combined_ratio(matched["ratio"], matched["ci_low"], matched["ci_high"])
     significant = bool(low > 1 or high < 1)
     return {

@@ -26,6 +26,7 @@ one (two runs are two models' worth of results), and per batch variant: cases ex
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 import pandas as pd
@@ -38,6 +39,7 @@ MIX = "best per-layer mix"
 
 TOTAL_COLUMNS = (
     "backend",
+    "batch_sizes",
     "n_cases",
     "n_layers",
     "n_ok",
@@ -68,6 +70,8 @@ def _prepare(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     for column in ("median_ms", "rel_err"):  # all-None columns (nothing ok) come as objects
         out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
     split = out["case"].astype(str).str.partition("@n")
+    if "batch" in out.columns:  # the problem's own batch, shown (not a grouping key)
+        out["batch_size"] = pd.to_numeric(out["batch"], errors="coerce")
     out["batch"] = split[2].where(split[1] != "", "")
     keys = (["run_id"] if "run_id" in out.columns else []) + [*BASE_KEYS, "batch"]
     dups = out.duplicated([*keys, "case", "backend"])
@@ -93,6 +97,8 @@ def best_mix(df: pd.DataFrame, tolerance: Mapping | None = None) -> pd.DataFrame
     count, backend, median_ms, weighted_ms`` (= count × median_ms) and ``n_candidates``. A case
     no backend answers accurately has a missing (NA) backend and NaN times. ``batch`` is the variant
     (``"8"`` for ``NAME@n8``, ``""`` otherwise).
+    A backend that does not run in a group at all — every task ``unsupported`` for one stated
+    reason, like cudnn's "no CUDA device" on a CPU — has no row in `model_totals`.
     """
     data, keys = _prepare(df)
     limits = _tolerances(tolerance)
@@ -119,7 +125,8 @@ def best_mix(df: pd.DataFrame, tolerance: Mapping | None = None) -> pd.DataFrame
 def model_totals(df: pd.DataFrame, tolerance: Mapping | None = None) -> pd.DataFrame:
     """Per group and backend: the model's convolution time and the mix's speedup over it.
 
-    Columns: the group keys, then ``backend, n_cases, n_layers`` (Σ count), ``n_ok``,
+    Columns: the group keys, then ``backend``, ``batch_sizes`` (the batch of the group's
+    problems, comma-separated if they differ), ``n_cases, n_layers`` (Σ count), ``n_ok``,
     ``n_missing`` and ``missing`` (comma-separated names of cases without an ``ok`` result),
     ``n_out_of_tol`` (ok results outside the dtype's tolerance; they still count in the
     backend's own total), ``total_ms`` (Σ count × median_ms; NaN unless every case is ok),
@@ -137,8 +144,11 @@ def model_totals(df: pd.DataFrame, tolerance: Mapping | None = None) -> pd.DataF
         cases = group.drop_duplicates("case")[["case", "count"]]
         gkey = dict(zip(keys, key, strict=True))
         mix_ms = mix_by_group[key]
+        sizes = sorted({int(b) for b in group.get("batch_size", pd.Series()).dropna()})
         for backend, results in group.groupby("backend", sort=False):
             ok = results[(results["status"] == "ok") & results["median_ms"].notna()]
+            if _absent_here(results):
+                continue  # the backend does not run here at all (cudnn on a CPU): no total
             missing = [c for c in cases["case"] if c not in set(ok["case"])]
             total = math.nan
             if not missing:
@@ -147,6 +157,7 @@ def model_totals(df: pd.DataFrame, tolerance: Mapping | None = None) -> pd.DataF
                 {
                     **gkey,
                     "backend": backend,
+                    "batch_sizes": ",".join(map(str, sizes)),
                     "n_cases": len(cases),
                     "n_layers": int(cases["count"].sum()),
                     "n_ok": len(ok),
@@ -159,6 +170,23 @@ def model_totals(df: pd.DataFrame, tolerance: Mapping | None = None) -> pd.DataF
                 }
             )
     return pd.DataFrame(rows, columns=[*keys, *TOTAL_COLUMNS])
+
+
+#: How backends say that they do not run on a device at all ("no CUDA device", "cudnn: CUDA
+#: only, got device cpu", "fft: device mps not supported").
+_DEVICE_REASON = re.compile(r"\bdevice\b|\b(CUDA|CPU) only\b")
+
+
+def _absent_here(results: pd.DataFrame) -> bool:
+    """Every task of a backend in a group ``unsupported`` for one reason, a device reason
+    (`_DEVICE_REASON`): the backend does not run on this device at all, as opposed to cases
+    it cannot do."""
+    if not (results["status"] == "unsupported").all() or "reason" not in results:
+        return False
+    reasons = results["reason"]
+    if not reasons.notna().all() or reasons.nunique() != 1:
+        return False
+    return bool(_DEVICE_REASON.search(str(reasons.iloc[0])))
 
 
 def has_layer_counts(df: pd.DataFrame) -> bool:

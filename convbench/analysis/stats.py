@@ -153,6 +153,43 @@ def mannwhitney_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(_sp.mannwhitneyu(x, y, alternative="two-sided").pvalue)
 
 
+def stratified_rank_p(
+    a: Sequence[float],
+    b: Sequence[float],
+    strata_a: Sequence[int],
+    strata_b: Sequence[int],
+) -> float:
+    """Two-sided p of van Elteren's stratified rank-sum test: Mann–Whitney within each
+    stratum (here: the round of interleaved measurement both samples were taken in),
+    combined with weights 1 / (n + 1). A slowdown that hit both functions in some rounds
+    shifts no within-round ranks, so drift between rounds cannot fake a difference. Strata
+    with samples of only one side are left out; NaN when none is left. Normal approximation
+    with the tie correction."""
+    x, y = _as_samples(a, "a"), _as_samples(b, "b")
+    sx, sy = np.asarray(strata_a), np.asarray(strata_b)
+    if len(sx) != len(x) or len(sy) != len(y):
+        raise ValueError("strata: one stratum per sample")
+    common = np.intersect1d(sx, sy)
+    if not len(common):
+        return math.nan
+    total, variance = 0.0, 0.0
+    for stratum in common:
+        xs, ys = x[sx == stratum], y[sy == stratum]
+        n1, n2 = len(xs), len(ys)
+        n = n1 + n2
+        pooled = np.concatenate([xs, ys])
+        ranks = _sp.rankdata(pooled)
+        _, ties = np.unique(pooled, return_counts=True)
+        tie_term = float(np.sum(ties**3 - ties)) / (n * (n - 1)) if n > 1 else 0.0
+        w = 1.0 / (n + 1)
+        total += w * (ranks[:n1].sum() - n1 * (n + 1) / 2.0)
+        variance += w * w * n1 * n2 / 12.0 * ((n + 1) - tie_term)
+    if variance <= 0:  # every value tied within every stratum
+        return 1.0
+    z = total / math.sqrt(variance)
+    return float(2.0 * _sp.norm.sf(abs(z)))
+
+
 def geometric_mean(values: Sequence[float]) -> float:
     """Geometric mean of positive values: the average to use for speedups and other ratios."""
     x = _as_samples(values, "values")

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import argparse
 
+from convbench.cli.common import csv_list
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("calibrate", help="timing overheads and the smallest reliably timed kernel")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--interference",
+        action="store_true",
+        help="also measure a suite quiet, quiet again and beside a busy neighbour (one core "
+        "busy in random 20–200 ms bursts), with convbench and torch.utils.benchmark; "
+        "a few minutes",
+    )
+    p.add_argument(
+        "--suite", default="smoke", help="suite for --interference (default: smoke, forward)"
+    )
+    p.add_argument("--directions", type=csv_list, default=["forward"], help="for --interference")
+    p.add_argument("--backends", type=csv_list, help="for --interference (default: the suite's)")
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -44,4 +58,68 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         f"smallest kernel measured within ±{cal.tolerance:.0%}: "
         + (f"{smallest * 1e3:.1f} µs" if smallest is not None else "none")
     )
+    if args.interference:
+        _interference(args, console)
     return 0
+
+
+def _interference(args: argparse.Namespace, console) -> None:
+    from convbench.runner.interference import CONDITIONS, METHODS, interference
+
+    def on_pass(method: str, condition: str) -> None:
+        console.print(f"  measuring: {method}, {condition}", style="dim")
+
+    console.print(f"interference: suite {args.suite!r}, {', '.join(args.directions)}")
+    report = interference(args.suite, args.directions, args.backends, args.threads, on_pass=on_pass)
+    console.print(
+        f"{report.suite}: {report.n_tasks} tasks, first quiet medians as the truth; "
+        f"load: {report.load}",
+        soft_wrap=True,
+    )
+    # plain fixed-width text: eight columns that fit 80 characters whatever the terminal
+    widths = (13, 5, 5, 9, 6, 7, 9, 10)
+    header = ("method", "vs", "±5%", "clean ±5%", "worst", "flagged", ">10% unfl", "ratios ±5%")
+    lines = [_row(header, widths), "-" * (sum(widths) + len(widths) - 1)]
+    short = {"convbench --no-interleave": "no-interleave", "torch.utils.benchmark": "torch"}
+    for method in METHODS:
+        for condition in CONDITIONS[1:]:
+            a = report.agreement(method, condition)
+            clean = report.agreement(method, condition, unflagged=True)
+            r = report.agreement(method, condition, ratios=True)
+            flag = method != "torch.utils.benchmark"
+            cells = (
+                short.get(method, method),
+                {"quiet again": "again", "burst load": "load"}[condition],
+                f"{a.within_pct:.0f}%",
+                f"{clean.within_pct:.0f}%" if flag else "—",
+                f"{a.worst_diff:.0%}",
+                str(a.flagged) if flag else "—",
+                str(a.unflagged_over),
+                f"{r.within_pct:.0f}%",
+            )
+            lines.append(_row(cells, widths))
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
+    seconds = ", ".join(
+        f"{short.get(m, m)} " + "/".join(f"{report.passes[(m, c)].seconds:.1f}" for c in CONDITIONS)
+        for m in METHODS
+    )
+    console.print(f"wall time per pass (s; quiet/again/load): {seconds}")
+    console.print(
+        "again / load: the second quiet pass / the pass under load, against the first quiet "
+        "one. ±5%: share of task medians within 5% of it (clean ±5%: the same among the "
+        "results not flagged; worst: the largest difference); flagged: results the run "
+        "itself marked `disturbed` (too few undisturbed samples, or an unsteady median); "
+        ">10% unfl: off by more than 10% and not flagged (torch.utils.benchmark flags "
+        "nothing); ratios "
+        "±5%: the same for each backend's median relative to its case's geometric mean, what "
+        "a comparison of algorithms rests on. Methods: "
+        "convbench as `convbench run` measures, with --no-interleave, and torch = "
+        "torch.utils.benchmark's adaptive_autorange (max_run_time = --max-time's default)."
+    )
+
+
+def _row(cells, widths) -> str:
+    first, *rest = zip(cells, widths, strict=True)
+    text = [f"{first[0]:<{first[1]}}"]
+    text += [f"{c:<{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(rest)]
+    return " ".join(text)

@@ -61,7 +61,13 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
 
-FOOTNOTE = "~ not significant (Mann–Whitney U on raw samples, α={alpha}); † outside tolerance"
+FOOTNOTE = (
+    "~ not significant (rank test on raw samples, stratified by round when measured "
+    "together; α={alpha}); † outside tolerance; ! measured disturbed (see the result's "
+    "reason): do not trust it. Geometric mean: 95% CI over cases = where the "
+    "geomean of similar cases would fall (t-interval of the log speedups); range = slowest–"
+    "fastest case; noise CI = measurement noise of this geomean over these cases only"
+)
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -120,6 +126,7 @@ def _model_tables(df: pd.DataFrame, backends) -> tuple[pd.DataFrame | None, list
 
     from convbench.analysis import compare as analysis
     from convbench.analysis import modeltime
+    from convbench.report.format import format_time
 
     if not modeltime.has_layer_counts(df):
         return None, []
@@ -133,10 +140,12 @@ def _model_tables(df: pd.DataFrame, backends) -> tuple[pd.DataFrame | None, list
             r.device,
             r.dtype,
             r.direction,
-            r.batch or "",
+            r.batch or r.batch_sizes,
             str(r.n_layers),
-            _fmt(r.total_ms) if not pd.isna(r.total_ms) else f"missing {r.n_missing} cases",
-            _fmt(r.mix_ms),
+            format_time(r.total_ms)
+            if not pd.isna(r.total_ms)
+            else f"incomplete: {r.n_missing} of {r.n_cases} cases not ok",
+            format_time(r.mix_ms),
             _fmt(r.mix_speedup) + "×" if not pd.isna(r.mix_speedup) else "—",
         ]
         for r in totals.itertuples()
@@ -148,8 +157,8 @@ def _model_tables(df: pd.DataFrame, backends) -> tuple[pd.DataFrame | None, list
         "direction",
         "batch",
         "layers",
-        "model conv time [ms]",
-        "best mix [ms]",
+        "model conv time",
+        "best mix",
         "mix speedup",
     ]
     title = "whole model: Σ count × median per backend, and the best per-layer mix"
@@ -160,8 +169,8 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
     import pandas as pd
 
     from convbench.analysis import compare as analysis
-    from convbench.report.format import format_ratio
-    from convbench.report.terminal import print_tables, records
+    from convbench.report.format import format_ratio, format_time
+    from convbench.report.terminal import move_constant_columns, print_tables, records
 
     sp = analysis.speedups(df, args.baseline, args.backends, alpha=args.alpha)
     geo = analysis.geomean_speedups(sp)
@@ -189,16 +198,16 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
     for key, group in sp.groupby(list(analysis.KEYS), sort=False):
         by = {r.backend: r for r in group.itertuples()}
         first = group.iloc[0]
-        row = [*key, f"{first['baseline']} {_fmt(first['baseline_ms'])}"]
+        row = [*key, f"{first['baseline']} {format_time(first['baseline_ms'])}"]
         for name in backends:
             r = by.get(name)
             if r is None:
                 row.append("—")
                 continue
             text = format_ratio(r.speedup, r.significant)
-            row.append(text + ("" if r.within_tol else " †"))
+            row.append(text + ("" if r.within_tol else " †") + (" !" if r.flagged else ""))
         case_rows.append(row)
-    case_columns = [*analysis.KEYS, "baseline [ms]", *backends]
+    case_columns = [*analysis.KEYS, "baseline", *backends]
     geo_rows = [
         [
             r.backend,
@@ -207,25 +216,29 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
             r.baseline,
             str(r.n_cases),
             format_ratio(r.geomean_speedup, r.significant),
+            _ci(r.cases_ci_low, r.cases_ci_high),
+            _ci(r.min_speedup, r.max_speedup),
             _ci(r.ci_low, r.ci_high),
             f"{r.n_significant}/{r.n_cases}",
         ]
         for r in geo.itertuples()
     ]
-    geo_columns = ["backend", "device", "dtype", "baseline", "cases", "geomean speedup"]
-    geo_columns += ["95% CI", "significant cases"]
+    geo_columns = ["backend", "device", "dtype", "baseline", "cases", "geomean"]
+    geo_columns += ["CI over cases", "range", "noise CI", "signif."]
     # Key columns with one value throughout (often dtype, device, direction) go to the title,
     # so the table fits a terminal.
-    n_keys = len(analysis.KEYS)
-    constant = [i for i in range(1, n_keys) if case_rows and len({r[i] for r in case_rows}) == 1]
-    title = f"run {run_id}: speedup over the baseline (> 1: faster)"
-    if constant:
-        title += " · " + ", ".join(str(case_rows[0][i]) for i in constant)
-        case_columns = [c for i, c in enumerate(case_columns) if i not in constant]
-        case_rows = [[v for i, v in enumerate(r) if i not in constant] for r in case_rows]
+    title, case_columns, case_rows = move_constant_columns(
+        f"run {run_id}: speedup over the baseline (> 1: faster)",
+        case_columns,
+        case_rows,
+        range(1, len(analysis.KEYS)),
+    )
+    geo_title, geo_columns, geo_rows = move_constant_columns(
+        "geometric mean speedup per backend", geo_columns, geo_rows, (1, 2, 3)
+    )
     tables = [
         (title, case_columns, case_rows),
-        ("geometric mean per backend", geo_columns, geo_rows),
+        (geo_title, geo_columns, geo_rows),
         *model_tables,
     ]
     print_tables(tables, args.format, FOOTNOTE.format(alpha=args.alpha))
@@ -236,8 +249,8 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
 def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
 
     from convbench.analysis import compare as analysis
-    from convbench.report.format import format_ratio
-    from convbench.report.terminal import clean, print_tables, records
+    from convbench.report.format import format_ratio, format_time, format_unmatched
+    from convbench.report.terminal import clean, move_constant_columns, print_tables, records
 
     old_id, new_id = run_ids
     old, new = df[df["run_id"] == old_id], df[df["run_id"] == new_id]
@@ -255,32 +268,48 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
     elif args.format == "csv":
         print(cmp.to_csv(index=False), end="")
     else:
-        columns = [*analysis.KEYS, "backend", "A [ms]", "B [ms]", "B/A time", "95% CI", "p"]
-        columns += ["verdict"]
+        # results no run has (a backend unsupported on the device in both) are counted, not listed
+        absent = cmp["status_old"].isin(["unsupported"]) & cmp["status_new"].isin(["unsupported"])
+        columns = ["case", "backend", "dtype", "device", "direction", "A", "B", "B/A time"]
+        columns += ["95% CI", "verdict"]
         rows = [
             [
                 r.case,
+                r.backend,
                 r.dtype,
                 r.device,
                 r.direction,
-                r.backend,
-                _fmt(r.old_ms),
-                _fmt(r.new_ms),
+                format_time(r.old_ms),
+                format_time(r.new_ms),
                 format_ratio(r.ratio, r.significant),
                 _ci(r.ci_low, r.ci_high),
-                _fmt(r.p_value, 2),
-                r.verdict if r.verdict != "missing" else f"missing ({r.status_old}→{r.status_new})",
+                r.verdict
+                if r.verdict != "missing"
+                else format_unmatched(r.status_old, r.status_new),
             ]
-            for r in cmp.itertuples()
+            for r in cmp[~absent].itertuples()
         ]
         counts = ", ".join(f"{n} {v}" for v, n in summary["counts"].items() if n)
         geo = format_ratio(summary["geomean_ratio"], summary["significant"])
         title = f"A = {old_id}, B = {new_id}: {counts}; geomean B/A time {geo}"
+        if absent.any():
+            title += f"; {int(absent.sum())} unsupported in both not shown"
+        title, columns, rows = move_constant_columns(title, columns, rows, (2, 3, 4))
         note = (
             f"slower/faster: significant (α={args.alpha}) and beyond ±{threshold:.0%}; same: "
-            f"95% CI within ±{threshold:.0%}; ambiguous: too noisy to tell"
+            f"95% CI within ±{threshold:.0%}; ambiguous: too noisy to tell; disturbed: a run "
+            "flagged it (other processes, or an unsteady machine), not judged"
         )
-        print_tables([(title, columns, rows)], args.format, note)
+        keys = ("case", "backend", "dtype", "device", "direction")
+        text_columns = sum(c in keys for c in columns)
+        print_tables([(title, columns, rows)], args.format, note, text_columns)
+    flagged = int((cmp["verdict"] == "disturbed").sum())
+    if gate is not None and flagged:
+        print(
+            f"convbench: {flagged} result(s) flagged as disturbed were not judged; "
+            "measure them again on a quieter machine",
+            file=sys.stderr,
+        )
     if gate is not None and not slower.empty:
         print(
             f"convbench: {len(slower)} significant regression(s) beyond {gate:.0%}: "

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from convbench.cli.common import csv_list, int_list
 from convbench.errors import UserError
+from convbench.measure.config import ConfigError
 from convbench.measure.options import DEFAULTS, measure_options
 from convbench.store import DEFAULT_DB, STATUSES, Store
 
@@ -16,6 +17,18 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from convbench.runner.session import RunPlan
+
+
+#: `TimingConfig` fields under the flags that set them (error messages name the flag).
+FLAGS = {
+    "warmup_s": "--warmup",
+    "min_samples": "--min-samples",
+    "max_samples": "--min-samples",
+    "max_time_s": "--max-time",
+    "rel_ci": "--rel-ci",
+    "mode": "--mode",
+    "max_lost": "--max-lost",
+}
 
 
 def add_parser(sub) -> None:
@@ -53,12 +66,29 @@ def add_parser(sub) -> None:
         default=DEFAULTS["rel_ci"],
         help=f"stop when the median's 95%% CI is within ±this (default: {DEFAULTS['rel_ci']})",
     )
+    p.add_argument(
+        "--max-lost",
+        type=float,
+        default=DEFAULTS["max_lost"],
+        metavar="F",
+        help="a CPU sample whose threads waited for a core more than this share of the time "
+        f"is disturbed and set aside (default: {DEFAULTS['max_lost']})",
+    )
+    p.add_argument(
+        "--no-interleave",
+        dest="interleave",
+        action="store_false",
+        help="time each backend alone instead of the backends of a case in shuffled rounds",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument(
         "--timeout",
         type=float,
         metavar="S",
-        help="per-task limit before the worker is killed (default: generous)",
+        help="per-task limit in seconds before the worker is killed (default: 120 + 4 × "
+        "(warmup + max-time + 0.25), "
+        f"{120 + 4 * (DEFAULTS['warmup_s'] + DEFAULTS['max_time_s'] + 0.25):.0f} with the "
+        "defaults)",
     )
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default: {DEFAULT_DB})")
     p.add_argument("--resume", metavar="RUN_ID", help="finish a stopped run without redoing")
@@ -83,6 +113,12 @@ def add_parser(sub) -> None:
         type=int,
         help="Ray: CPUs (and torch threads) per CPU task (default: --threads or 1)",
     )
+    p.add_argument(
+        "--pack",
+        action="store_true",
+        help="Ray: several CPU tasks per node, each pinned to its own --cpus-per-task cores "
+        "(default: one CPU task per node, nothing beside it)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -100,9 +136,11 @@ def _plan(args: argparse.Namespace) -> RunPlan:
             max_time_s=args.max_time,
             rel_ci=args.rel_ci,
             mode=args.mode,
+            max_lost=args.max_lost,
+            interleave=args.interleave,
         )
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    except ConfigError as exc:
+        raise UserError(exc.named(FLAGS)) from None
     return RunPlan(
         suite=load_suite(args.suite),
         filters={k: getattr(args, k) for k in FILTERS},
@@ -112,6 +150,7 @@ def _plan(args: argparse.Namespace) -> RunPlan:
         shard=parse_shard(args.shard) if args.shard else None,
         executor=args.executor,
         cpus_per_task=args.cpus_per_task,
+        pack=args.pack,
     )
 
 
@@ -122,14 +161,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     out = Console()
-    store = Store(args.db)
-    try:
-        if args.resume:
+    if args.resume:
+        store = Store.open_existing(args.db)
+        try:
             plan = RunPlan.from_record(store.run(args.resume), args.suite)
-            run_id = args.resume
-        else:
-            plan = _plan(args)
-            run_id = args.run_id or new_run_id()
+        except BaseException:
+            store.close()
+            raise
+        run_id = args.resume
+    else:
+        plan = _plan(args)  # a mistake in the flags or the suite: no store is touched
+        plan.tasks()
+        run_id = args.run_id or new_run_id()
+        store = Store(args.db)
+    created = store.created
+    try:
         n_tasks = len(plan.tasks())
         out.print(f"run {run_id}: suite {plan.suite.name!r}, {n_tasks} tasks → {args.db}")
         result = execute(
@@ -154,7 +200,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 130
         _summary(out, store, run_id, result)
     finally:
+        unused = created and not store.run_ids()
         store.close()
+        if unused:
+            store.remove()  # a store this run created and never used: leave nothing behind
     if args.report or args.open:
         from convbench.cli.report import open_in_browser
         from convbench.report import write_report

@@ -38,7 +38,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_column(column)
     for _, row in df.iterrows():
         table.add_row(row.run_id, row.suite, row.status, row.command)
-    Console().print(table)
+    out = Console()
+    out.print(table)
+    for run_id in df.loc[df["status"].isin(["stale", "interrupted"]), "run_id"]:
+        out.print(
+            f"finish {run_id} with: convbench run --db {args.db} --resume {run_id}",
+            soft_wrap=True,  # a command to copy: never wrapped
+        )
+    stale = df["status"].eq("stale")
+    if stale.any():
+        out.print("stale: the process running it is gone (killed); nothing is measuring it")
     return 0
 
 

@@ -11,6 +11,19 @@ Mode = Literal["warm", "cold"]
 StopReason = Literal["ci", "time_cap", "max_samples"]
 
 
+class ConfigError(ValueError):
+    """A `TimingConfig` field out of range; callers name it as their user typed it (a flag,
+    a keyword) via ``field``, ``expected`` and ``value``."""
+
+    def __init__(self, field: str, expected: str, value: object):
+        super().__init__(f"TimingConfig.{field}: expected {expected}, got {value!r}")
+        self.field, self.expected, self.value = field, expected, value
+
+    def named(self, names: dict[str, str]) -> str:
+        """The one-line message with the field under the caller's name for it."""
+        return f"{names.get(self.field, self.field)}: expected {self.expected}, got {self.value!r}"
+
+
 @dataclass(frozen=True)
 class TimingConfig:
     """How to time one case; see the module docstring for the phases these drive.
@@ -18,6 +31,13 @@ class TimingConfig:
     ``rel_ci``: stop once the ``confidence`` CI of the median lies within ``±rel_ci`` of the
     median. ``max_time_s`` caps the sampling phase's wall time (flushes included).
     ``max_overhead``: largest fraction of a sample the clock overhead may take (warm mode).
+    ``max_lost``: a sample whose disturbance probe says more than this share of its CPU demand
+    went unserved is disturbed: kept apart, not used (`convbench.measure.disturbance`).
+    ``max_drift``: a measurement whose successive stretches of samples have medians further
+    apart than this (max/min - 1) is flagged unsteady (`convbench.measure.engine.stretch_drift`).
+    ``round_s``, ``min_rounds``: functions timed together (`measure_interleaved`) take turns,
+    each turn a burst of about ``round_s`` of samples; a function stops no earlier than after
+    ``min_rounds`` turns, so its samples span the group's time.
     The defaults are `convbench run`'s and `convbench.run`'s: both read them from here.
     """
 
@@ -29,6 +49,10 @@ class TimingConfig:
     confidence: float = 0.95
     max_overhead: float = 0.01
     mode: Mode = "warm"
+    max_lost: float = 0.03
+    max_drift: float = 0.10
+    round_s: float = 0.005
+    min_rounds: int = 3
 
     def __post_init__(self) -> None:
         checks = [
@@ -40,8 +64,11 @@ class TimingConfig:
             ("confidence", 0 < self.confidence < 1, "a number in (0, 1)"),
             ("max_overhead", 0 < self.max_overhead < 1, "a number in (0, 1)"),
             ("mode", self.mode in ("warm", "cold"), "'warm' or 'cold'"),
+            ("max_lost", 0 < self.max_lost <= 1, "a number in (0, 1]"),
+            ("max_drift", self.max_drift > 0, "a number > 0"),
+            ("round_s", self.round_s > 0, "a number > 0"),
+            ("min_rounds", self.min_rounds >= 1, "an integer >= 1"),
         ]
         for name, ok, expected in checks:
             if not ok:
-                value = getattr(self, name)
-                raise ValueError(f"TimingConfig.{name}: expected {expected}, got {value!r}")
+                raise ConfigError(name, expected, getattr(self, name))

@@ -30,8 +30,9 @@ from __future__ import annotations
 import bisect
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -39,6 +40,7 @@ import numpy as np
 from convbench.analysis import stats as _stats
 from convbench.measure.clocks import Clock, CpuClock, measure_overhead
 from convbench.measure.config import Mode, StopReason, TimingConfig
+from convbench.measure.disturbance import Probe
 
 #: Warmup blocks stop doubling here, whatever the clock says (a guard against a zero-cost fake).
 _MAX_WARMUP_BLOCK = 2**20
@@ -55,8 +57,10 @@ def block_size_for(per_call_ns: float, overhead_ns: float, max_overhead: float) 
 class Measurement:
     """What `measure` saw: raw per-call samples plus how they were taken.
 
-    ``samples_ms[i]`` is the mean per-call time of sample i's block of ``block_size`` calls;
-    statistics are derived from them on demand (`stats`), never stored instead of them.
+    ``samples_ms[i]`` is the mean per-call time of sample i's block of ``block_size`` calls,
+    taken in round ``rounds[i]``; statistics are derived from them on demand (`stats`), never
+    stored instead of them. ``discarded_ms`` are the samples the disturbance probe flagged:
+    kept, but not in the statistics (unless no clean sample exists at all).
     ``per_call_estimate_ns`` is the warmup's estimate that chose the block size.
     ``timed_ms`` is the wall time of the sampling phase (flushes included).
     """
@@ -72,6 +76,26 @@ class Measurement:
     clock_overhead_ns: int
     timed_ms: float
     confidence: float = 0.95
+    discarded_ms: tuple[float, ...] = ()
+    rounds: tuple[int, ...] = ()
+    probe: str | None = None
+    #: Fewer than ``min_samples`` undisturbed samples: the statistics are not to be trusted.
+    disturbed: bool = False
+    #: The medians of the successive stretches of samples (`drift`) moved by more than
+    #: ``max_drift`` while this was measured: the machine changed pace under it.
+    unsteady: bool = False
+    #: max/min - 1 of those stretch medians (0 when too few samples to tell).
+    drift: float = 0.0
+    #: Samples the probe flagged, whether or not they had to be used.
+    n_discarded: int = 0
+    #: Samples the probe did not flag (``samples_ms`` holds the flagged ones when this is 0).
+    n_clean: int = 0
+    #: The process's CPU time over wall time during this function's samples (×100: 200 = two
+    #: cores busy), from the probe; None without one.
+    cpu_util_pct: float | None = None
+    #: Host ``perf_counter_ns`` (start, end) of each sample in ``samples_ms``: where the
+    #: function ran, for attributing telemetry sampled alongside.
+    windows: tuple[tuple[int, int], ...] = field(default=(), compare=False, repr=False)
 
     @cached_property
     def stats(self) -> _stats.SampleStats:
@@ -142,6 +166,7 @@ def measure(
     config: TimingConfig | None = None,
     clock: Clock | None = None,
     flush: Callable[[], object] | None = None,
+    probe: Probe | None = None,
 ) -> Measurement:
     """Time ``fn()`` on ``clock`` (default `CpuClock`) as ``config`` says; see the module doc.
 
@@ -149,7 +174,7 @@ def measure(
     and refused in warm mode. ``fn`` must do the whole operation, including anything it needs
     to enqueue on the device; the clock's reads bracket it.
     """
-    return measure_interleaved([fn], config, clock, flush)[0]
+    return measure_interleaved([fn], config, clock, flush, probe=probe)[0]
 
 
 def measure_interleaved(
@@ -158,13 +183,19 @@ def measure_interleaved(
     clock: Clock | None = None,
     flush: Callable[[], object] | None = None,
     seed: int = 0,
+    probe: Probe | None = None,
 ) -> list[Measurement]:
     """Time several functions in interleaved rounds: each round takes one sample of every
     function, in an order shuffled per round (seeded), so that drift — a neighbour starting,
-    a clock slowing — falls on all of them alike, and sample ``i`` of every function comes
-    from the same round. Warmup and block size are each function's own. Sampling stops when
-    every function's median CI is narrow (after ``min_samples``), at ``max_samples``, or at
-    ``max_time_s`` × the number of functions. One function is plain `measure`.
+    a clock slowing — falls on all of them alike, and samples of one round pair up across
+    functions. Warmup and block size are each function's own. One function is plain
+    `measure`.
+
+    With a ``probe`` (`convbench.measure.disturbance`), a sample whose ``lost`` share
+    exceeds ``max_lost`` is disturbed: kept apart, out of the statistics and of the stopping
+    rule, and sampling goes on until ``min_samples`` clean ones exist (or a cap). Sampling
+    stops when every function's median CI is narrow, at ``max_samples`` samples, or at
+    ``max_time_s`` × the number of functions.
     """
     config = TimingConfig() if config is None else config
     clock = CpuClock() if clock is None else clock
@@ -182,50 +213,138 @@ def measure_interleaved(
         blocks = [1] * len(fns)
     else:
         blocks = [block_size_for(w[2], overhead_ns, config.max_overhead) for w in warmups]
+    if probe is not None:
+        probe.start()  # after warmup: the threads the work uses exist now
 
-    samples: list[list[float]] = [[] for _ in fns]
-    ordered: list[list[float]] = [[] for _ in fns]
-    done = [False] * len(fns)
+    tracks = [_Track(fn, block, w) for fn, block, w in zip(fns, blocks, warmups, strict=True)]
+    single = len(fns) == 1
+    burst_ns = round(config.round_s * 1e9)
     rng = random.Random(seed)
-    order = list(range(len(fns)))
-    cap_ns = round(config.max_time_s * 1e9) * len(fns)
     timed_start = clock.now_ns()
-    while True:
-        if len(fns) > 1:
-            rng.shuffle(order)
-        for i in order:
+    round_index = 0
+    try:
+        while True:
+            active = [t for t in tracks if t.stop_reason is None]
+            if not active:
+                break
+            rng.shuffle(active)
+            for track in active:
+                track.burst(config, clock, flush, probe, round_index, single, burst_ns)
+            round_index += 1
+    finally:
+        if probe is not None:
+            probe.close()
+    timed_ns = clock.now_ns() - timed_start
+    return [track.measurement(config, clock, overhead_ns, timed_ns, probe) for track in tracks]
+
+
+def stretch_drift(samples_ms: Sequence[float], stretches: int = 4) -> float:
+    """How far the pace moved during a measurement: the samples, in the order taken, cut
+    into ``stretches`` equal stretches (at least 5 samples each, else 0); max/min - 1 of their
+    medians. A steady machine gives a few percent; a neighbour or host that changed pace
+    midway gives its size."""
+    n = len(samples_ms)
+    k = min(stretches, n // 5)
+    if k < 2:
+        return 0.0
+    medians = [float(np.median(samples_ms[i * n // k : (i + 1) * n // k])) for i in range(k)]
+    low = min(medians)
+    return max(medians) / low - 1.0 if low > 0 else 0.0
+
+
+class _Track:
+    """One function's state while the functions of a group sample in rounds."""
+
+    def __init__(self, fn, block: int, warmup: tuple[int, int, float]):
+        self.fn, self.block, self.warmup = fn, block, warmup
+        self.clean: list[float] = []
+        self.ordered: list[float] = []
+        self.rounds: list[int] = []
+        self.windows: list[tuple[int, int]] = []
+        self.discarded: list[float] = []
+        self.busy = [0, 0]  # CPU ns, wall ns of the clean samples
+        self.spent_ns = 0  # this function's share of the sampling phase (flushes included)
+        self.n_rounds = 0
+        self.stop_reason: StopReason | None = None
+
+    def burst(self, config, clock, flush, probe, round_index, single, burst_ns) -> None:
+        """This round's samples: after untimed re-warm blocks (the other functions just ran
+        and left their caches, branch predictors and allocator state behind), as many samples
+        as fit in ``burst_ns`` (at least one). Alone, one sample per round, no re-warm."""
+        t0 = clock.now_ns()
+        sample_ns = max(self.warmup[2] * self.block, 1.0)
+        n = 1 if single else max(1, min(round(burst_ns / sample_ns), config.max_samples))
+        if not single and flush is None and n > 1:
+            # Re-warm: the first calls after a switch run up to ~20% slow and recover over
+            # a few more; a fifth of the burst (at least two blocks) absorbs that.
+            for _ in range(max(2, round(0.2 * n))):
+                clock.time_block(self.fn, self.block)
+        for _ in range(n):
             if flush is not None:
                 flush()
-            sample_ms = clock.time_block(fns[i], blocks[i]) / blocks[i] / 1e6
-            samples[i].append(sample_ms)
-            bisect.insort(ordered[i], sample_ms)
-            if len(samples[i]) >= config.min_samples:
-                done[i] = _ci_is_narrow(ordered[i], config)
-        n = len(samples[0])
-        if all(done):
-            reason: StopReason = "ci"
-            break
-        if n >= config.max_samples:
-            reason = "max_samples"
-            break
-        if clock.now_ns() - timed_start >= cap_ns:
-            reason = "time_cap"
-            break
-    timed_ns = clock.now_ns() - timed_start
+            before = probe.read() if probe is not None else None
+            start = time.perf_counter_ns()
+            elapsed = clock.time_block(self.fn, self.block)
+            end = time.perf_counter_ns()
+            sample_ms = elapsed / self.block / 1e6
+            if probe is not None:
+                after = probe.read()
+                if probe.lost(before, after, elapsed) > config.max_lost:
+                    self.discarded.append(sample_ms)
+                    continue
+                cpu = probe.cpu_ns(before, after)
+                if cpu is not None:
+                    self.busy[0] += cpu
+                    self.busy[1] += end - start
+            self.clean.append(sample_ms)
+            self.rounds.append(round_index)
+            self.windows.append((start, end))
+            bisect.insort(self.ordered, sample_ms)
+        self.n_rounds += 1
+        self.spent_ns += clock.now_ns() - t0
+        self._check_stop(config)
 
-    return [
-        Measurement(
-            samples_ms=tuple(samples[i]),
-            block_size=blocks[i],
-            n_warmup_calls=warmups[i][0],
-            warmup_ms=warmups[i][1] / 1e6,
-            per_call_estimate_ns=warmups[i][2],
-            stop_reason=reason,
+    def _check_stop(self, config) -> None:
+        enough_rounds = self.n_rounds >= config.min_rounds
+        if (
+            len(self.clean) >= config.min_samples
+            and enough_rounds
+            and _ci_is_narrow(self.ordered, config)
+        ):
+            self.stop_reason = "ci"
+        elif len(self.clean) >= config.max_samples and enough_rounds:
+            self.stop_reason = "max_samples"
+        elif len(self.clean) + len(self.discarded) >= 2 * config.max_samples:
+            self.stop_reason = "max_samples"  # mostly disturbed: give up, flagged
+        elif self.spent_ns >= config.max_time_s * 1e9:
+            self.stop_reason = "time_cap"
+
+    def measurement(self, config, clock, overhead_ns, timed_ns, probe) -> Measurement:
+        samples, kept_apart, index = self.clean, self.discarded, self.rounds
+        if not samples:  # nothing clean: the disturbed samples are all there is (flagged)
+            samples, kept_apart, index = kept_apart, [], list(range(len(kept_apart)))
+        n_calls, warmup_ns, per_call_ns = self.warmup
+        drift = stretch_drift(samples)
+        return Measurement(
+            samples_ms=tuple(samples),
+            block_size=self.block,
+            n_warmup_calls=n_calls,
+            warmup_ms=warmup_ns / 1e6,
+            per_call_estimate_ns=per_call_ns,
+            stop_reason=self.stop_reason,
             mode=config.mode,
             clock=clock.name,
             clock_overhead_ns=overhead_ns,
             timed_ms=timed_ns / 1e6,
             confidence=config.confidence,
+            discarded_ms=tuple(kept_apart),
+            rounds=tuple(index),
+            probe=None if probe is None else probe.name,
+            disturbed=bool(self.discarded) and len(self.clean) < config.min_samples,
+            unsteady=drift > config.max_drift,
+            drift=drift,
+            n_discarded=len(self.discarded),
+            n_clean=len(self.clean),
+            cpu_util_pct=100.0 * self.busy[0] / self.busy[1] if self.busy[1] else None,
+            windows=tuple(self.windows),
         )
-        for i in range(len(fns))
-    ]

@@ -16,6 +16,8 @@ DEFAULTS = {
     "max_time_s": _DEFAULT.max_time_s,
     "rel_ci": _DEFAULT.rel_ci,
     "mode": _DEFAULT.mode,
+    "max_lost": _DEFAULT.max_lost,
+    "interleave": True,
 }
 
 
@@ -29,6 +31,8 @@ class MeasureOptions:
     )
     memory_fraction: float = 0.8  # skip CPU cases whose estimate exceeds this × available
     nvml_interval_s: float = 0.01
+    #: The backends of one case are timed in interleaved rounds (`convbench.runner.sweep`).
+    interleave: bool = True
 
     def to_dict(self) -> dict:
         return {
@@ -36,6 +40,7 @@ class MeasureOptions:
             "prepare_timing": self.prepare_timing.__dict__,
             "memory_fraction": self.memory_fraction,
             "nvml_interval_s": self.nvml_interval_s,
+            "interleave": self.interleave,
         }
 
     @classmethod
@@ -45,6 +50,7 @@ class MeasureOptions:
             prepare_timing=TimingConfig(**d["prepare_timing"]),
             memory_fraction=d["memory_fraction"],
             nvml_interval_s=d["nvml_interval_s"],
+            interleave=d.get("interleave", False),  # runs before interleaving: one by one
         )
 
 
@@ -55,6 +61,8 @@ def measure_options(
     max_time_s: float = DEFAULTS["max_time_s"],
     rel_ci: float = DEFAULTS["rel_ci"],
     mode: str = DEFAULTS["mode"],
+    max_lost: float = DEFAULTS["max_lost"],
+    interleave: bool = DEFAULTS["interleave"],
 ) -> MeasureOptions:
     """`MeasureOptions` from the sweep's timing settings; ValueError naming the field."""
     timing = TimingConfig(
@@ -64,5 +72,6 @@ def measure_options(
         rel_ci=rel_ci,
         mode=mode,
         max_samples=max(1000, min_samples),
+        max_lost=max_lost,
     )
-    return MeasureOptions(timing=timing)
+    return MeasureOptions(timing=timing, interleave=interleave)

@@ -1,6 +1,7 @@
-"""Measure one task (case × backend × dtype × device × direction) and return its result row.
+"""Measure tasks (case × backend × dtype × device × direction) and return their result rows.
 
-This is what the worker process runs. The steps, in order:
+This is what the worker process runs, for one task or for the backends of one case together
+(`measure_tasks`: interleaved rounds). The steps, in order:
 
 1. **check** — `backend.reason` for the problem and the direction (no tensors):
    `unsupported` + reason.
@@ -12,8 +13,11 @@ This is what the worker process runs. The steps, in order:
    reference of that direction (`convbench.measure.reference`), computed from the same
    (already cast) inputs, so input quantisation is not counted; where a direction yields
    several tensors (gradients) the worst is reported.
-5. **time** — `convbench.measure.engine.measure` on the device's clock, warm or cold, while the NVML
-   sampler (CUDA) or the CPU sampler (CPU) watches the timed window.
+5. **time** — `convbench.measure.engine.measure_interleaved` on the device's clock, warm or
+   cold: the tasks of a group sample in alternating, shuffled rounds; samples the disturbance
+   probe flags (`convbench.measure.disturbance`) are kept apart; the probe also gives each
+   task's CPU utilisation, and NVML (CUDA) samples taken during a task's samples are its
+   telemetry.
 6. **memory** — one more call under the peak-memory probe: bytes allocated above the
    baseline at the peak.
 
@@ -32,6 +36,7 @@ import platform
 import socket
 import time
 import warnings
+from dataclasses import dataclass, field
 
 import psutil
 import torch
@@ -41,7 +46,8 @@ from convbench.backends.plan import options_of
 from convbench.errors import Unsupported
 from convbench.measure import probes
 from convbench.measure.clocks import clock_for
-from convbench.measure.engine import measure
+from convbench.measure.disturbance import cpu_probe
+from convbench.measure.engine import Measurement, measure, measure_interleaved
 from convbench.measure.flush import make_flush
 from convbench.measure.options import MeasureOptions
 from convbench.measure.passes import pass_run, upstream_gradient
@@ -119,31 +125,26 @@ def _errors(got, want) -> tuple[float, float]:
     return worst_abs, worst_rel
 
 
-def measure_task(task: Task, options: MeasureOptions) -> tuple[dict, list[float] | None]:
-    """Measure one task; returns (result row, raw per-call samples in ms or None)."""
-    row = base_row(task)
-    row["started_at"] = time.time()
-    row["node"] = socket.gethostname()
-    row["node_json"] = json.dumps(node_info())
-    row["mode"] = options.timing.mode
-    samples = None
-    try:
-        samples = _measure(task, options, row)
-        row["status"] = "ok"
-    except Unsupported as exc:
-        row.update(status="unsupported", reason=str(exc))
-    except _Skip as exc:
-        row.update(status=exc.status, reason=str(exc))
-    except torch.OutOfMemoryError as exc:
-        row.update(status="oom", reason=f"CUDA out of memory: {str(exc).splitlines()[0]}")
-    except Exception as exc:  # a failing case is a row, never the end of the sweep
-        message = str(exc).splitlines()[0] if str(exc) else ""
-        row.update(status="error", reason=f"{type(exc).__name__}: {message}"[:500])
-    finally:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    row["finished_at"] = time.time()
-    return row, samples
+@dataclass
+class Samples:
+    """What the store keeps of one result's samples (`convbench.store.sqlite.Store`)."""
+
+    ms: tuple[float, ...]
+    rounds: tuple[int, ...] = ()
+    discarded_ms: tuple[float, ...] = ()
+
+
+@dataclass
+class _Setup:
+    """One task made ready to time: its row so far and the call to repeat."""
+
+    task: Task
+    row: dict
+    fn: object = None
+    device: torch.device | None = None
+    done: bool = False  # the row is final (unsupported, oom, error)
+    samples: Samples | None = None
+    extra: dict = field(default_factory=dict)
 
 
 class _Skip(Exception):
@@ -152,7 +153,87 @@ class _Skip(Exception):
         self.status = status
 
 
-def _measure(task: Task, options: MeasureOptions, row: dict) -> list[float]:
+def _fail(setup: _Setup, exc: BaseException) -> None:
+    """A failing task becomes a row with a status and a reason; the sweep goes on."""
+    row = setup.row
+    if isinstance(exc, Unsupported):
+        row.update(status="unsupported", reason=str(exc))
+    elif isinstance(exc, _Skip):
+        row.update(status=exc.status, reason=str(exc))
+    elif isinstance(exc, torch.OutOfMemoryError):
+        row.update(status="oom", reason=f"CUDA out of memory: {str(exc).splitlines()[0]}")
+    else:
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        row.update(status="error", reason=f"{type(exc).__name__}: {message}"[:500])
+    setup.done = True
+
+
+def measure_task(task: Task, options: MeasureOptions) -> tuple[dict, Samples | None]:
+    """Measure one task; returns (result row, its samples or None)."""
+    return measure_tasks([task], options)[0]
+
+
+def measure_tasks(
+    tasks: list[Task], options: MeasureOptions, beside: str | None = None
+) -> list[tuple[dict, Samples | None]]:
+    """Measure tasks that share a problem, dtype, device and direction (the backends of one
+    case) in interleaved rounds, so that drift during the measurement falls on all of them
+    alike and their samples pair up round by round. One task is measured alone. A task that
+    fails at any step gets its row and leaves the others to be measured."""
+    setups = []
+    for task in tasks:
+        row = base_row(task)
+        row.update(started_at=time.time(), node=socket.gethostname(), mode=options.timing.mode)
+        row["node_json"] = json.dumps(node_info())
+        setup = _Setup(task, row)
+        try:
+            _prepare(setup, options)
+        except Exception as exc:  # a failing case is a row, never the end of the sweep
+            _fail(setup, exc)
+        setups.append(setup)
+    live = [s for s in setups if not s.done]
+    if live:
+        group = _group_id(live[0].task) if len(live) > 1 else None
+        try:
+            _time(live, options, group)
+        except Exception:  # one of them broke while interleaved: time each alone
+            for setup in live:
+                try:
+                    _time([setup], options, None)
+                except Exception as exc:
+                    _fail(setup, exc)
+        for setup in live:
+            if setup.done:
+                continue
+            try:
+                _memory(setup)
+                setup.row["status"] = "ok"
+                setup.row["beside"] = beside
+            except Exception as exc:
+                _fail(setup, exc)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    out = []
+    for setup in setups:
+        setup.row["finished_at"] = time.time()
+        out.append((setup.row, setup.samples if setup.row.get("status") == "ok" else None))
+    return out
+
+
+def prepared_call(task: Task, options: MeasureOptions):
+    """The call `measure_tasks` would time for ``task`` (planned, its answer checked), for
+    timing it with another tool; raises what the task's row would record as its reason."""
+    setup = _Setup(task, base_row(task))
+    _prepare(setup, options)
+    return setup.fn
+
+
+def _group_id(task: Task) -> str:
+    return f"{task.case.case_id}/{task.dtype}/{task.device}/{task.direction}"
+
+
+def _prepare(setup: _Setup, options: MeasureOptions) -> None:
+    task, row = setup.task, setup.row
     device = torch.device(task.device)
     dtype = task.torch_dtype
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -172,19 +253,16 @@ def _measure(task: Task, options: MeasureOptions, row: dict) -> list[float]:
                 f"{options.memory_fraction:.0%} of available memory "
                 f"({available / 2**30:.2f} GiB); not run",
             )
-
     kw = problem.conv_kwargs()
     x, w, b = problem.make_tensors(dtype, device, seed=SEED)
-    clock = clock_for(device)
-    flush = make_flush(device) if options.timing.mode == "cold" else None
     dy = None
     if task.direction != "forward":
         dy = upstream_gradient(problem.output_shape, dtype, device, SEED + 1)
     run = pass_run(backend, task.direction, x, w, b, dy, kw)
-    got = run.got
     want = _reference(task, x, w, b, dy)
+    row["max_abs_err"], row["rel_err"] = _errors(run.got, want)
     with torch.no_grad():
-        prep = measure(run.prepare, options.prepare_timing, clock)
+        prep = measure(run.prepare, options.prepare_timing, clock_for(device))
     row["prepare_ms"] = prep.median_ms
     row["saved_bytes"] = run.saved_bytes
     row["dispatch"] = (run.prepared or {}).get("dispatch")
@@ -194,18 +272,32 @@ def _measure(task: Task, options: MeasureOptions, row: dict) -> list[float]:
         with torch.no_grad():
             return run.fn()
 
-    row["max_abs_err"], row["rel_err"] = _errors(got, want)
-    del got
+    setup.fn, setup.device = fn, device
 
-    sampler = probes.telemetry_sampler(device, interval_s=options.nvml_interval_s)
+
+def _time(setups: list[_Setup], options: MeasureOptions, group: str | None) -> None:
+    device = setups[0].device
+    clock = clock_for(device)
+    flush = make_flush(device) if options.timing.mode == "cold" else None
+    probe = cpu_probe() if device.type == "cpu" else None
+    # No CPU sampler thread beside CPU timing (it would wake up and compete): the probe gives
+    # each task's CPU utilisation from the samples themselves.
+    sampler = probes.WindowSampler(device, options.nvml_interval_s, cpu_interval_s=None)
     with sampler:
-        m = measure(fn, options.timing, clock, flush)
-    row.update(sampler.result_fields())
+        found = measure_interleaved(
+            [s.fn for s in setups], options.timing, clock, flush, probe=probe
+        )
+    telemetry = sampler.result_fields()
+    for setup, m in zip(setups, found, strict=True):
+        _record(setup, m, telemetry, group, probe, options.timing.max_lost)
 
-    mem = probes.measure_peak_memory(fn, device)
-    row["peak_mem_bytes"] = mem.peak_mem_bytes
-    row["mem_method"] = mem.method
 
+def _record(setup: _Setup, m: Measurement, telemetry: dict, group, probe, max_lost) -> None:
+    row = setup.row
+    row.update(telemetry)
+    if m.cpu_util_pct is not None:
+        row["cpu_util_pct"] = m.cpu_util_pct
+        row["threads"] = getattr(probe, "threads", None) or row.get("threads")
     s = m.stats
     row.update(
         median_ms=s.median_ms,
@@ -218,6 +310,25 @@ def _measure(task: Task, options: MeasureOptions, row: dict) -> list[float]:
         n_samples=s.n_samples,
         block_size=m.block_size,
         stop_reason=m.stop_reason,
+        n_discarded=m.n_discarded,
+        disturbed=int(m.disturbed or m.unsteady),
+        round_group=group,
         gflops=row["flops"] / (s.median_ms * 1e-3) / 1e9 if s.median_ms > 0 else None,
     )
-    return list(m.samples_ms)
+    if m.disturbed:
+        row["reason"] = (
+            f"disturbed: {m.n_discarded} of {m.n_discarded + m.n_clean} samples lost over "
+            f"{max_lost:.0%} of their CPU time to other processes"
+            + ("; all of them used, nothing else there was" if not m.n_clean else "")
+        )
+    elif m.unsteady:
+        row["reason"] = (
+            f"unsteady: the median moved {m.drift:.0%} between stretches of the measurement"
+        )
+    setup.samples = Samples(m.samples_ms, m.rounds if group else (), m.discarded_ms)
+
+
+def _memory(setup: _Setup) -> None:
+    mem = probes.measure_peak_memory(setup.fn, setup.device)
+    setup.row["peak_mem_bytes"] = mem.peak_mem_bytes
+    setup.row["mem_method"] = mem.method

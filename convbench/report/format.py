@@ -32,6 +32,31 @@ def fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
+def format_time(ms, digits: int = 4) -> str:
+    """A time given in ms, with its unit: ``0.1295`` -> ``'129.5 µs'``, ``12.3`` ->
+    ``'12.3 ms'``, ``2310`` -> ``'2.31 s'``; ``'—'`` for missing."""
+    if missing(ms):
+        return "—"
+    value = float(ms)
+    if abs(value) >= 1000:
+        return f"{value / 1000:.{digits}g} s"
+    if abs(value) >= 1 or value == 0:
+        return f"{value:.{digits}g} ms"
+    return f"{value * 1000:.{digits}g} µs"
+
+
+def format_unmatched(old, new, a: str = "A", b: str = "B") -> str:
+    """Why a two-run comparison has no verdict for a result: it is absent from one run
+    (``only in A (ok)``), or not ``ok`` in one (``A ok, B error``); ``a``/``b`` name the runs."""
+    if missing(old) and missing(new):
+        return "missing"
+    if missing(new):
+        return f"only in {a} ({old})"
+    if missing(old):
+        return f"only in {b} ({new})"
+    return f"{a} {old}, {b} {new}"
+
+
 def format_bytes(n) -> str:
     """``33554432`` -> ``'32.0 MiB'``; ``'—'`` for missing."""
     if missing(n):
@@ -52,12 +77,24 @@ def format_ratio(value: float, significant: bool | None = True, suffix: str = "�
     return text if significant else f"{text} {NOT_SIGNIFICANT}"
 
 
+#: PyTorch's CUDA-only switches: meaningless on a machine without CUDA (PyTorch still reports
+#: its defaults there, e.g. ``tf32_cudnn=True``), so a CPU-only run's report leaves them out.
+CUDA_ONLY_KEYS = ("tf32_matmul", "tf32_cudnn", "cudnn_benchmark", "nvidia_driver")
+CUDA_ONLY_PRECISION = ("cuda.", "cudnn.")
+
+
 def format_env(env: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(key, value)`` display rows: one per entry, one per CUDA device, sizes humanised."""
+    """``(key, value)`` display rows: one per entry, one per CUDA device, sizes humanised.
+    Without CUDA (no device recorded), the CUDA-only switches are left out."""
     rows: list[tuple[str, str]] = []
+    has_cuda = bool(env.get("cuda_devices")) or bool(env.get("cuda_available"))
     for key, value in env.items():
         if key == "devices":
             continue  # the cpu_model and cuda:N rows say the same
+        if not has_cuda and key in CUDA_ONLY_KEYS:
+            continue
+        if not has_cuda and key == "fp32_precision" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if not k.startswith(CUDA_ONLY_PRECISION)}
         if key == "cuda_devices":
             rows += [(f"cuda:{d.get('index')}", _describe_gpu(d)) for d in value]
         elif key == "fp32_precision" and isinstance(value, dict):

@@ -35,6 +35,7 @@ from convbench.report.tables import (
     model_table,
     results_table,
     tune_tables,
+    winner_summary,
     winner_table,
 )
 from convbench.store import STATUSES
@@ -203,7 +204,11 @@ def render_report(
         ],
         "alpha": alpha,
         "threshold_pct": f"{threshold * 100:g}%",
-        "winners": {"columns": winner_columns, "rows": winner_rows},
+        "winners": {
+            "columns": winner_columns,
+            "rows": winner_rows,
+            "summary": winner_summary(winners, labels),
+        },
         "model": model,
         "sections": sections,
         "comparisons": comparisons,

@@ -155,8 +155,11 @@ def roofline(points: pd.DataFrame) -> Figure:
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _decades_only(ax)
     peaks = points.dropna(subset=["peak_gflops"]).groupby(["device", "dtype"])["peak_gflops"]
+    if peaks.ngroups:  # room above the highest roof for its label, inside the frame
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, max(high, 2.5 * float(peaks.first().max())))
+    _decades_only(ax)
     for (device, dtype), peak in peaks.first().items():
         ax.axhline(peak, color="#333", linestyle="--", linewidth=1)
         ax.annotate(
@@ -246,6 +249,7 @@ def peak_memory(df: pd.DataFrame) -> Figure:
         log_scale=True,
         ax=ax,
     )
+    _decades_only(ax, "x")
     ax.set_xlabel(f"peak memory above baseline [{unit}]")
     ax.set_ylabel("")
     ax.grid(True, axis="y", color="#eeeeee")
@@ -327,6 +331,7 @@ def latency_distributions(df: pd.DataFrame, max_labels: int = 40) -> Figure:
         linewidth=0.7,
         ax=ax,
     )
+    _decades_only(ax, "x")
     ax.set_xlabel("time per call [ms] (raw samples)")
     ax.set_ylabel("")
     ax.tick_params(axis="y", labelsize=8)
@@ -354,14 +359,23 @@ def to_svg(fig: Figure) -> str:
     return svg.strip()
 
 
-def _decades_only(ax) -> None:
-    """Label log axes at 1-2-5 steps in plain numbers (0.2, 0.5, 1, 2 …): matplotlib's default
-    also labels minor ticks (2×10⁰, 3×10⁰ …) on short axes, and they collide."""
+def _decades_only(ax, axes: str = "xy") -> None:
+    """Label log axes (``axes``: which) in plain numbers at steps that suit their span:
+    every decade on long axes, 1-2-5 on short ones, 1-1.5-2-3-5-7 within about a decade
+    (where decades alone would leave one or two ticks). matplotlib's default also labels
+    minor ticks (2×10⁰, 3×10⁰ …) on short axes, and they collide."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    for axis, (low, high) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+    chosen = [(ax.xaxis, ax.get_xlim())] if "x" in axes else []
+    chosen += [(ax.yaxis, ax.get_ylim())] if "y" in axes else []
+    for axis, (low, high) in chosen:
         decades = math.log10(high / low) if low > 0 and high > low else 0.0
-        subs = (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)  # 1-2-5 only on short axes
+        if decades <= 1.2:
+            subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+        elif decades <= 2.5:
+            subs = (1.0, 2.0, 5.0)
+        else:
+            subs = (1.0,)
         axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
         axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         axis.set_minor_formatter(NullFormatter())

@@ -14,7 +14,14 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from convbench.analysis import compare as analysis
-from convbench.report.format import fmt, format_bytes, format_ratio, missing
+from convbench.report.format import (
+    CUDA_ONLY_PRECISION,
+    fmt,
+    format_bytes,
+    format_ratio,
+    format_unmatched,
+    missing,
+)
 
 
 def cell(value, *, text: str | None = None, cls: str | None = None, digits: int = 4) -> dict:
@@ -28,10 +35,20 @@ def cell(value, *, text: str | None = None, cls: str | None = None, digits: int 
 
 
 def _flags(env: Mapping) -> str:
-    names = ("tf32_matmul", "tf32_cudnn", "float32_matmul_precision", "deterministic")
-    names += ("cudnn_benchmark",)
+    """PyTorch's precision switches as the run had them; the CUDA-only ones only where the
+    run had CUDA (elsewhere PyTorch reports defaults that applied to nothing)."""
+    has_cuda = bool(env.get("cuda_devices")) or bool(env.get("cuda_available"))
+    names = ("float32_matmul_precision", "deterministic")
+    if has_cuda:
+        names = ("tf32_matmul", "tf32_cudnn", *names, "cudnn_benchmark")
     parts = [f"{name}={env[name]}" for name in names if name in env]
-    parts += [f"{k}={v}" for k, v in (env.get("fp32_precision") or {}).items()]
+    parts += [
+        f"{k}={v}"
+        for k, v in (env.get("fp32_precision") or {}).items()
+        if has_cuda or not k.startswith(CUDA_ONLY_PRECISION)
+    ]
+    if has_cuda:
+        parts.append("cudnn backend: TF32 off, benchmark off (cudnn_tf32 / cudnn_benchmark: on)")
     return ", ".join(parts) or "—"
 
 
@@ -104,6 +121,8 @@ def winner_table(
             speed = format_ratio(w["speedup"], w["significant"])
             if w["winner"] is not None and w["winner"] == w["baseline"]:
                 speed = "1× (baseline)"
+            if w.get("flagged"):
+                speed += " ⚑"
             row += [
                 cell(w["winner"] or "none within tolerance"),
                 cell(w["winner_ms"]),
@@ -117,31 +136,60 @@ def winner_table(
     return columns, rows
 
 
+def winner_summary(winners: pd.DataFrame, labels: Mapping[str, str]) -> dict:
+    """One row per run × dtype × device × direction: how many cases each backend wins, the
+    geometric-mean speedup of the winners over the baseline, and how many cases no backend
+    answered within tolerance — what a large sweep's winner map says, in a few lines."""
+    columns = (["run"] if labels else []) + ["dtype", "device", "direction", "cases"]
+    columns += ["wins (cases)", "geomean speedup of the winners", "none within tolerance"]
+    rows = []
+    keys = ["run_id", "dtype", "device", "direction"]
+    for key, group in winners.groupby(keys, sort=False):
+        wins = group["winner"].dropna().value_counts()
+        speed = group["speedup"].dropna()
+        speed = speed[speed > 0]
+        geo = math.exp(float(pd.Series(speed).map(math.log).mean())) if len(speed) else None
+        row = [cell(labels[key[0]])] if labels else []
+        row += [cell(key[1]), cell(key[2]), cell(key[3]), cell(len(group))]
+        row += [
+            cell(" · ".join(f"{name} {n}" for name, n in wins.items()) or "—"),
+            cell(geo, text=format_ratio(geo) if geo else "—"),
+            cell(int(group["winner"].isna().sum())),
+        ]
+        rows.append(row)
+    return {"columns": columns, "rows": rows}
+
+
+#: (header, column in the results frame or None for a computed one, shown only with "all
+#: columns"). The first five stay in view when the table scrolls sideways.
 RESULT_COLUMNS = (
-    ("case", "case"),
-    ("backend", "backend"),
-    ("device", "device"),
-    ("dtype", "dtype"),
-    ("direction", "direction"),
-    ("status", "status"),
-    ("reason", "reason"),
-    ("median [ms]", "median_ms"),
-    ("95% CI of median [ms]", None),
-    ("IQR [ms]", "iqr_ms"),
-    ("samples [n]", "n_samples"),
-    ("prepare [ms]", "prepare_ms"),
-    ("GFLOP/s", "gflops"),
-    ("% of peak", None),
-    ("peak mem [MiB]", None),
-    ("rel. error", "rel_err"),
-    ("within tol.", None),
-    ("GPU util [%]", "gpu_util_pct"),
-    ("power [W]", "power_w"),
-    ("energy [J]", "energy_j"),
-    ("CPU util [%]", "cpu_util_pct"),
-    ("threads", "torch_threads"),
-    ("stop reason", "stop_reason"),
-    ("mode", "mode"),
+    ("case", "case", False),
+    ("backend", "backend", False),
+    ("device", "device", False),
+    ("dtype", "dtype", False),
+    ("direction", "direction", False),
+    ("status", "status", False),
+    ("median [ms]", "median_ms", False),
+    ("95% CI of median [ms]", None, False),
+    ("GFLOP/s", "gflops", False),
+    ("% of peak", None, False),
+    ("peak mem [MiB]", None, False),
+    ("rel. error", "rel_err", False),
+    ("within tol.", None, False),
+    ("reason / flag", "reason", False),
+    ("IQR [ms]", "iqr_ms", True),
+    ("samples [n]", "n_samples", True),
+    ("disturbed samples [n]", "n_discarded", True),
+    ("prepare [ms]", "prepare_ms", True),
+    ("GPU util [%]", "gpu_util_pct", True),
+    ("SM clock [MHz]", "sm_clock_mhz", True),
+    ("power [W]", "power_w", True),
+    ("energy [J]", "energy_j", True),
+    ("CPU util [%]", "cpu_util_pct", True),
+    ("threads", "torch_threads", True),
+    ("stop reason", "stop_reason", True),
+    ("mode", "mode", True),
+    ("ran beside", "beside", True),
 )
 
 
@@ -151,22 +199,25 @@ def results_table(
     tolerances: Mapping[str, float],
     labels: Mapping[str, str],
 ) -> dict:
-    """Every result row with units in the headers; ``rows[i]["status"]`` drives the filter."""
-    columns = (["run"] if labels else []) + [name for name, _ in RESULT_COLUMNS]
+    """Every result row with units in the headers; ``rows[i]["status"]`` drives the filter,
+    ``rows[i]["flagged"]`` marks a result measured disturbed; ``details[j]`` says whether
+    column j shows only with "all columns"."""
+    columns = (["run"] if labels else []) + [name for name, _, _ in RESULT_COLUMNS]
+    details = ([False] if labels else []) + [detail for _, _, detail in RESULT_COLUMNS]
     rows = []
     for r in df.to_dict("records"):
         cells = [cell(labels[r["run_id"]])] if labels else []
         peak = (peaks.get(r["run_id"]) or {}).get(f"{r['device']}/{r['dtype']}")
-        for name, field in RESULT_COLUMNS:
+        for name, field, _ in RESULT_COLUMNS:
             if field is not None:
                 value = r.get(field)
-                if field in ("n_samples", "torch_threads") and not missing(value):
+                if field in ("n_samples", "torch_threads", "n_discarded") and not missing(value):
                     value = int(value)
                 c = cell(value, digits=2 if field == "rel_err" else 4)
                 if field == "status":
                     c["cls"] = "status"
-                elif field == "reason":
-                    c = cell("" if missing(value) else value, cls="reason")
+                elif field in ("reason", "beside"):
+                    c = cell("" if missing(value) else value, cls=field)
                 cells.append(c)
             elif name.startswith("95%"):
                 low, high = r.get("ci_low_ms"), r.get("ci_high_ms")
@@ -183,8 +234,12 @@ def results_table(
                 limit = tolerances.get(r["dtype"], math.inf)
                 err = r.get("rel_err")
                 cells.append(cell(None if missing(err) else bool(err <= limit)))
-        rows.append({"status": r["status"], "cells": cells})
-    return {"columns": columns, "rows": rows}
+        for c, detail in zip(cells, details, strict=True):
+            if detail:
+                c["cls"] = f"{c['cls'] or ''} detail".strip()
+        flagged = not missing(r.get("disturbed")) and bool(r.get("disturbed"))
+        rows.append({"status": r["status"], "flagged": flagged, "cells": cells})
+    return {"columns": columns, "details": details, "rows": rows}
 
 
 def comparison_table(cmp: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
@@ -199,7 +254,7 @@ def comparison_table(cmp: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
         ci = "—" if missing(r["ci_low"]) else f"{fmt(r['ci_low'], 3)} – {fmt(r['ci_high'], 3)}"
         verdict = r["verdict"]
         if verdict == "missing":
-            verdict = f"missing ({r['status_old'] or 'absent'} → {r['status_new'] or 'absent'})"
+            verdict = format_unmatched(r["status_old"], r["status_new"], "first", "this")
         rows.append(
             [
                 cell(r["case"]),

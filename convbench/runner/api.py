@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from convbench.errors import UserError
+from convbench.measure.config import ConfigError
 from convbench.measure.options import DEFAULTS as _DEFAULTS
 from convbench.measure.options import measure_options
 
@@ -72,6 +73,14 @@ def _open_store(db: str | Path | Store | None) -> tuple[Store, bool]:
     return Store(db), True  # None: in memory
 
 
+#: `TimingConfig` fields under `run`'s keyword names (error messages name the keyword).
+KEYWORDS = {
+    "warmup_s": "warmup",
+    "max_samples": "min_samples",
+    "max_time_s": "max_time",
+}
+
+
 def run(
     suite: str | Path | Suite,
     backends: Sequence[str] | None = None,
@@ -89,6 +98,8 @@ def run(
     min_samples: int = DEFAULTS["min_samples"],
     rel_ci: float = DEFAULTS["rel_ci"],
     timeout: float | None = None,
+    max_lost: float = DEFAULTS["max_lost"],
+    interleave: bool = DEFAULTS["interleave"],
 ) -> pd.DataFrame:
     """Sweep a suite as `convbench run` does and return this run's results as a DataFrame.
 
@@ -96,9 +107,10 @@ def run(
     `convbench.suite_from_model`). ``backends``/``dtypes``/``devices``/``directions``/
     ``batch_sizes`` override the suite's axes like the CLI flags. ``db``: None keeps the
     results in memory; a path (created if missing) or an open `Store` keeps them there too.
-    ``max_time``, ``mode``, ``threads``, ``warmup``, ``min_samples``, ``rel_ci`` and
-    ``timeout`` are the CLI's ``--max-time``, ``--mode``, ... ``progress`` shows the CLI's
-    progress bar on stderr.
+    ``max_time``, ``mode``, ``threads``, ``warmup``, ``min_samples``, ``rel_ci``,
+    ``timeout``, ``max_lost`` and ``interleave`` are the CLI's ``--max-time``, ``--mode``, ...
+    (``interleave=False`` is ``--no-interleave``). ``progress`` shows the CLI's progress bar
+    on stderr.
 
     The frame has one row per task (columns as `convbench.results.load`); ``df.attrs`` holds
     ``run_id`` and ``interrupted`` (True if Ctrl-C stopped the sweep: the rows so far).
@@ -108,10 +120,16 @@ def run(
 
     try:
         options = measure_options(
-            warmup_s=warmup, min_samples=min_samples, max_time_s=max_time, rel_ci=rel_ci, mode=mode
+            warmup_s=warmup,
+            min_samples=min_samples,
+            max_time_s=max_time,
+            rel_ci=rel_ci,
+            mode=mode,
+            max_lost=max_lost,
+            interleave=interleave,
         )
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
+    except ConfigError as exc:
+        raise UserError(exc.named(KEYWORDS)) from None
     values = (backends, dtypes, devices, directions, batch_sizes)
     filters = {
         k: (list(v) if v is not None else None) for k, v in zip(FILTERS, values, strict=True)

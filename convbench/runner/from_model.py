@@ -163,10 +163,19 @@ def describe_call(path: str, module: nn.Conv1d | nn.Conv2d, input_shape: Sequenc
 
 
 def _conv_modules(model: nn.Module) -> dict[nn.Module, str]:
+    """Each conv module and the name its layer gets: its module path, or where the path is
+    only indexes (an ``nn.Sequential``'s ``"0"``, ``"2"``, ``"3.1"``), ``conv1``, ``conv2`` …
+    in model order, followed by the path: ``conv2@2``."""
     found: dict[nn.Module, str] = {}
     for path, module in model.named_modules():
         if isinstance(module, nn.Conv1d | nn.Conv2d) and module not in found:
-            found[module] = path or type(module).__name__.lower()
+            if not path:
+                name = type(module).__name__.lower()
+            elif not any(ch.isalpha() for ch in path):
+                name = f"conv{len(found) + 1}@{path}"
+            else:
+                name = path
+            found[module] = name
     return found
 
 

@@ -45,10 +45,15 @@ class RunPlan:
     shard: tuple[int, int] | None = None
     executor: str = "local"
     cpus_per_task: int | None = None
+    pack: bool = False  # Ray: several CPU tasks per node on disjoint cores
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads: expected a positive int, got {self.threads}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise UserError(f"--timeout: expected a number of seconds > 0, got {self.timeout_s:g}")
+        if self.cpus_per_task is not None and self.cpus_per_task < 1:
+            raise UserError(f"--cpus-per-task: expected a positive int, got {self.cpus_per_task}")
 
     def tasks(self) -> list[Task]:
         """The suite's tasks after the filters and the shard; a UserError if none is left."""
@@ -69,6 +74,7 @@ class RunPlan:
             "shard": list(self.shard) if self.shard else None,
             "executor": self.executor,
             "cpus_per_task": self.cpus_per_task,
+            "pack": self.pack,
         }
 
     @classmethod
@@ -85,6 +91,7 @@ class RunPlan:
             shard=tuple(shard) if shard else None,
             executor=config.get("executor", "local"),
             cpus_per_task=config.get("cpus_per_task"),
+            pack=config.get("pack", False),
         )
 
 
@@ -120,6 +127,8 @@ def execute(
     tasks = plan.tasks()
     if not resume and run_id in store.run_ids():
         raise UserError(f"{store.path}: run {run_id!r} already exists; finish it with --resume")
+    if resume:
+        store.claim_run(run_id)  # refused while another process still runs it
     worker = Worker(plan.threads)
     result = None
     try:
@@ -143,6 +152,7 @@ def execute(
             executor=plan.executor,
             address=address,
             cpus_per_task=plan.cpus_per_task,
+            pack=plan.pack,
         )
         if not progress:
             result = sweep(tasks, store, run_id, plan.options, **sweep_kw)

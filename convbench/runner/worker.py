@@ -6,15 +6,26 @@ and waits at most a time limit; past that it kills the worker and starts a fresh
 next task. A worker that dies (segfault, OOM killer) is reported with its exit code. The
 worker is started once and reused, so torch is imported once. It ignores SIGINT (the parent
 decides) and exits if its parent disappears.
+
+Ctrl-C during start-up: the parent *blocks* SIGINT (``pthread_sigmask``) while it spawns the
+worker, so the child is born with SIGINT blocked (the mask survives fork and exec) and cannot
+be interrupted in its imports; it ignores SIGINT before unblocking it. A Ctrl-C that reaches
+the parent in that window stays pending and is delivered when the parent unblocks it: it is
+never lost. (Ignoring SIGINT in the parent instead, as an earlier version did, dropped a
+Ctrl-C that arrived while the child was being spawned, and the sweep ran to the end.) The
+resource tracker multiprocessing starts on first use unblocks SIGINT when it has started, so
+it is started before the block.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
 import threading
 import time
+from multiprocessing import resource_tracker
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -25,13 +36,15 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _worker_main(conn, threads: int | None, parent_pid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a pending Ctrl-C is discarded here
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    from convbench.measure.task import measure_task
+    from convbench.measure.task import measure_task, measure_tasks
     from convbench.runner import envinfo
 
     conn.send(("ready", os.getpid()))
@@ -48,6 +61,13 @@ def _worker_main(conn, threads: int | None, parent_pid: int) -> None:
         elif kind == "task":
             _, task, options = message
             conn.send(measure_task(task, options))
+        elif kind == "tasks":  # ("tasks", [task, ...], options, beside): interleaved
+            _, tasks, options, beside = message
+            conn.send(measure_tasks(tasks, options, beside))
+        elif kind == "torch_timer":  # ("torch_timer", [task, ...], options, max_run_time_s)
+            from convbench.measure.torch_timer import adaptive_autorange_ms
+
+            conn.send(adaptive_autorange_ms(*message[1:], threads=threads))
         elif kind == "peak":  # ("peak", device, dtype) -> GFLOP/s, or None and why not
             conn.send(_peak(*message[1:]))
 
@@ -59,6 +79,20 @@ def _peak(device: str, dtype: str) -> tuple[float | None, str | None]:
         return measure_peak_gflops(device, dtype), None
     except Exception as exc:  # a device or dtype without a matmul: the run goes on
         return None, f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def _sigint_blocked():
+    """Block SIGINT in this thread (and so in processes it starts) for the block's duration;
+    a SIGINT arriving meanwhile is delivered when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Worker:
@@ -77,17 +111,17 @@ class Worker:
         self.proc = self.ctx.Process(
             target=_worker_main, args=(child, self.threads, os.getpid()), daemon=True
         )
-        # Born with SIGINT ignored (then Python installs no KeyboardInterrupt handler), so a
-        # Ctrl-C during the worker's imports cannot print a traceback: the parent decides.
-        in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
-        try:
-            self.proc.start()
-        finally:
-            if in_main:
-                signal.signal(signal.SIGINT, previous)
-        child.close()
+        # Born with SIGINT blocked, so a Ctrl-C during the worker's imports cannot print a
+        # traceback there; in the parent it stays pending, never lost (see the module doc).
         self.conn = parent
+        # Spawning starts multiprocessing's resource tracker the first time, and that start
+        # *unblocks* SIGINT when it is done: let it happen before the block, not inside it.
+        resource_tracker.ensure_running()
+        try:
+            with _sigint_blocked():
+                self.proc.start()
+        finally:
+            child.close()
         # Start-up (importing torch) is not part of any task's time limit.
         if not parent.poll(self.startup_timeout_s):
             self.kill()

@@ -6,7 +6,9 @@
 
 One row per (run, case, backend, device, dtype, direction), with a ``status``
 (ok / unsupported / oom / error / timeout) and a ``reason``. Timing columns are per call in
-milliseconds; ``samples_ms`` (with ``samples=True``) holds the raw per-call samples.
+milliseconds; with ``samples=True``, ``samples_ms`` holds the raw per-call samples the
+statistics use, ``rounds`` the interleaved round of each, ``discarded_ms`` the disturbed
+samples kept apart.
 """
 
 from __future__ import annotations
@@ -26,9 +28,7 @@ COLUMN_RENAMES = {"case_name": "case"}
 def _open(db: str | Path | Store) -> tuple[Store, bool]:
     if isinstance(db, Store):
         return db, False
-    if str(db) != ":memory:" and not Path(db).exists():
-        raise UserError(f"{db}: no such results database")
-    return Store(db), True
+    return Store.open_existing(db), True
 
 
 def load(
@@ -53,10 +53,10 @@ def load(
             rows += store.result_rows(run_id)
         df = pd.DataFrame(rows, columns=list(RESULT_FIELDS))
         if samples:
-            all_samples = store.all_samples()
-            df["samples_ms"] = [
-                all_samples.get((r, k), []) for r, k in zip(df.run_id, df.result_key, strict=True)
-            ]
+            found = store.all_samples()
+            keys = list(zip(df.run_id, df.result_key, strict=True))
+            for column, empty in (("samples_ms", []), ("rounds", None), ("discarded_ms", None)):
+                df[column] = [found.get(key, {}).get(column, empty) for key in keys]
         return df.rename(columns=COLUMN_RENAMES)
     finally:
         if owned:

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from convbench.errors import UserError
-from convbench.store.schema import RESULT_FIELDS, RUN_FIELDS, SCHEMA_VERSION
+from convbench.store.schema import RESULT_FIELDS, RUN_FIELDS, SAMPLE_FIELDS, SCHEMA_VERSION
 from convbench.store.sqlite import Store
 
 
@@ -67,7 +67,10 @@ def merge(out: str | Path, inputs: list[str | Path]) -> dict[str, int]:
                     added["results"] += new
                     added["duplicates"] += n_src - new
                     before = conn.total_changes
-                    conn.execute("INSERT OR IGNORE INTO samples SELECT * FROM src.samples")
+                    cols = ", ".join(SAMPLE_FIELDS)
+                    conn.execute(
+                        f"INSERT OR IGNORE INTO samples ({cols}) SELECT {cols} FROM src.samples"
+                    )
                     added["samples"] += conn.total_changes - before
             finally:
                 conn.execute("DETACH DATABASE src")

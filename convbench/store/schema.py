@@ -46,6 +46,10 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("n_samples", "INTEGER"),
     ("block_size", "INTEGER"),
     ("stop_reason", "TEXT"),
+    ("n_discarded", "INTEGER"),
+    ("disturbed", "INTEGER"),
+    ("round_group", "TEXT"),
+    ("beside", "TEXT"),
     ("gflops", "REAL"),
     ("peak_mem_bytes", "INTEGER"),
     ("saved_bytes", "INTEGER"),
@@ -84,13 +88,27 @@ RUN_COLUMNS: tuple[tuple[str, str], ...] = (
     ("created_at", "REAL"),
     ("finished_at", "REAL"),
     ("schema_version", "INTEGER"),
+    ("owner_json", "TEXT"),  # the process that runs it (`convbench.store.liveness`)
+    ("heartbeat_at", "REAL"),  # when its last result was stored
 )
 RUN_FIELDS = tuple(name for name, _ in RUN_COLUMNS)
+
+# Raw samples, one row per result: the per-call times the statistics use, the round each was
+# taken in (interleaved measurement), and the disturbed ones kept apart (all JSON arrays).
+SAMPLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("run_id", "TEXT NOT NULL"),
+    ("result_key", "TEXT NOT NULL"),
+    ("samples_ms", "TEXT NOT NULL"),
+    ("rounds_json", "TEXT"),
+    ("discarded_json", "TEXT"),
+)
+SAMPLE_FIELDS = tuple(name for name, _ in SAMPLE_COLUMNS)
 
 
 def ddl() -> str:
     results = ",\n    ".join(f"{n} {t}" for n, t in RESULT_COLUMNS)
     runs = ",\n    ".join(f"{n} {t}" for n, t in RUN_COLUMNS)
+    samples = ",\n    ".join(f"{n} {t}" for n, t in SAMPLE_COLUMNS)
     return f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs (
@@ -101,9 +119,7 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (run_id, result_key)
 );
 CREATE TABLE IF NOT EXISTS samples (
-    run_id TEXT NOT NULL,
-    result_key TEXT NOT NULL,
-    samples_ms TEXT NOT NULL,
+    {samples},
     PRIMARY KEY (run_id, result_key)
 );
 CREATE TABLE IF NOT EXISTS tunes (

@@ -19,16 +19,18 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from convbench.errors import UserError
+from convbench.store import liveness
 from convbench.store.schema import (
     DEFAULT_DB,
     RESULT_COLUMNS,
     RESULT_FIELDS,
     RUN_COLUMNS,
     RUN_FIELDS,
+    SAMPLE_COLUMNS,
     SCHEMA_VERSION,
     ddl,
 )
@@ -39,8 +41,11 @@ class Store:
 
     def __init__(self, path: str | Path | None = DEFAULT_DB):
         self.path = ":memory:" if path in (None, ":memory:") else Path(path)
+        #: This object made the file (it did not exist, or was empty): see `remove`.
+        self.created = False
         if self.path != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.created = not self.path.exists() or self.path.stat().st_size == 0
         try:
             # One connection, shared by the sweep's per-device threads under `lock`.
             self.conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
@@ -54,6 +59,28 @@ class Store:
             self.conn.commit()
         except sqlite3.DatabaseError as exc:
             raise UserError(f"{self.path}: not a convbench results database ({exc})") from None
+
+    @classmethod
+    def open_existing(cls, path: str | Path) -> Store:
+        """Open a store that must already exist: a missing or empty file is a UserError, and
+        nothing is written to it (reading commands never create a store)."""
+        if str(path) == ":memory:":
+            return cls(path)
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"{p}: no such results database")
+        if p.is_dir():
+            raise UserError(f"{p}: is a directory, not a results database")
+        if p.stat().st_size == 0:
+            raise UserError(f"{p}: empty file, not a convbench results database")
+        return cls(p)
+
+    def remove(self) -> None:
+        """Delete the (closed) store's files: the database and its WAL side files."""
+        if self.path == ":memory:":
+            return
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
     def _check_version(self) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
@@ -78,7 +105,8 @@ class Store:
     def _upgrade(self, version: int) -> None:
         """Bring an older store up to `SCHEMA_VERSION`: versions only ever add columns, so
         the missing ones are added (NULL in the rows already stored) — nothing is lost."""
-        for table, columns in (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS)):
+        tables = (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS), ("samples", SAMPLE_COLUMNS))
+        for table, columns in tables:
             have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
             for name, sql_type in columns:
                 if name not in have:
@@ -107,7 +135,7 @@ class Store:
         with self.conn:
             self.conn.execute(
                 "INSERT INTO runs (run_id, suite, suite_path, command, config_json, env_json,"
-                " status, created_at, schema_version) VALUES (?,?,?,?,?,?,?,?,?)",
+                " status, created_at, schema_version, owner_json) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
                     run_id,
                     suite,
@@ -118,7 +146,23 @@ class Store:
                     "running",
                     time.time(),
                     SCHEMA_VERSION,
+                    json.dumps(liveness.this_process()),
                 ),
+            )
+
+    def claim_run(self, run_id: str) -> None:
+        """Resume ``run_id`` in this process: refused while its owner still runs it."""
+        record = self.run(run_id)
+        if record["status"] == "running" and liveness.owner_alive(record["owner"]):
+            owner = record["owner"]
+            raise UserError(
+                f"{self.path}: run {run_id!r} is still running (pid {owner['pid']} on "
+                f"{owner['host']}); stop it first"
+            )
+        with self.conn:
+            self.conn.execute(
+                "UPDATE runs SET status='running', finished_at=NULL, owner_json=? WHERE run_id=?",
+                (json.dumps(liveness.this_process()), run_id),
             )
 
     def set_run_status(self, run_id: str, status: str) -> None:
@@ -134,11 +178,13 @@ class Store:
                 "UPDATE runs SET peaks_json=? WHERE run_id=?", (json.dumps(dict(peaks)), run_id)
             )
 
-    def add_result(self, row: Mapping, samples_ms: Iterable[float] | None = None) -> None:
+    def add_result(self, row: Mapping, samples: object = None) -> None:
         """Insert one result (and its raw samples) and commit at once.
 
-        Unknown keys are a bug and raise; missing columns are stored as NULL. A second result
-        with the same ``(run_id, result_key)`` raises `sqlite3.IntegrityError`.
+        ``samples``: None, a sequence of per-call ms, or a `Samples`-like object with
+        ``ms``, ``rounds`` and ``discarded_ms``. Unknown row keys are a bug and raise; missing
+        columns are stored as NULL. A second result with the same ``(run_id, result_key)``
+        raises `sqlite3.IntegrityError`.
         """
         unknown = set(row) - set(RESULT_FIELDS)
         if unknown:
@@ -149,10 +195,23 @@ class Store:
                 f"INSERT INTO results ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 [row[n] for n in names],
             )
-            if samples_ms is not None:
+            self.conn.execute(
+                "UPDATE runs SET heartbeat_at=? WHERE run_id=?", (time.time(), row["run_id"])
+            )
+            if samples is not None:
+                ms = getattr(samples, "ms", samples)
+                rounds = getattr(samples, "rounds", None)
+                discarded = getattr(samples, "discarded_ms", None)
                 self.conn.execute(
-                    "INSERT INTO samples VALUES (?,?,?)",
-                    (row["run_id"], row["result_key"], json.dumps([float(s) for s in samples_ms])),
+                    "INSERT INTO samples (run_id, result_key, samples_ms, rounds_json,"
+                    " discarded_json) VALUES (?,?,?,?,?)",
+                    (
+                        row["run_id"],
+                        row["result_key"],
+                        json.dumps([float(s) for s in ms]),
+                        None if rounds is None else json.dumps([int(r) for r in rounds]),
+                        None if discarded is None else json.dumps([float(s) for s in discarded]),
+                    ),
                 )
 
     # -- reading -------------------------------------------------------------------------
@@ -166,9 +225,10 @@ class Store:
             hint = f"; runs here: {', '.join(known[-5:])}" if known else "; it holds no runs"
             raise UserError(f"{self.path}: no run {run_id!r}{hint}")
         record = dict(zip(RUN_FIELDS, row, strict=True))
-        for key in ("config", "env", "peaks"):
+        for key in ("config", "env", "peaks", "owner"):
             blob = record.pop(f"{key}_json")
             record[key] = json.loads(blob) if blob else {}
+        record["status"] = liveness.effective_status(record["status"], record["owner"])
         return record
 
     def run_ids(self) -> list[str]:
@@ -200,11 +260,21 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row else []
 
-    def all_samples(self, run_id: str | None = None) -> dict[tuple[str, str], list[float]]:
-        sql, params = "SELECT run_id, result_key, samples_ms FROM samples", ()
+    def all_samples(self, run_id: str | None = None) -> dict[tuple[str, str], dict]:
+        """(run, result key) -> {"samples_ms", "rounds", "discarded_ms"} (lists; None where a
+        version-1 store kept none)."""
+        sql = "SELECT run_id, result_key, samples_ms, rounds_json, discarded_json FROM samples"
+        params: tuple = ()
         if run_id is not None:
             sql, params = sql + " WHERE run_id=?", (run_id,)
-        return {(r, k): json.loads(s) for r, k, s in self.conn.execute(sql, params)}
+        out = {}
+        for r, k, s, rounds, discarded in self.conn.execute(sql, params):
+            out[(r, k)] = {
+                "samples_ms": json.loads(s),
+                "rounds": json.loads(rounds) if rounds else None,
+                "discarded_ms": json.loads(discarded) if discarded else None,
+            }
+        return out
 
     # -- tunes ---------------------------------------------------------------------------
     def add_tune(self, tune_id: str, run_id: str, *, model: str, input_shape, decisions_path,

@@ -249,3 +249,17 @@ def test_torch_is_the_baseline_where_the_vendor_has_no_result(row, synthetic_pro
     sp = analysis.speedups(df)
     assert set(sp[sp.case == "c1"].baseline) == {"torch"}
     assert "torch" in set(sp[sp.case == "c2"].backend)  # torch compared with onednn there
+
+
+def test_difference_uses_the_rounds_of_results_measured_together(rounds_data):
+    import numpy as np
+
+    from convbench.analysis.compare import difference
+
+    a, b, ra, rb = rounds_data(shift_b=1.0)
+    row_a = {"median_ms": float(np.median(a)), "samples_ms": a, "rounds": ra, "round_group": "g"}
+    row_b = {"median_ms": float(np.median(b)), "samples_ms": b, "rounds": rb, "round_group": "g"}
+    d = difference(row_a, row_b)
+    assert d.method == "rounds" and not d.significant
+    apart = difference({**row_a, "round_group": None}, row_b)  # two runs: no pairing
+    assert apart.method == "mannwhitney" and apart.significant

@@ -123,3 +123,23 @@ def test_a_backend_with_nothing_ok():
     row = by_backend(model_totals(frame(results)))["cudnn"]
     assert (row.n_ok, row.n_missing, row.n_out_of_tol) == (0, 3, 0)
     assert math.isnan(row.total_ms) and math.isnan(row.mix_speedup)
+
+
+def test_a_backend_absent_from_the_device_is_no_model_total(row):
+    import pandas as pd
+
+    from convbench.analysis.modeltime import model_totals
+
+    rows = []
+    for case in ("a", "b"):
+        rows.append(row(case=case, backend="naive", median=1.0))
+        rows.append(
+            {**row(case=case, backend="cudnn", status="unsupported"), "reason": "no CUDA device"}
+        )
+        rows.append(
+            {**row(case=case, backend="fft", status="unsupported"), "reason": f"{case}: no"}
+        )
+    totals = model_totals(pd.DataFrame(rows).assign(count=2, batch=8))
+    assert list(totals["backend"]) == ["naive", "fft"]  # fft misses cases; cudnn is not here
+    naive = totals.set_index("backend").loc["naive"]
+    assert naive["total_ms"] == pytest.approx(4.0, rel=0.02) and naive["batch_sizes"] == "8"

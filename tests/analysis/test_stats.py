@@ -157,3 +157,27 @@ def test_ratio_ci_too_small_and_invalid():
     assert math.isnan(r.ci_low) and math.isnan(r.ci_high)
     with pytest.raises(ValueError, match="> 0"):
         ratio_ci([1.0, -1.0], [1.0])
+
+
+# --- stratified by rounds -----------------------------------------------------------------
+
+
+def test_stratified_rank_test_is_not_fooled_by_drift_between_rounds(rounds_data):
+    from convbench.analysis.stats import mannwhitney_p, stratified_rank_p
+
+    a, b, ra, rb = rounds_data(shift_b=1.0)
+    assert mannwhitney_p(a, b) < 1e-6  # pooled, the drift looks like a difference
+    assert stratified_rank_p(a, b, ra, rb) > 0.05  # within rounds there is none
+    a, b, ra, rb = rounds_data(shift_b=0.97)  # a real 3% difference
+    assert stratified_rank_p(a, b, ra, rb) < 1e-6
+
+
+def test_stratified_rank_test_edges():
+    import math
+
+    from convbench.analysis.stats import stratified_rank_p
+
+    assert math.isnan(stratified_rank_p([1.0], [1.0], [0], [1]))  # no common round
+    assert stratified_rank_p([1.0, 1.0], [1.0, 1.0], [0, 0], [0, 0]) == 1.0  # all tied
+    with pytest.raises(ValueError, match="strata"):
+        stratified_rank_p([1.0, 2.0], [1.0], [0], [0])

@@ -88,7 +88,7 @@ def test_backends_within_a_run_with_geomeans_and_marks(two_runs, capsys):
     db, _, b, _ = two_runs
     proc = compare(["--db", str(db), "--backends", "slowed,im2col"], capsys)  # latest run: B
     assert proc.returncode == 0, proc.stderr
-    assert "geometric mean per backend" in proc.stdout and b in proc.stdout
+    assert "geometric mean speedup per backend" in proc.stdout and b in proc.stdout
     assert "~ not significant" in proc.stdout
     data = json.loads(
         compare(["--db", str(db), b, "--backends", "slowed", "--format", "json"], capsys).stdout
@@ -110,7 +110,7 @@ def test_backends_within_a_run_with_geomeans_and_marks(two_runs, capsys):
 def test_markdown_and_csv(two_runs, capsys):
     db, a, b, _ = two_runs
     md = compare(["--db", str(db), a, b, "--format", "markdown"], capsys).stdout
-    assert "| case | dtype | device | direction | backend |" in md and "|---|" in md
+    assert "| case | backend | A | B | B/A time |" in md and "|---|" in md
     rows = list(
         csv.DictReader(io.StringIO(compare(["--db", str(db), a, "--format", "csv"], capsys).stdout))
     )

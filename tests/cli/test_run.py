@@ -155,7 +155,7 @@ def test_user_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["run", "no_such_suite", "--db", str(tmp_path / "r.sqlite")]) == 2
     assert main(["run", "--db", str(tmp_path / "r.sqlite"), "--resume", "nope"]) == 2
     err = capsys.readouterr().err
-    assert "no run 'nope'" in err
+    assert "r.sqlite: no such results database" in err
 
 
 @pytest.mark.parametrize("moment", ["worker start-up", "mid-sweep"])
@@ -201,3 +201,115 @@ def test_ctrl_c_at_any_moment_stops_cleanly(tiny_suite, tmp_path, moment):
     if "nothing was stored" not in err:
         run_id = out.split()[1].rstrip(":")
         assert results.runs(db).set_index("run_id").loc[run_id, "status"] == "interrupted"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--timeout", "-5"], "--timeout: expected a number of seconds > 0, got -5"),
+        (["--timeout", "0"], "--timeout: expected a number of seconds > 0, got 0"),
+        (["--max-time", "-1"], "--max-time: expected a number > 0, got -1.0"),
+        (["--min-samples", "0"], "--min-samples: expected an integer >= 1, got 0"),
+        (["--max-lost", "2"], "--max-lost: expected a number in (0, 1], got 2.0"),
+        (["--backends", "nope"], "unknown backend 'nope'"),
+    ],
+)
+def test_a_mistake_names_the_flag_and_leaves_no_store(tiny_suite, tmp_path, capsys, flags, message):
+    db = tmp_path / "new.sqlite"
+    assert main(["run", str(tiny_suite), "--db", str(db), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+    assert "TimingConfig" not in err
+    assert not db.exists() and not list(tmp_path.glob("new.sqlite*"))
+
+
+def test_a_mistake_keeps_an_existing_store_as_it_was(tiny_suite, tmp_path, capsys, fast):
+    db = tmp_path / "r.sqlite"
+    assert main(["run", str(tiny_suite), "--db", str(db), "--backends", "naive", *fast]) == 0
+    before = results.load(db)
+    assert main(["run", "no_such_suite", "--db", str(db)]) == 2
+    assert main(["run", str(tiny_suite), "--db", str(db), "--timeout", "-1"]) == 2
+    assert len(results.load(db)) == len(before)
+
+
+def test_timeout_message_keeps_small_limits_readable(
+    tiny_suite, tmp_path, plugin_env, fast, run_cli
+):
+    db = tmp_path / "r.sqlite"
+    proc = run_cli(
+        [
+            "run",
+            str(tiny_suite),
+            "--db",
+            str(db),
+            "--backends",
+            "sleepy",
+            "--directions",
+            "forward",
+            "--dtypes",
+            "float32",
+            "--timeout",
+            "0.5",
+            *fast,
+        ],
+        env=plugin_env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    df = results.load(db)
+    assert set(df.status) == {"timeout"}
+    assert set(df.reason) == {"no result within 0.5 s; worker killed"}
+
+
+def test_reading_commands_never_create_or_write_a_store(tmp_path, capsys):
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    for argv in (
+        ["report", "--db", str(empty)],
+        ["runs", "--db", str(empty)],
+        ["compare", "--db", str(empty)],
+        ["export", "--db", str(empty), "--out", str(tmp_path / "x.csv")],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "empty.sqlite: empty file, not a convbench results database" in err
+        assert empty.stat().st_size == 0
+    assert main(["report", "--db", str(tmp_path / "missing.sqlite")]) == 2
+    assert "no such results database" in capsys.readouterr().err
+    assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_a_killed_run_shows_as_stale_and_resume_takes_it_over(tiny_suite, tmp_path, capsys, fast):
+    import json
+
+    from convbench.store import Store
+
+    db = tmp_path / "r.sqlite"
+    assert main(["run", str(tiny_suite), "--db", str(db), "--backends", "naive", *fast]) == 0
+    run_id = results.runs(db).run_id.iloc[0]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that existed and is gone, like a run killed with kill -9
+    with sqlite3.connect(db) as conn:
+        owner = json.loads(conn.execute("SELECT owner_json FROM runs").fetchone()[0])
+        assert owner["pid"] == os.getpid()
+        owner.update(pid=dead.pid, started=owner["started"] - 5)
+        conn.execute("UPDATE runs SET status='running', owner_json=?", (json.dumps(owner),))
+        gone = [r[0] for r in conn.execute("SELECT result_key FROM results LIMIT 2")]
+        for table in ("results", "samples"):  # as if killed before these two were stored
+            conn.executemany(f"DELETE FROM {table} WHERE result_key=?", [(k,) for k in gone])
+    capsys.readouterr()
+    assert main(["runs", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "stale" in out and f"--resume {run_id}" in out
+    # a live owner is never taken over
+    with sqlite3.connect(db) as conn:
+        live = dict(owner, pid=os.getpid(), started=None)
+        conn.execute("UPDATE runs SET owner_json=?", (json.dumps(live),))
+    assert results.runs(db).status.iloc[0] == "running"
+    assert main(["run", "--db", str(db), "--resume", run_id, "--quiet"]) == 2
+    assert "is still running" in capsys.readouterr().err
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET owner_json=?", (json.dumps(owner),))
+    assert main(["run", "--db", str(db), "--resume", run_id, "--quiet"]) == 0
+    with Store(db) as store:
+        assert store.run(run_id)["status"] == "finished"
+    assert len(results.load(db)) == len(load_suite(tiny_suite).tasks(backends=["naive"]))

@@ -8,7 +8,7 @@ import pytest
 from convbench.analysis.stats import summarize
 from convbench.measure.clocks import FakeClock, measure_overhead
 from convbench.measure.config import TimingConfig
-from convbench.measure.engine import block_size_for, measure
+from convbench.measure.engine import block_size_for, measure, measure_interleaved
 
 MS = 1_000_000  # ns
 
@@ -228,3 +228,79 @@ def test_flush_is_required_in_cold_mode_and_refused_in_warm_mode():
 def test_config_names_the_bad_field(field, value):
     with pytest.raises(ValueError, match=rf"TimingConfig\.{field}: .*{value!r}"):
         TimingConfig(**{field: value})
+
+
+# --- disturbed samples and interleaved rounds --------------------------------------------------
+
+
+def test_disturbed_samples_are_kept_apart_and_sampling_goes_on():
+    from convbench.measure.disturbance import FakeProbe
+
+    # every third sample is disturbed and 3x slower; the stats must never see one (block size
+    # 1 without clock overhead; the one warmup call takes cost 0, sample k cost k + 1)
+    costs = [3 * MS if (j % 3 == 0 and j > 0) else MS for j in range(3000)]
+    clock = FakeClock(costs)
+    probe = FakeProbe([0.0, 0.0, 0.4])
+    config = TimingConfig(warmup_s=0, min_samples=10, max_time_s=1.0, rel_ci=0.01)
+    m = measure(noop, config, clock, probe=probe)
+    assert m.probe == "fake" and not m.disturbed
+    assert m.n_samples == 10 and m.n_discarded >= 4
+    assert set(m.samples_ms) == {1.0} and set(m.discarded_ms) == {3.0}
+    assert m.median_ms == 1.0
+
+
+def test_too_few_clean_samples_are_flagged_not_hidden():
+    from convbench.measure.disturbance import FakeProbe
+
+    clock = FakeClock(2 * MS)
+    config = TimingConfig(warmup_s=0, min_samples=10, max_time_s=0.05)
+    m = measure(noop, config, clock, probe=FakeProbe([0.5]))  # always disturbed
+    assert m.disturbed and m.n_discarded > 0
+    assert m.n_samples > 0 and m.median_ms == 2.0  # the disturbed ones are all there is
+
+
+def test_interleaved_functions_take_turns_in_bursts():
+    """Each turn: two untimed re-warm calls, then about ``round_s`` of samples (5 × 1 ms);
+    the order of turns is shuffled per round; a round's samples share its index."""
+    log = []
+    clock = FakeClock(MS)
+    fns = [lambda: log.append("a"), lambda: log.append("b")]
+    config = TimingConfig(warmup_s=0, min_samples=6, max_time_s=1.0, round_s=0.005)
+    a, b = measure_interleaved(fns, config, clock)
+    assert a.stop_reason == b.stop_reason == "ci"  # constant cost: narrow at once
+    assert a.rounds == b.rounds == tuple(r for r in range(3) for _ in range(5))  # min_rounds
+    turns = "".join(log[2:])  # after each function's single warmup call
+    runs = [turns[i : i + 7] for i in range(0, len(turns), 7)]
+    assert all(len(set(run)) == 1 and len(run) == 7 for run in runs)
+    order = ["".join(run[0] for run in runs[i : i + 2]) for i in range(0, len(runs), 2)]
+    assert set(order) <= {"ab", "ba"}
+
+
+def test_a_function_leaves_the_rotation_when_its_ci_is_narrow():
+    import random
+
+    rng = random.Random(1)
+    log = []
+
+    def cost(_):
+        return MS if log[-1] == "a" else rng.uniform(1, 3) * MS
+
+    clock = FakeClock(cost)
+    fns = [lambda: log.append("a"), lambda: log.append("b")]
+    config = TimingConfig(warmup_s=0, min_samples=6, max_time_s=0.5, rel_ci=0.01)
+    a, b = measure_interleaved(fns, config, clock)
+    assert a.stop_reason == "ci" and max(a.rounds) == 2  # three rounds, then done
+    assert b.stop_reason in ("time_cap", "max_samples") and max(b.rounds) > 2
+    # each function had its own time budget: b's noise did not stop a, a did not eat b's
+    assert b.n_samples * 2 >= 0.5 * 1e3 * 0.8 / 2
+
+
+def test_a_slow_function_meets_its_own_time_cap():
+    log = []
+    clock = FakeClock(lambda _: 200 * MS if log[-1] == "slow" else MS)
+    fns = [lambda: log.append("fast"), lambda: log.append("slow")]
+    config = TimingConfig(warmup_s=0, min_samples=10, max_time_s=0.5)
+    fast, slow = measure_interleaved(fns, config, clock)
+    assert fast.stop_reason == "ci" and fast.n_samples >= 10
+    assert slow.stop_reason == "time_cap" and slow.n_samples == 3  # 3 × 200 ms > 0.5 s
+    assert slow.rounds == (0, 1, 2)  # one sample per turn when a sample outlasts round_s

@@ -140,3 +140,43 @@ def test_whole_model_section_only_with_layer_counts(row):
     total, mix, speedup = (float(v) for v in re.findall(r'data-v="([0-9.e+-]+)"', wino)[1:4])
     assert total == pytest.approx(2.0, rel=0.05) and mix == total and speedup == 1.0
     assert "&lt;script&gt;alert(1)&lt;/script&gt;, plain" in section
+
+
+def test_a_cpu_only_run_shows_no_cuda_switches(row):
+    import re as _re
+
+    record = run_record()
+    record["env"] = {
+        "cuda_devices": [],
+        "cuda_available": False,
+        "tf32_cudnn": True,
+        "tf32_matmul": False,
+        "float32_matmul_precision": "highest",
+        "fp32_precision": {"cudnn.conv": "tf32", "mkldnn.conv": "none"},
+    }
+    html = render_report([record], results(row))
+    flags = _re.search(r"<dt>flags</dt><dd>(.*?)</dd>", html).group(1)
+    assert "tf32" not in flags and "cudnn" not in flags
+    assert "float32_matmul_precision=highest" in flags and "mkldnn.conv=none" in flags
+
+
+def test_winner_summary_details_and_flagged_results(row):
+    df = results(row)
+    flagged = (df["case"] == "plain") & (df["backend"] == "winograd")
+    df.loc[flagged, "disturbed"] = 1
+    df.loc[flagged, "reason"] = "unsteady: the median moved 30% between stretches"
+    html = render_report([run_record()], df)
+    summary = html[html.index('id="winner-summary"') : html.index('id="winner-details"')]
+    assert "winograd 2" in summary  # fastest in both cases
+    assert '<details id="winner-details" open>' in html  # a short map is shown whole
+    assert "1× (baseline)" not in summary
+    winners = html[
+        html.index('id="winner-table"') : html.index("</table>", html.index('id="winner-table"'))
+    ]
+    assert winners.count("⚑") == 1  # the plain case's winner was measured disturbed
+    results_html = html[html.index('id="results-table"') :]
+    assert 'id="results-details"' in html and 'class="detail"' in results_html
+    assert results_html.count('class="status-ok flagged"') == 1
+    # a big sweep's map starts folded under its summary
+    many = pd.concat([df.assign(case=df["case"] + str(i)) for i in range(25)])  # 50 cases
+    assert '<details id="winner-details">' in render_report([run_record()], many)

@@ -66,10 +66,21 @@ def test_measure_options_match_the_cli_flags():
         "max_time_s": args.max_time,
         "rel_ci": args.rel_ci,
         "mode": args.mode,
+        "max_lost": args.max_lost,
+        "interleave": args.interleave,
     }
     assert (TimingConfig.warmup_s, TimingConfig.max_time_s) == (args.warmup, args.max_time)
     args = build_parser().parse_args(["run", "smoke", "--max-time", "0.3", "--mode", "cold"])
     assert api.measure_options(max_time_s=0.3, mode="cold") == _plan(args).options
+    args = build_parser().parse_args(["run", "smoke", "--no-interleave", "--max-lost", "0.1"])
+    assert api.measure_options(interleave=False, max_lost=0.1) == _plan(args).options
+
+
+def test_bad_timing_arguments_name_the_keyword(tiny_suite):
+    with pytest.raises(UserError, match=r"^max_time: expected a number > 0, got -1"):
+        convbench.run(tiny_suite, max_time=-1)
+    with pytest.raises(UserError, match=r"^max_lost: expected"):
+        convbench.run(tiny_suite, max_lost=0)
 
 
 def test_import_convbench_stays_light_and_exports_the_notebook_api():

@@ -116,12 +116,26 @@ def test_ray_executor_matches_local_and_survives_a_killed_worker(
     args = ["--backends", "naive,flaky,cudnn", "--directions", "forward", *fast]
     local_db, ray_db = tmp_path / "local.sqlite", tmp_path / "ray.sqlite"
     marker = tmp_path / "flaky.marker"
-    proc = run_cli(["run", str(tiny_suite), "--db", str(local_db), *args], env=plugin_env)
+    proc = run_cli(
+        ["run", str(tiny_suite), "--db", str(local_db), "--no-interleave", *args], env=plugin_env
+    )
     assert proc.returncode == 0, proc.stderr
     local = results.load(local_db)
     # locally, the first flaky call kills the worker: an error row, and the sweep goes on
     assert (local.status == "error").sum() == 1
     assert "worker process died" in local[local.status == "error"].reason.iloc[0]
+
+    # interleaved, the group whose worker died is measured again task by task: the flaky
+    # backend (it crashes only once) and its neighbours get results that say so
+    marker.unlink()
+    again_db = tmp_path / "again.sqlite"
+    proc = run_cli(["run", str(tiny_suite), "--db", str(again_db), *args], env=plugin_env)
+    assert proc.returncode == 0, proc.stderr
+    again = results.load(again_db)
+    assert set(again[again.backend != "cudnn"].status) == {"ok"}
+    alone = again[again.reason.fillna("").str.startswith("measured alone")]
+    assert set(alone.backend) == {"naive", "flaky"} and alone.case.nunique() == 1
+    assert "worker process died" in alone.reason.iloc[0]
 
     marker.unlink()
     env = dict(plugin_env, RAY_DISABLE_USAGE_STATS="1")
@@ -147,3 +161,34 @@ def test_ray_executor_matches_local_and_survives_a_killed_worker(
     assert set(remote[remote.backend != "cudnn"].status) == {"ok"}  # ... and retried
     assert set(remote[remote.backend == "cudnn"].status) == {"unsupported"}
     assert remote.node.notna().all()
+
+
+def test_ray_placement_keeps_cpu_timing_alone():
+    from convbench.runner.ray_executor import Node, Placement
+
+    nodes = [Node("a", cpus=8, gpus=2), Node("b", cpus=4, gpus=0)]
+    place = Placement(nodes, cpus_per_task=2, pack=False)
+    first = place.place("cpu-1", "cpu")
+    second = place.place("cpu-2", "cpu")
+    assert {first.node.node_id, second.node.node_id} == {"a", "b"}  # one per node
+    assert place.place("cpu-3", "cpu") is None  # both nodes are timing: wait
+    assert place.place("gpu-1", "cuda:0") is None  # never beside a CPU timing
+    assert place.release("cpu-1", first) is None  # nothing ran beside it
+    gpu = place.place("gpu-1", "cuda:0")
+    assert gpu.node.node_id == "a" and place.place("gpu-2", "cuda:0").node.node_id == "a"
+    assert place.place("gpu-3", "cuda:0") is None  # two GPUs, two units
+    assert place.place("cpu-3", "cpu") is None  # node a computes for its GPUs, b is busy
+    assert place.release("gpu-1", gpu) == "gpu-2"  # GPUs share a node: recorded
+
+
+def test_ray_placement_packs_cpu_tasks_on_disjoint_cores():
+    from convbench.runner.ray_executor import Node, Placement
+
+    place = Placement([Node("a", cpus=8, gpus=0)], cpus_per_task=3, pack=True)
+    slots = [place.place(f"cpu-{k}", "cpu") for k in range(3)]
+    assert slots[2] is None  # 8 // 3 = 2 slots
+    assert slots[0].cores == (0, 1, 2) and slots[1].cores == (3, 4, 5)
+    assert place.release("cpu-0", slots[0]) == "cpu-1"
+    again = place.place("cpu-9", "cpu")
+    assert again.cores == (0, 1, 2)
+    assert not place.fits_anywhere("cuda:0")

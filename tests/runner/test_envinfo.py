@@ -145,16 +145,21 @@ def test_format_env_rows():
         "llc_bytes": 32 * 2**20,
         "devices": ["cpu: X"],
         "cuda_devices": [],
-        "fp32_precision": {"cudnn.conv": "tf32"},
+        "fp32_precision": {"cudnn.conv": "tf32", "mkldnn.conv": "none"},
+        "tf32_cudnn": True,
         "deterministic": False,
     }
+    # without CUDA, PyTorch's CUDA-only switches (still reported at their defaults) are left out
     assert format_env(env) == [
         ("torch", "2.13.0"),
         ("cuda", "n/a"),
         ("llc_bytes", "32.0 MiB"),
-        ("fp32_precision.cudnn.conv", "tf32"),
+        ("fp32_precision.mkldnn.conv", "none"),
         ("deterministic", "False"),
     ]
+    gpu = {**env, "cuda_devices": [{"index": 0, "name": "H200"}]}
+    rows = dict(format_env(gpu))
+    assert rows["fp32_precision.cudnn.conv"] == "tf32" and rows["tf32_cudnn"] == "True"
     assert all(isinstance(v, str) for _, v in format_env(collect_env(nvml=FakeNvml())))
 
 

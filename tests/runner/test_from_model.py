@@ -323,3 +323,21 @@ def test_counts_weight_the_flops_of_the_model():
     )
     assert sum(c.count * c.problem.flops for c in suite.cases) == flops
     assert suite.axes.dtypes == ("float16",) and suite.name == "r"
+
+
+def test_layers_of_a_bare_sequential_get_readable_names():
+    from torch import nn
+
+    from convbench.runner.from_model import suite_from_model
+
+    def factory():
+        return nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Sequential(nn.Conv2d(8, 16, 1)),
+        )
+
+    suite = suite_from_model(factory, (1, 3, 16, 16), name="seq")
+    assert [c.name for c in suite.cases] == ["conv1@0", "conv2@2", "conv3@4.0"]

@@ -34,7 +34,7 @@ def test_roundtrip_and_samples(tmp_path):
             config={"a": 1},
             env={"torch": "2.13"},
         )
-        store.add_result(_row("k1"), samples_ms=[1.0, 2.0, 1.5])
+        store.add_result(_row("k1"), [1.0, 2.0, 1.5])
         store.add_result(_row("k2", status="unsupported", reason="nope", median_ms=None))
         assert store.finished_keys("r1") == {"k1", "k2"}
         assert store.samples("r1", "k1") == [1.0, 2.0, 1.5]

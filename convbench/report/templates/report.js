@@ -69,6 +69,12 @@
 
   document.querySelectorAll("table.sortable").forEach(makeSortable);
   var results = document.getElementById("results-table");
+  var details = document.getElementById("results-details");
+  if (results && details) {
+    details.addEventListener("change", function () {
+      results.classList.toggle("show-details", details.checked);
+    });
+  }
   if (results) {
     makeFilter(results, document.getElementById("results-filter"),
       document.getElementById("results-status"), document.getElementById("results-count"));

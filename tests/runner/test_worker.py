@@ -1,0 +1,107 @@
+"""The worker process: Ctrl-C while it is being spawned is never lost (deterministically)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from multiprocessing.context import SpawnProcess
+
+import psutil
+import pytest
+
+from convbench.cli import main
+from convbench.runner.worker import Worker
+
+
+@pytest.fixture
+def ctrl_c_during_spawn(monkeypatch):
+    """Deliver SIGINT to this process at the worst moment: the worker process exists and the
+    parent has not yet returned from starting it (the window that used to drop the signal)."""
+    original = SpawnProcess.start
+    sent = []
+
+    def start_then_ctrl_c(self):
+        original(self)
+        if not sent:
+            sent.append(self.pid)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(SpawnProcess, "start", start_then_ctrl_c)
+    return sent
+
+
+def test_ctrl_c_while_the_worker_is_spawned_reaches_the_parent(ctrl_c_during_spawn):
+    worker = Worker()
+    with pytest.raises(KeyboardInterrupt):
+        worker.start()
+    child = ctrl_c_during_spawn[0]
+    worker.kill()
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+
+
+def test_ctrl_c_while_the_worker_is_spawned_stops_the_run(
+    ctrl_c_during_spawn, tiny_suite, tmp_path, capsys
+):
+    db = tmp_path / "r.sqlite"
+    assert main(["run", str(tiny_suite), "--db", str(db), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "nothing was stored" in err
+    assert not db.exists()  # a store this run created and never used is not left behind
+
+
+def test_the_worker_ignores_ctrl_c_and_the_parent_keeps_its_handler():
+    worker = Worker()
+    worker.start()
+    try:
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+        assert signal.SIGINT not in blocked  # the parent's mask is restored
+        os.kill(worker.proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the worker too
+        assert worker.call(("env",), 60)["python"]  # ... which ignores it and keeps serving
+    finally:
+        worker.stop()
+
+
+CTRL_C_AT_SPAWN = """
+import os, signal, sys, time
+from multiprocessing.context import SpawnProcess
+
+original = SpawnProcess.start
+
+def python_handles_sigint(pid):
+    fields = dict(line.split(":\t") for line in open(f"/proc/{pid}/status").read().splitlines())
+    return int(fields["SigCgt"], 16) & (1 << (signal.SIGINT - 1))
+
+def start(self):
+    original(self)
+    # the worker's interpreter is up and importing (its KeyboardInterrupt handler is in place)
+    deadline = time.monotonic() + 60
+    while not python_handles_sigint(self.pid) and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    os.killpg(0, signal.SIGINT)  # a terminal's Ctrl-C: this process and the worker being born
+
+SpawnProcess.start = start
+from convbench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_to_the_process_group_at_spawn_in_a_fresh_process(tiny_suite, tmp_path):
+    """In a fresh interpreter (multiprocessing's resource tracker not started yet), Ctrl-C
+    reaches the parent and the worker exactly while the worker is spawned: exit 130, and no
+    traceback from either (the worker was born with SIGINT blocked)."""
+    import subprocess
+    import sys
+
+    db = tmp_path / "r.sqlite"
+    proc = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AT_SPAWN, "run", str(tiny_suite), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+    assert proc.returncode == 130, proc.stderr
+    assert "Traceback" not in proc.stderr and "Fatal Python error" not in proc.stderr
+    assert "interrupted before the run started; nothing was stored" in proc.stderr
+    assert not db.exists()
