@@ -321,6 +321,12 @@ def classify(ratio: float, ci_low: float, ci_high: float, significant: bool, thr
     return "ambiguous"
 
 
+#: A flagged result still gets its verdict when it changed by more than this factor: the
+#: shifts of a shared VM's pace move medians by 10–50%, and the worst disturbed median seen
+#: in `convbench calibrate --interference` was off by ~25%; a 2× change is not noise.
+BEYOND_DISTURBANCE = 2.0
+
+
 def compare_runs(
     old: pd.DataFrame, new: pd.DataFrame, *, threshold: float = 0.05, alpha: float = 0.05
 ) -> pd.DataFrame:
@@ -330,7 +336,9 @@ def compare_runs(
     A result present in one run only, or not ``ok`` in both, is ``missing`` with both
     statuses shown. A result that either run flagged (``disturbed``: too few undisturbed
     samples, or an unsteady median) is ``disturbed``: its ratio is shown but not judged, and
-    it never counts as a regression — measure it again on a quieter machine. Columns: the
+    it never counts as a regression — measure it again on a quieter machine — unless the
+    change is significant and beyond `BEYOND_DISTURBANCE` either way, more than any
+    disturbance has been seen to move a median. Columns: the
     `KEYS`, backend, status_old, status_new, old_ms, new_ms, ratio, ci_low, ci_high, p_value,
     significant, method, verdict.
     """
@@ -353,7 +361,8 @@ def compare_runs(
             row.update(ratio=d.ratio, ci_low=d.ci_low, ci_high=d.ci_high, p_value=d.p_value)
             row.update(significant=d.significant, method=d.method)
             row["verdict"] = classify(d.ratio, d.ci_low, d.ci_high, d.significant, threshold)
-            if _flagged(a) or _flagged(b):
+            beyond = d.ratio > BEYOND_DISTURBANCE or d.ratio < 1 / BEYOND_DISTURBANCE
+            if (_flagged(a) or _flagged(b)) and not (beyond and d.significant):
                 row["verdict"] = "disturbed"
         else:
             row.update(ratio=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan)

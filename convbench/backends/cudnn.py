@@ -55,3 +55,30 @@ class CudnnBackend(Backend):
         path = selected_path(args, cudnn=True, benchmark=self.benchmark)
         passes.prepared = {"autotune": self.benchmark, "tf32": self.tf32, "dispatch": path}
         return passes
+
+
+@register
+class CudnnTf32Backend(CudnnBackend):
+    """cuDNN with TF32 on (`torch.backends.cudnn.allow_tf32`): float32 convolutions on the
+    tensor cores with 10-bit mantissas. Its float32 rows are judged by the float32 tolerance
+    like every other, so where TF32's error exceeds it they show as out of tolerance — what
+    TF32 buys in speed, and what it costs in accuracy, side by side with `cudnn`."""
+
+    name = "cudnn_tf32"
+    description = "cuDNN with TF32 tensor-core math for float32"
+
+    def __init__(self):
+        super().__init__(tf32=True)
+
+
+@register
+class CudnnBenchmarkBackend(CudnnBackend):
+    """cuDNN with its autotuner on (`torch.backends.cudnn.benchmark`): the first call for a
+    shape times cuDNN's algorithms and keeps the fastest (in warm-up, not in the samples);
+    TF32 stays off."""
+
+    name = "cudnn_benchmark"
+    description = "cuDNN with the autotuner choosing the algorithm per shape"
+
+    def __init__(self):
+        super().__init__(benchmark=True)

@@ -17,7 +17,7 @@ import sys
 from convbench.errors import UserError
 
 #: Subcommand modules, in the order `convbench --help` lists their commands.
-COMMANDS = ("run", "calibrate", "store", "suite", "info", "report", "compare", "tune")
+COMMANDS = ("run", "calibrate", "selftest", "store", "suite", "info", "report", "compare", "tune")
 
 
 def build_parser() -> argparse.ArgumentParser:

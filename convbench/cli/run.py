@@ -80,6 +80,20 @@ def add_parser(sub) -> None:
         action="store_false",
         help="time each backend alone instead of the backends of a case in shuffled rounds",
     )
+    p.add_argument(
+        "--cuda-timing",
+        choices=["events", "graph", "blocking"],
+        default=DEFAULTS["cuda_timing"],
+        help="CUDA: CUDA events around the launches (default); the block replayed as a CUDA "
+        "graph; or queued behind a blocking kernel so launch overhead is not timed",
+    )
+    p.add_argument(
+        "--cold-inputs",
+        choices=["flush", "rotate"],
+        default=DEFAULTS["cold_inputs"],
+        help="CUDA --mode cold: write 2× L2 before each sample (default), or rotate among "
+        "copies of the inputs that together fill 2× L2",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument(
         "--timeout",
@@ -138,6 +152,8 @@ def _plan(args: argparse.Namespace) -> RunPlan:
             mode=args.mode,
             max_lost=args.max_lost,
             interleave=args.interleave,
+            cuda_timing=args.cuda_timing,
+            cold_inputs=args.cold_inputs,
         )
     except ConfigError as exc:
         raise UserError(exc.named(FLAGS)) from None

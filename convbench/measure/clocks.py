@@ -150,11 +150,14 @@ class FakeClock:
         pass
 
 
-def clock_for(device: str | torch.device) -> Clock:
-    """The clock that times work on ``device``: `CudaClock` for CUDA, `CpuClock` for the CPU."""
+def clock_for(device: str | torch.device, cuda_timing: str = "events") -> Clock:
+    """The clock that times work on ``device``: for CUDA the one ``cuda_timing`` names
+    (`convbench.measure.cuda_timing`: events, graph, blocking), `CpuClock` for the CPU."""
     dev = torch.device(device)
     if dev.type == "cuda":
-        return CudaClock(dev)
+        from convbench.measure.cuda_timing import cuda_clock
+
+        return cuda_clock(dev, cuda_timing)
     if dev.type == "cpu":
         return CpuClock()
     raise ValueError(f"device: no clock for device type {dev.type!r} (expected 'cpu' or 'cuda')")

@@ -15,8 +15,12 @@ away from the measured work; the timing engine drops those samples from its stat
   threshold is the same signal, coarser (scheduler-tick resolution).
 * `FakeProbe`: scripted ``lost`` values, so the engine's handling can be tested exactly.
 
-The CUDA clock probe (samples taken below 75 % of the default SM clock) lives with NVML, in
-`convbench.measure.probes.nvml`.
+* `SmClockProbe` (CUDA): the GPU's current SM clock from NVML before and after each sample;
+  a sample during which it was below `MIN_CLOCK_SHARE` (75 %) of the default SM clock is
+  disturbed — thermal or power throttling, or a GPU still idling down from its boost state —
+  as nvbench discards them. ``mean_clock_mhz`` is the mean over the samples kept.
+
+A probe's ``rule`` says, for a result's ``reason``, what made a sample disturbed.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class SchedstatProbe:
     """Per-thread run and wait times from ``/proc/self/task/*/schedstat`` (see the module)."""
 
     name = "schedstat"
+    rule = "that lost over the threshold of their CPU time to other processes"
 
     def __init__(self, task_dir: Path = TASK_DIR):
         self.task_dir = task_dir
@@ -128,6 +133,7 @@ class CpuTimeProbe:
     threshold lost that share. Used where schedstat cannot be read."""
 
     name = "cpu_time"
+    rule = "that got less of the CPU than the best samples did, beyond the threshold"
 
     def __init__(self):
         self.best = 0.0
@@ -156,6 +162,7 @@ class FakeProbe:
     """Scripted ``lost`` values, one per sample (cycled), for tests of the engine."""
 
     name = "fake"
+    rule = "scripted as disturbed"
 
     def __init__(self, losses: Sequence[float]):
         self.losses = list(losses)
@@ -174,6 +181,70 @@ class FakeProbe:
 
     def cpu_ns(self, before, after) -> None:
         return None
+
+    def close(self) -> None:
+        pass
+
+
+#: `SmClockProbe`: samples below this share of the default SM clock are disturbed.
+MIN_CLOCK_SHARE = 0.75
+NVML_CLOCK_SM = 1
+
+
+class SmClockProbe:
+    """Per-sample SM clock of one GPU through a pynvml-like module (see the module doc).
+
+    The default clock is NVML's default applications clock, or the maximum SM clock where the
+    GPU has none. A failed read counts as undisturbed (the sample is kept), and is noted."""
+
+    name = "sm_clock"
+
+    def __init__(self, nvml, handle, default_mhz: float | None = None):
+        self.nvml, self.handle = nvml, handle
+        self.default_mhz = default_mhz if default_mhz is not None else self._default()
+        self.kept_mhz: list[float] = []
+        self.note: str | None = None
+
+    def _default(self) -> float | None:
+        for query in ("nvmlDeviceGetDefaultApplicationsClock", "nvmlDeviceGetMaxClockInfo"):
+            try:
+                value = getattr(self.nvml, query)(self.handle, NVML_CLOCK_SM)
+            except Exception:
+                continue
+            if value:
+                return float(value)
+        return None
+
+    @property
+    def rule(self) -> str:
+        default = f"{self.default_mhz:.0f} MHz" if self.default_mhz else "unknown"
+        return f"taken below {MIN_CLOCK_SHARE:.0%} of the default SM clock ({default})"
+
+    def start(self) -> None:
+        self.kept_mhz = []
+
+    def read(self) -> float | None:
+        try:
+            return float(self.nvml.nvmlDeviceGetClockInfo(self.handle, NVML_CLOCK_SM))
+        except Exception as exc:
+            self.note = f"SM clock unreadable: {type(exc).__name__}: {exc}"
+            return None
+
+    def lost(self, before, after, wall_ns: int) -> float:
+        clocks = [c for c in (before, after) if c is not None]
+        if not clocks or not self.default_mhz:
+            return 0.0
+        if min(clocks) < MIN_CLOCK_SHARE * self.default_mhz:
+            return 1.0
+        self.kept_mhz.append(sum(clocks) / len(clocks))
+        return 0.0
+
+    def cpu_ns(self, before, after) -> None:
+        return None
+
+    @property
+    def mean_clock_mhz(self) -> float | None:
+        return sum(self.kept_mhz) / len(self.kept_mhz) if self.kept_mhz else None
 
     def close(self) -> None:
         pass

@@ -18,6 +18,8 @@ DEFAULTS = {
     "mode": _DEFAULT.mode,
     "max_lost": _DEFAULT.max_lost,
     "interleave": True,
+    "cuda_timing": "events",
+    "cold_inputs": "flush",
 }
 
 
@@ -33,6 +35,19 @@ class MeasureOptions:
     nvml_interval_s: float = 0.01
     #: The backends of one case are timed in interleaved rounds (`convbench.runner.sweep`).
     interleave: bool = True
+    #: How CUDA blocks are timed (`convbench.measure.cuda_timing`): events, graph, blocking.
+    cuda_timing: str = "events"
+    #: Cold mode on CUDA: "flush" writes 2× L2 before each sample; "rotate" instead cycles
+    #: through enough copies of the inputs that each call finds its own out of L2.
+    cold_inputs: str = "flush"
+
+    def __post_init__(self) -> None:
+        from convbench.measure.config import ConfigError
+
+        if self.cuda_timing not in ("events", "graph", "blocking"):
+            raise ConfigError("cuda_timing", "events, graph or blocking", self.cuda_timing)
+        if self.cold_inputs not in ("flush", "rotate"):
+            raise ConfigError("cold_inputs", "flush or rotate", self.cold_inputs)
 
     def to_dict(self) -> dict:
         return {
@@ -41,6 +56,8 @@ class MeasureOptions:
             "memory_fraction": self.memory_fraction,
             "nvml_interval_s": self.nvml_interval_s,
             "interleave": self.interleave,
+            "cuda_timing": self.cuda_timing,
+            "cold_inputs": self.cold_inputs,
         }
 
     @classmethod
@@ -51,6 +68,8 @@ class MeasureOptions:
             memory_fraction=d["memory_fraction"],
             nvml_interval_s=d["nvml_interval_s"],
             interleave=d.get("interleave", False),  # runs before interleaving: one by one
+            cuda_timing=d.get("cuda_timing", "events"),
+            cold_inputs=d.get("cold_inputs", "flush"),
         )
 
 
@@ -63,6 +82,8 @@ def measure_options(
     mode: str = DEFAULTS["mode"],
     max_lost: float = DEFAULTS["max_lost"],
     interleave: bool = DEFAULTS["interleave"],
+    cuda_timing: str = DEFAULTS["cuda_timing"],
+    cold_inputs: str = DEFAULTS["cold_inputs"],
 ) -> MeasureOptions:
     """`MeasureOptions` from the sweep's timing settings; ValueError naming the field."""
     timing = TimingConfig(
@@ -74,4 +95,6 @@ def measure_options(
         max_samples=max(1000, min_samples),
         max_lost=max_lost,
     )
-    return MeasureOptions(timing=timing, interleave=interleave)
+    return MeasureOptions(
+        timing=timing, interleave=interleave, cuda_timing=cuda_timing, cold_inputs=cold_inputs
+    )

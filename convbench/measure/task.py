@@ -272,24 +272,78 @@ def _prepare(setup: _Setup, options: MeasureOptions) -> None:
         with torch.no_grad():
             return run.fn()
 
+    rotate = options.timing.mode == "cold" and options.cold_inputs == "rotate"
+    if rotate and device.type == "cuda":
+        fn, setup.extra["rotate_note"] = _rotating(backend, task.direction, x, w, b, dy, kw)
+        setup.extra["rotate"] = True
     setup.fn, setup.device = fn, device
+
+
+#: `_rotating` keeps at most this many copies of a task's inputs.
+MAX_ROTATING_COPIES = 64
+
+
+def _rotating(backend, direction, x, w, b, dy, kw):
+    """Cold inputs without a flush: enough copies of the inputs (and upstream gradient) to
+    fill 2× the L2, each call on the next copy, so every call finds its own inputs out of L2
+    (the weights, read by every call, stay). Returns the call and a note for the row."""
+    from convbench.measure.flush import flush_size_bytes
+
+    target = flush_size_bytes(x.device)
+    per_copy = x.numel() * x.element_size() + (
+        dy.numel() * dy.element_size() if dy is not None else 0
+    )
+    k = min(MAX_ROTATING_COPIES, max(2, math.ceil(target / max(per_copy, 1)) + 1))
+    runs = [
+        pass_run(backend, direction, x.clone(), w, b, None if dy is None else dy.clone(), kw)
+        for _ in range(k)
+    ]
+    state = {"i": 0}
+
+    def fn():
+        run = runs[state["i"]]
+        state["i"] = (state["i"] + 1) % k
+        with torch.no_grad():
+            return run.fn()
+
+    note = f"cold inputs: {k} rotating copies, {k * per_copy / 2**20:.1f} MiB"
+    if k * per_copy < target:
+        note += f" (< 2× L2 = {target / 2**20:.0f} MiB: some stay cached)"
+    return fn, note
 
 
 def _time(setups: list[_Setup], options: MeasureOptions, group: str | None) -> None:
     device = setups[0].device
-    clock = clock_for(device)
-    flush = make_flush(device) if options.timing.mode == "cold" else None
-    probe = cpu_probe() if device.type == "cpu" else None
+    clock = clock_for(device, options.cuda_timing)
+    flush = None
+    if options.timing.mode == "cold":
+        rotating = all(s.extra.get("rotate") for s in setups)
+        flush = (lambda: None) if rotating else make_flush(device)
     # No CPU sampler thread beside CPU timing (it would wake up and compete): the probe gives
     # each task's CPU utilisation from the samples themselves.
     sampler = probes.WindowSampler(device, options.nvml_interval_s, cpu_interval_s=None)
     with sampler:
+        probe = cpu_probe() if device.type == "cpu" else None
+        if sampler.nvml_sampler is not None:
+            probe = sampler.nvml_sampler.clock_probe()  # CUDA: throttled samples set apart
         found = measure_interleaved(
             [s.fn for s in setups], options.timing, clock, flush, probe=probe
         )
     telemetry = sampler.result_fields()
     for setup, m in zip(setups, found, strict=True):
-        _record(setup, m, telemetry, group, probe, options.timing.max_lost)
+        fields = telemetry
+        if sampler.nvml_sampler is not None:  # the polls taken while this one ran
+            fields = probes.result_fields(sampler.nvml_sampler.telemetry_for(m.windows))
+            calls = m.n_samples * m.block_size
+            if fields.get("energy_j") is not None and calls:
+                fields["energy_per_call_j"] = fields["energy_j"] / calls
+            if getattr(probe, "mean_clock_mhz", None) is not None:
+                fields["sm_clock_mhz"] = probe.mean_clock_mhz
+        _record(setup, m, fields, group, probe, options.timing.max_lost)
+        if device.type == "cuda":
+            notes = [getattr(clock, "note", None), setup.extra.get("rotate_note")]
+            setup.row["cuda_timing"] = options.cuda_timing
+            setup.row["timing_note"] = "; ".join(n for n in notes if n) or None
 
 
 def _record(setup: _Setup, m: Measurement, telemetry: dict, group, probe, max_lost) -> None:
@@ -316,9 +370,11 @@ def _record(setup: _Setup, m: Measurement, telemetry: dict, group, probe, max_lo
         gflops=row["flops"] / (s.median_ms * 1e-3) / 1e9 if s.median_ms > 0 else None,
     )
     if m.disturbed:
+        rule = getattr(probe, "rule", "disturbed")
+        if probe is not None and probe.name == "schedstat":
+            rule = f"that lost over {max_lost:.0%} of their CPU time to other processes"
         row["reason"] = (
-            f"disturbed: {m.n_discarded} of {m.n_discarded + m.n_clean} samples lost over "
-            f"{max_lost:.0%} of their CPU time to other processes"
+            f"disturbed: {m.n_discarded} of {m.n_discarded + m.n_clean} samples {rule}"
             + ("; all of them used, nothing else there was" if not m.n_clean else "")
         )
     elif m.unsteady:

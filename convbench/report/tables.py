@@ -185,10 +185,13 @@ RESULT_COLUMNS = (
     ("SM clock [MHz]", "sm_clock_mhz", True),
     ("power [W]", "power_w", True),
     ("energy [J]", "energy_j", True),
+    ("energy per call [J]", "energy_per_call_j", True),
     ("CPU util [%]", "cpu_util_pct", True),
     ("threads", "torch_threads", True),
     ("stop reason", "stop_reason", True),
     ("mode", "mode", True),
+    ("CUDA timing", "cuda_timing", True),
+    ("timing note", "timing_note", True),
     ("ran beside", "beside", True),
 )
 
@@ -216,7 +219,7 @@ def results_table(
                 c = cell(value, digits=2 if field == "rel_err" else 4)
                 if field == "status":
                     c["cls"] = "status"
-                elif field in ("reason", "beside"):
+                elif field in ("reason", "beside", "cuda_timing", "timing_note"):
                     c = cell("" if missing(value) else value, cls=field)
                 cells.append(c)
             elif name.startswith("95%"):

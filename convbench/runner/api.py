@@ -100,6 +100,8 @@ def run(
     timeout: float | None = None,
     max_lost: float = DEFAULTS["max_lost"],
     interleave: bool = DEFAULTS["interleave"],
+    cuda_timing: str = DEFAULTS["cuda_timing"],
+    cold_inputs: str = DEFAULTS["cold_inputs"],
 ) -> pd.DataFrame:
     """Sweep a suite as `convbench run` does and return this run's results as a DataFrame.
 
@@ -108,7 +110,8 @@ def run(
     ``batch_sizes`` override the suite's axes like the CLI flags. ``db``: None keeps the
     results in memory; a path (created if missing) or an open `Store` keeps them there too.
     ``max_time``, ``mode``, ``threads``, ``warmup``, ``min_samples``, ``rel_ci``,
-    ``timeout``, ``max_lost`` and ``interleave`` are the CLI's ``--max-time``, ``--mode``, ...
+    ``timeout``, ``max_lost``, ``interleave``, ``cuda_timing`` and ``cold_inputs`` are the
+    CLI's ``--max-time``, ``--mode``, ...
     (``interleave=False`` is ``--no-interleave``). ``progress`` shows the CLI's progress bar
     on stderr.
 
@@ -127,6 +130,8 @@ def run(
             mode=mode,
             max_lost=max_lost,
             interleave=interleave,
+            cuda_timing=cuda_timing,
+            cold_inputs=cold_inputs,
         )
     except ConfigError as exc:
         raise UserError(exc.named(KEYWORDS)) from None

@@ -65,7 +65,10 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("temp_c", "REAL"),
     ("throttle_reasons", "TEXT"),
     ("energy_j", "REAL"),
+    ("energy_per_call_j", "REAL"),
     ("telemetry_note", "TEXT"),
+    ("cuda_timing", "TEXT"),  # events, graph or blocking (`convbench.measure.cuda_timing`)
+    ("timing_note", "TEXT"),  # e.g. why graph timing fell back to events
     ("cpu_util_pct", "REAL"),
     ("threads", "INTEGER"),
     ("torch_threads", "INTEGER"),

@@ -263,3 +263,19 @@ def test_difference_uses_the_rounds_of_results_measured_together(rounds_data):
     assert d.method == "rounds" and not d.significant
     apart = difference({**row_a, "round_group": None}, row_b)  # two runs: no pairing
     assert apart.method == "mannwhitney" and apart.significant
+
+
+@pytest.mark.parametrize(
+    ("factor", "verdict"),
+    [(1.3, "disturbed"), (0.6, "disturbed"), (3.0, "slower"), (0.3, "faster")],
+)
+def test_a_flagged_result_is_judged_only_beyond_what_disturbance_explains(row, factor, verdict):
+    old = _run(row, "r1")
+    new = _run(row, "r2", slow={("c2", "im2col"): factor})
+    new["result_key"] = old["result_key"]
+    flagged = (new["case"] == "c2") & (new["backend"] == "im2col")
+    new["disturbed"] = flagged.astype(int)
+    cmp = analysis.compare_runs(old, new, threshold=0.05).set_index(["case", "backend"])
+    assert cmp.loc[("c2", "im2col"), "verdict"] == verdict
+    assert cmp.loc[("c2", "im2col"), "ratio"] == pytest.approx(factor, rel=0.05)
+    assert (verdict == "slower") == (not analysis.regressions(cmp.reset_index()).empty)

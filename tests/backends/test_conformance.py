@@ -9,6 +9,8 @@ plausible bug (a missing tap, a wrong offset or a missing bias moves the result 
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,22 @@ BACKENDS = convbench.backend_names()
 # Backends that must compute every valid configuration on the CPU in float32/float64.
 FULL_COVERAGE_CPU = {"naive", "im2col", "fft", "torch"}
 # Differentiated by PyTorch itself (native autograd, double backward works).
-VENDOR = {"torch", "onednn", "cudnn"}
+CUDNN = {"cudnn", "cudnn_tf32", "cudnn_benchmark"}
+VENDOR = {"torch", "onednn", *CUDNN}
+# Every device the grid runs on: the CPU, and each CUDA device where there is one (marked
+# `cuda`; on a machine without a GPU the CUDA half of the grid does not exist).
+DEVICES = ["cpu"] + [
+    pytest.param(f"cuda:{i}", marks=pytest.mark.cuda) for i in range(torch.cuda.device_count())
+]
+#: cudnn_tf32 computes float32 in TF32 (10-bit mantissas) on purpose: here its float32
+#: answers are held to TF32's accuracy; reports still judge them by float32's tolerance.
+TF32_TOLERANCE = 5e-3
+
+
+def limit_for(name: str, dtype: torch.dtype) -> float:
+    if name == "cudnn_tf32" and dtype == torch.float32:
+        return TF32_TOLERANCE
+    return tolerance(dtype)
 
 
 def _cfg(
@@ -106,7 +123,7 @@ CONFIGS = {
 }
 
 
-def make(cfg, dtype, seed=0):
+def make(cfg, dtype, seed=0, device="cpu"):
     gen = torch.Generator().manual_seed(seed)
     shape = (cfg["cin"], *cfg["spatial"])
     if not cfg["unbatched"]:
@@ -121,7 +138,7 @@ def make(cfg, dtype, seed=0):
     kwargs = dict(
         stride=cfg["stride"], padding=cfg["padding"], dilation=cfg["dilation"], groups=cfg["groups"]
     )
-    cast = [t.to(dtype) if t is not None else None for t in (x, w, b)]
+    cast = [t.to(dtype=dtype, device=device) if t is not None else None for t in (x, w, b)]
     return cast, kwargs
 
 
@@ -146,37 +163,39 @@ def check_backend(name, x, w, b, kwargs, direction="forward"):
     got = pass_run(backend, direction, x, w, b, dy, kwargs).got
     want = reference_of(direction, x, w, b, dy, **kwargs)
     assert len(got) == len(want)
-    limit = tolerance(x.dtype)
+    limit = limit_for(name, x.dtype)
     for part, g, r in zip(range(len(want)), got, want, strict=True):
         assert g.shape == r.shape, (direction, part, g.shape, r.shape)
-        assert g.dtype == x.dtype, (direction, part, g.dtype)
+        assert g.dtype == x.dtype and g.device == x.device, (direction, part, g.dtype, g.device)
         acc = accuracy(g, r)
-        assert acc.within(x.dtype), (
+        assert acc.rel_err <= limit, (
             f"{name} {direction} part {part}: rel_err {acc.rel_err:.3g} > {limit:g} ({x.dtype})"
         )
     return None
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
 @pytest.mark.parametrize("name", BACKENDS)
-def test_matches_torch(name, config, dtype, direction):
-    (x, w, b), kwargs = make(CONFIGS[config], dtype)
+def test_matches_torch(name, config, dtype, direction, device):
+    (x, w, b), kwargs = make(CONFIGS[config], dtype, device=device)
     reason = check_backend(name, x, w, b, kwargs, direction)
-    if name in FULL_COVERAGE_CPU:
+    if name in FULL_COVERAGE_CPU and device == "cpu":
         assert reason is None, f"{name} refused a valid CPU problem: {reason}"
 
 
 HALF_CONFIGS = ["1d-pad1-nobias", "1d-depthwise", "2d-pad1", "2d-stride2", "2d-groups"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 @pytest.mark.parametrize("config", HALF_CONFIGS)
 @pytest.mark.parametrize("name", BACKENDS)
-def test_half_precision(name, config, dtype, direction):
-    (x, w, b), kwargs = make(CONFIGS[config], dtype)
+def test_half_precision(name, config, dtype, direction, device):
+    (x, w, b), kwargs = make(CONFIGS[config], dtype, device=device)
     check_backend(name, x, w, b, kwargs, direction)
 
 
@@ -193,10 +212,11 @@ GRAD_CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("config", GRAD_CONFIGS)
 @pytest.mark.parametrize("name", BACKENDS)
-def test_gradients_match_autograd(name, config):
-    (x, w, b), kwargs = make(CONFIGS[config], torch.float64, seed=1)
+def test_gradients_match_autograd(name, config, device):
+    (x, w, b), kwargs = make(CONFIGS[config], torch.float64, seed=1, device=device)
     backend = convbench.get_backend(name)
     if backend.supports(x, w, b, **kwargs) is not None:
         pytest.skip(backend.supports(x, w, b, **kwargs))
@@ -207,7 +227,7 @@ def test_gradients_match_autograd(name, config):
     ref = conv(*ref_leaves, **kwargs)  # the truth autograd differentiates
     grad_out = torch.randn(
         ref.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64
-    )
+    ).to(device)
     got = torch.autograd.grad(y, leaves, grad_out)
     want = torch.autograd.grad(ref, ref_leaves, grad_out)
     for label, g, r in zip(("input", "weight", "bias"), got, want, strict=True):
@@ -215,14 +235,45 @@ def test_gradients_match_autograd(name, config):
         assert err <= 1e-9 * max(1.0, r.abs().max().item()), f"grad {label}: {err}"
 
 
-def test_unsupported_is_consistent_for_cudnn_without_cuda():
+@pytest.mark.parametrize("name", sorted(CUDNN))
+def test_unsupported_is_consistent_for_cudnn_without_cuda(name):
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float32)
-    backend = convbench.get_backend("cudnn")
+    backend = convbench.get_backend(name)
     assert backend.supports(x, w, b, **kwargs) == "no CUDA device"
     with pytest.raises(Unsupported, match="no CUDA device"):
         backend.conv(x, w, b, **kwargs)
+
+
+def test_cudnn_variants_differ_only_in_tf32_and_the_autotuner():
+    plain, tf32, tuned = (
+        convbench.get_backend(n) for n in ("cudnn", "cudnn_tf32", "cudnn_benchmark")
+    )
+    assert (plain.tf32, plain.benchmark) == (False, False)
+    assert (tf32.tf32, tf32.benchmark) == (True, False)
+    assert (tuned.tf32, tuned.benchmark) == (False, True)
+    names = convbench.backend_names()
+    assert names.index("cudnn") < names.index("cudnn_tf32") < names.index("cudnn_benchmark")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tf32_is_faster_on_a_wide_float32_layer():
+    """On a GPU with tensor cores: a float32 3×3 layer with 256 channels, cudnn_tf32 against
+    cudnn (TF32 off) — what TF32 buys; its error stays within TF32's tolerance."""
+    from convbench.measure.clocks import clock_for
+    from convbench.measure.config import TimingConfig
+    from convbench.measure.engine import measure
+
+    x = torch.randn(32, 256, 28, 28, device="cuda")
+    w = torch.randn(256, 256, 3, 3, device="cuda")
+    times = {}
+    for name in ("cudnn", "cudnn_tf32"):
+        plan = convbench.get_backend(name).prepare(w, None, padding=1, input=x)
+        call = functools.partial(plan, x)
+        times[name] = measure(call, TimingConfig(warmup_s=0.2), clock_for("cuda")).median_ms
+    assert times["cudnn_tf32"] < 0.8 * times["cudnn"], times
 
 
 def test_onednn_says_when_torch_takes_another_path():
@@ -293,7 +344,7 @@ def test_plan_separates_weight_work_from_input_work():
 
 
 @pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
-@pytest.mark.parametrize("name", [n for n in BACKENDS if n != "cudnn"])
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in CUDNN])
 def test_gradcheck(name, config):
     """`torch.autograd.gradcheck` (float64) through each backend's own backward passes."""
     (x, w, b), kwargs = make(CONFIGS[config], torch.float64, seed=4)

@@ -663,3 +663,64 @@ def test_result_fields_pure():
     assert result_fields(note="no telemetry for a meta device")["telemetry_note"] == (
         "no telemetry for a meta device"
     )
+
+
+# --- clock-aware samples and per-function telemetry ----------------------------------------
+
+
+class ClockedNvml(FakeNvml):
+    """FakeNvml with the default and maximum SM clocks a real GPU reports."""
+
+    def __init__(self, default=1980, maximum=1980, **scripts):
+        super().__init__(**scripts)
+        self.default, self.maximum = default, maximum
+
+    def nvmlDeviceGetDefaultApplicationsClock(self, handle, clock_type):
+        if self.default is None:
+            raise NVMLError_NotSupported("no applications clocks")
+        return self.default
+
+    def nvmlDeviceGetMaxClockInfo(self, handle, clock_type):
+        return self.maximum
+
+
+def test_sm_clock_probe_sets_throttled_samples_apart():
+    from convbench.measure.clocks import FakeClock
+    from convbench.measure.config import TimingConfig
+    from convbench.measure.disturbance import SmClockProbe
+    from convbench.measure.engine import measure
+
+    # before/after readings per sample: full speed, one sample throttled to 1200 < 0.75 × 1980
+    fake = ClockedNvml(clock=[1980, 1950] * 3 + [1200, 1900] + [1980, 1980] * 20)
+    probe = SmClockProbe(fake, "handle")
+    assert probe.default_mhz == 1980 and "75% of the default SM clock (1980 MHz)" in probe.rule
+    config = TimingConfig(warmup_s=0, min_samples=10, max_time_s=1.0)
+    m = measure(lambda: None, config, FakeClock(1000), probe=probe)
+    assert m.n_discarded == 1 and not m.disturbed
+    assert 1950 < probe.mean_clock_mhz <= 1980  # over the samples kept
+    # no applications clocks: the maximum is the default
+    assert SmClockProbe(ClockedNvml(default=None, maximum=1755), "h").default_mhz == 1755
+
+
+def test_telemetry_for_keeps_the_polls_taken_during_a_functions_windows():
+    from convbench.measure.probes.nvml import NvmlSample
+
+    fake = FakeNvml()
+    with NvmlSampler("cuda:0", interval_s=3600, nvml=fake) as sampler:
+        pass
+    assert all(s.t_host_ns is not None for s in sampler.samples)
+    # polls every 10 ms (slack 5 ms): at 0, 10, 20 and 30 ms, drawing 100, 200, 300, 400 W
+    sampler.interval_s = 0.01
+    sampler.samples = [
+        NvmlSample(t_s=k / 100, power_w=100.0 * (k + 1), sm_clock_mhz=1900.0, t_host_ns=10 * k * MS)
+        for k in range(4)
+    ]
+    a = sampler.telemetry_for([(0, 2 * MS), (8 * MS, 9 * MS)])  # near the 0 and 10 ms polls
+    assert a.n_samples == 2 and a.power_w == pytest.approx(150.0)
+    assert a.energy_j == pytest.approx(150.0 * 3e-3)  # mean power × 3 ms of windows
+    b = sampler.telemetry_for([(26 * MS, 31 * MS)])
+    assert b.n_samples == 1 and b.power_w == pytest.approx(400.0)
+    assert sampler.telemetry_for([]).energy_j == pytest.approx(12.5)  # the whole window
+
+
+MS = 1_000_000

@@ -68,12 +68,21 @@ def test_measure_options_match_the_cli_flags():
         "mode": args.mode,
         "max_lost": args.max_lost,
         "interleave": args.interleave,
+        "cuda_timing": args.cuda_timing,
+        "cold_inputs": args.cold_inputs,
     }
     assert (TimingConfig.warmup_s, TimingConfig.max_time_s) == (args.warmup, args.max_time)
     args = build_parser().parse_args(["run", "smoke", "--max-time", "0.3", "--mode", "cold"])
     assert api.measure_options(max_time_s=0.3, mode="cold") == _plan(args).options
     args = build_parser().parse_args(["run", "smoke", "--no-interleave", "--max-lost", "0.1"])
     assert api.measure_options(interleave=False, max_lost=0.1) == _plan(args).options
+    args = build_parser().parse_args(
+        ["run", "smoke", "--cuda-timing", "graph", "--cold-inputs", "rotate"]
+    )
+    got = api.measure_options(cuda_timing="graph", cold_inputs="rotate")
+    assert got == _plan(args).options
+    with pytest.raises(UserError, match="^cuda_timing: expected events, graph or blocking"):
+        convbench.run("smoke", cuda_timing="cupti")
 
 
 def test_bad_timing_arguments_name_the_keyword(tiny_suite):

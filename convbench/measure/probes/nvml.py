@@ -65,6 +65,8 @@ class NvmlSample:
     sm_clock_mhz: float | None = None
     temp_c: float | None = None
     throttle_mask: int | None = None
+    #: Host ``perf_counter_ns`` when taken: which timed samples it belongs to.
+    t_host_ns: int | None = None
 
 
 @dataclass(frozen=True)
@@ -351,11 +353,45 @@ class NvmlSampler:
             sm_clock_mhz=float(clock) if clock is not None else None,
             temp_c=float(temp) if temp is not None else None,
             throttle_mask=int(mask) if mask is not None else None,
+            t_host_ns=time.perf_counter_ns(),
         )
+
+    def clock_probe(self):
+        """A `convbench.measure.disturbance.SmClockProbe` on this sampler's GPU (None when
+        NVML is not open)."""
+        from convbench.measure.disturbance import SmClockProbe
+
+        if self._nvml is None or self._handle is None:
+            return None
+        return SmClockProbe(self._nvml, self._handle)
+
+    def telemetry_for(self, windows: Sequence[tuple[int, int]]) -> Telemetry:
+        """Telemetry of the samples taken during ``windows`` (host ``perf_counter_ns``
+        intervals: one function's timed samples, when several functions were timed in
+        turns) — a poll counts if it falls within half a sampling interval of a window.
+        ``energy_j`` is then the mean power × the windows' total duration. Call after
+        `stop`."""
+        telemetry = self.stop()
+        if not windows:
+            return telemetry
+        slack = round(self.interval_s * 1e9 / 2)
+        chosen = [
+            s
+            for s in self.samples
+            if s.t_host_ns is not None and _inside(s.t_host_ns, windows, slack)
+        ]
+        duration_s = sum(end - start for start, end in windows) / 1e9
+        part = summarise(chosen, None, None, duration_s, [telemetry.note] if telemetry.note else [])
+        energy = part.power_w * duration_s if part.power_w is not None else None
+        return Telemetry(**{**part.__dict__, "energy_j": energy})
 
     def _read_energy(self) -> int | None:
         handle = self._handle
         return self._query("energy", lambda: self._nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+
+
+def _inside(t_ns: int, windows: Sequence[tuple[int, int]], slack_ns: int) -> bool:
+    return any(start - slack_ns <= t_ns <= end + slack_ns for start, end in windows)
 
 
 def _shutdown(nvml: Any) -> None:

@@ -1,0 +1,22 @@
+"""Measuring one task: cold inputs by rotation."""
+
+from __future__ import annotations
+
+
+def test_rotating_inputs_cycle_through_copies_that_fill_twice_the_cache():
+    import torch
+
+    from convbench.backends import get_backend
+    from convbench.measure.flush import flush_size_bytes
+    from convbench.measure.task import MAX_ROTATING_COPIES, _rotating
+
+    x, w = torch.randn(2, 4, 8, 8), torch.randn(6, 4, 3, 3)
+    fn, note = _rotating(get_backend("im2col"), "forward", x, w, None, None, {"padding": 1})
+    want = torch.nn.functional.conv2d(x, w, padding=1)
+    for _ in range(3):
+        out = fn()
+        out = out[0] if isinstance(out, tuple) else out
+        assert torch.allclose(out, want, atol=1e-5)
+    per_copy = x.numel() * 4
+    assert f"{MAX_ROTATING_COPIES} rotating copies" in note  # tiny inputs: the cap
+    assert MAX_ROTATING_COPIES * per_copy < flush_size_bytes("cpu") and "some stay cached" in note
