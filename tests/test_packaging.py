@@ -113,3 +113,14 @@ def test_an_installed_wheel_finds_its_suites_from_any_directory(wheel, tmp_path)
     assert run.returncode == 0, run.stderr
     assert "results/convbench.sqlite" in run.stdout
     assert (elsewhere / "results" / "convbench.sqlite").is_file()
+
+
+def test_no_module_over_400_lines():
+    """The layout keeps each module readable in one sitting; a module that grows past this
+    is split by concept (as fft_plan/fft_dft, nvml/telemetry)."""
+    long = {
+        str(path.relative_to(ROOT)): n
+        for path in (ROOT / "convbench").rglob("*.py")
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert not long, long

@@ -59,19 +59,21 @@ import math
 import torch
 
 from convbench.backends import Backend, Passes, register
+from convbench.backends.fft_dft import (
+    dft_matrix,
+    filter_spectrum_dft,
+    phase_taps,
+    small_dft_pays,
+    tap_slots,
+)
 from convbench.backends.fft_plan import (
     Sizes,
     assemble,
     choose_plan,
     choose_weight_plan,
-    dft_matrix,
     filter_spectrum,
-    filter_spectrum_dft,
     frames,
     gradient_frames,
-    phase_taps,
-    small_dft_pays,
-    tap_slots,
     uses_elementwise,
 )
 from convbench.backends.ops import bias_grad
