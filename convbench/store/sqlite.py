@@ -94,8 +94,8 @@ class Store:
             return
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         version = int(row[0]) if row else None
-        if version is not None and 1 <= version < SCHEMA_VERSION:
-            self._upgrade(version)
+        if version is not None and 1 <= version <= SCHEMA_VERSION:
+            self._upgrade(version)  # also a store of this version missing a column
         elif version != SCHEMA_VERSION:
             raise UserError(
                 f"{self.path}: results schema version {version}, this convbench reads "
@@ -106,16 +106,22 @@ class Store:
         """Bring an older store up to `SCHEMA_VERSION`: versions only ever add columns, so
         the missing ones are added (NULL in the rows already stored) — nothing is lost."""
         tables = (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS), ("samples", SAMPLE_COLUMNS))
+        present = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
+        changed = version < SCHEMA_VERSION
         for table, columns in tables:
+            if table not in present:
+                continue  # created whole by the DDL that follows
             have = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
             for name, sql_type in columns:
                 if name not in have:
                     plain = sql_type.replace(" NOT NULL", "")
                     self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {plain}")
-        self.conn.execute(
-            "UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
-        )
-        self.conn.commit()
+                    changed = True
+        if changed:
+            self.conn.execute(
+                "UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),)
+            )
+            self.conn.commit()
 
     @property
     def schema_version(self) -> int:

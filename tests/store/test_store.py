@@ -91,6 +91,29 @@ def test_wal_mode_and_schema_version(tmp_path):
         Store(db)
 
 
+@pytest.mark.parametrize("version", ["1", str(SCHEMA_VERSION)])
+def test_a_store_missing_columns_is_upgraded_keeping_its_rows(tmp_path, version):
+    """A version-1 store, or one written before a column of this version was added, gains
+    the missing columns (NULL in the old rows) when opened; its results stay readable."""
+    db = tmp_path / "old.sqlite"
+    with Store(db) as store:
+        store.create_run("r1", suite="s", suite_path=None, command="", config={}, env={})
+        store.add_result(_row("k1"))
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE runs DROP COLUMN owner_json")
+    conn.execute("ALTER TABLE results DROP COLUMN timing_note")
+    conn.execute("UPDATE meta SET value=?", (version,))
+    conn.commit()
+    conn.close()
+    with Store.open_existing(db) as store:
+        assert store.run("r1")["run_id"] == "r1"
+        assert [r["result_key"] for r in store.result_rows("r1")] == ["k1"]
+    conn = sqlite3.connect(db)
+    assert "owner_json" in {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+    assert "timing_note" in {r[1] for r in conn.execute("PRAGMA table_info(results)")}
+    assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+
+
 def test_not_a_store(tmp_path):
     bad = tmp_path / "bad.sqlite"
     bad.write_text("this is not sqlite")
