@@ -316,17 +316,18 @@ def problems(draw):
         assume(False)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problem=problems(), dtype=st.sampled_from([torch.float64, torch.float32]))
-def test_random_problems_all_backends(problem, dtype):
-    x, w, b = problem.make_tensors(dtype, seed=3)
+def test_random_problems_all_backends(problem, dtype, device):
+    x, w, b = problem.make_tensors(dtype, device, seed=3)
     kwargs = problem.conv_kwargs()
     ref = reference(x, w, b, kwargs)
     assert tuple(ref.shape) == problem.output_shape
     for name in BACKENDS:
         reason = check_backend(name, x, w, b, kwargs)
         if name in FULL_COVERAGE_CPU:
-            assert reason is None, f"{name}: {reason}"
+            assert reason is None, f"{name} on {device}: {reason}"
 
 
 def test_plan_separates_weight_work_from_input_work():
