@@ -38,6 +38,7 @@ _LAZY = {
     "modeltime": ("convbench.modeltime", None),
     "analysis": ("convbench.analysis", None),
     "optimize": ("convbench.nn", "optimize"),
+    "load_decisions": ("convbench.nn", "load_decisions"),
 }
 
 
@@ -63,6 +64,7 @@ __all__ = [
     "UserError",
     "backend_names",
     "get_backend",
+    "load_decisions",
     "modeltime",
     "optimize",
     "results",

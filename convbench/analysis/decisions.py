@@ -11,6 +11,11 @@ For every (case, dtype, device, pass), a candidate wins only if
 
 Among the winners the lowest median is chosen. Otherwise — a tie, noise, or nothing accurate
 — the pass stays on ``torch``: a tuned model never swaps for noise.
+
+For training (``weight_changes``), every pass is charged its ``prepare_ms`` as well: after
+each optimizer step the tuned layer re-prepares its weight (the Winograd filter transforms,
+the filter spectra), so a backend whose pass wins only with the weight prepared once would
+lose the step.
 """
 
 from __future__ import annotations
@@ -75,11 +80,15 @@ def decide(
     alpha: float = 0.05,
     max_rel_err: float | None = None,
     baseline: str = BASELINE,
+    weight_changes: bool = False,
 ) -> list[Decision]:
     """One `Decision` per (run, case, dtype, device, pass) of ``df`` (`convbench.results.load`
-    with ``samples=True``) whose direction is one of `PASSES`."""
+    with ``samples=True``) whose direction is one of `PASSES`; ``weight_changes``: each pass
+    is charged its ``prepare_ms`` (training, see the module docstring)."""
     decisions = []
     ok = ok_results(df)
+    if weight_changes:
+        ok = ok.apply(_with_prepare, axis=1)
     for key, group in df[df["direction"].isin(PASSES)].groupby(["run_id", *KEYS], sort=False):
         run_id, case, dtype, device, direction = key
         problem = json.loads(group["problem_json"].iloc[0]) if "problem_json" in group else {}
@@ -126,6 +135,22 @@ def decide(
                      f"(p={d.p_value:.2g})", options=_options(row))
         )  # fmt: skip
     return decisions
+
+
+def _with_prepare(row: pd.Series) -> pd.Series:
+    """The row as one training step sees it: every sample (and the median and its interval)
+    longer by the pass's ``prepare_ms``, redone after each optimizer step."""
+    prepare = _num(row.get("prepare_ms")) or 0.0
+    if not prepare:
+        return row
+    row = row.copy()
+    for name in ("median_ms", "ci_low_ms", "ci_high_ms"):
+        if _num(row.get(name)) is not None:
+            row[name] = row[name] + prepare
+    samples = row.get("samples_ms")
+    if isinstance(samples, list | tuple):
+        row["samples_ms"] = [s + prepare for s in samples]
+    return row
 
 
 def _problem_key(fields: dict) -> str:

@@ -133,7 +133,8 @@ def layer_tables(entries: list[dict]) -> list:
                 ", ".join(e.get("layers") or []) or e.get("case", ""),
                 e["pass"],
                 _shape(e.get("shape") or {}),
-                e["backend"],
+                e["backend"]
+                + (f" (reverted from {e['reverted_from']})" if e.get("reverted_from") else ""),
                 _ms(e.get("torch_ms")),
                 _ms(e.get("median_ms")),
                 speed,

@@ -17,7 +17,7 @@ One code path for every clock (`convbench.measure.clocks`): the engine only call
 3. **Sampling** until the ``confidence`` CI of the median is within ``±rel_ci`` of it (after at
    least ``min_samples``; stop reason ``"ci"``), or ``max_samples`` (``"max_samples"``), or
    ``max_time_s`` of wall time in this phase (``"time_cap"``, a hard cap: a case slower than the
-   cap gets a single sample).
+   cap gets a single sample — unless ``floor_samples`` asks for more, up to 10 × the cap).
 
 Cold mode calls ``flush()`` (see `convbench.measure.flush`) before every sample, outside the
 timed region, and uses block size 1, because a second call in the same block would find the
@@ -316,7 +316,10 @@ class _Track:
             self.stop_reason = "max_samples"
         elif len(self.clean) + len(self.discarded) >= 2 * config.max_samples:
             self.stop_reason = "max_samples"  # mostly disturbed: give up, flagged
-        elif self.spent_ns >= config.max_time_s * 1e9:
+        elif self.spent_ns >= config.max_time_s * 1e9 and (
+            len(self.clean) >= config.floor_samples
+            or self.spent_ns >= 10 * config.max_time_s * 1e9
+        ):
             self.stop_reason = "time_cap"
 
     def measurement(self, config, clock, overhead_ns, timed_ns, probe) -> Measurement:

@@ -84,6 +84,7 @@ def measure_options(
     interleave: bool = DEFAULTS["interleave"],
     cuda_timing: str = DEFAULTS["cuda_timing"],
     cold_inputs: str = DEFAULTS["cold_inputs"],
+    floor_samples: int = 0,
 ) -> MeasureOptions:
     """`MeasureOptions` from the sweep's timing settings; ValueError naming the field."""
     timing = TimingConfig(
@@ -94,6 +95,7 @@ def measure_options(
         mode=mode,
         max_samples=max(1000, min_samples),
         max_lost=max_lost,
+        floor_samples=floor_samples,
     )
     return MeasureOptions(
         timing=timing, interleave=interleave, cuda_timing=cuda_timing, cold_inputs=cold_inputs

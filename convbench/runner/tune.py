@@ -61,12 +61,22 @@ def _layers_by_problem(trace) -> dict[str, list[str]]:
     return layers
 
 
-def run_id_for(spec: str, shape, dtype, device, passes, candidates, threads) -> str:
-    """The run of a tune: the same model, shape, settings and environment give the same id,
-    so a second tune resumes it (measuring only what is missing)."""
+#: Every candidate and torch get at least this many undisturbed samples, past `--max-time`
+#: if need be (up to 10 × it): a layer slower than the cap would otherwise get one or two,
+#: and no rank test can call a difference significant on those (p ≥ 1/3 with 2 a side).
+FLOOR_SAMPLES = 6
+
+
+def run_id_for(
+    spec: str, shape, dtype, device, passes, candidates, threads, options: dict | None = None
+) -> str:
+    """The run of a tune: the same model, shape, settings (the timing options included) and
+    environment give the same id, so a second tune resumes it (measuring only what is
+    missing)."""
     context = decision_context(device)
     blob = json.dumps(
-        [spec, list(shape), dtype, device, list(passes), sorted(candidates), threads, context],
+        [spec, list(shape), dtype, device, list(passes), sorted(candidates), threads, context]
+        + ([options] if options else []),
         sort_keys=True,
     )
     return "tune-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -90,6 +100,35 @@ def _entries(decisions: list[Decision], trace, device: str) -> list[dict]:
         )
         entries.append(entry)
     return entries
+
+
+def revert_if_slower(entries: list[dict], e2e: Sequence[EndToEnd], alpha: float) -> str | None:
+    """The model-level guard: where the optimized model came out significantly slower end to
+    end than the original (Mann–Whitney p < ``alpha``), the decisions that mode uses go back
+    to ``torch`` — the forward passes for ``inference``, every pass for ``train`` — each with
+    the reason and the backend it had (``reverted_from``). Returns the line saying so, or None.
+
+    Per-layer wins need not add up: layers timed alone can lose end to end (caches shared
+    with the neighbours, threads, memory traffic between layers); a tuned model must never be
+    a loss."""
+    lines = []
+    for e in e2e:
+        if not (e.speedup < 1 and e.p_value < alpha):
+            continue
+        figure = f"{e.speedup:.3f}× [{e.ci_low:.3f}–{e.ci_high:.3f}], p={e.p_value:.2g}"
+        passes = ("forward",) if e.mode == "inference" else PASSES
+        n = 0
+        for entry in entries:
+            if entry["pass"] in passes and entry["backend"] != "torch":
+                entry["reverted_from"] = entry["backend"]
+                entry["backend"], entry["options"] = "torch", {}
+                entry["reason"] = f"reverted: the optimized model's {e.mode} was {figure}"
+                n += 1
+        if n:
+            lines.append(f"{e.mode} {figure}: {n} decision(s) of {'/'.join(passes)} reverted")
+    if not lines:
+        return None
+    return "optimized model slower end to end; back to torch: " + "; ".join(lines)
 
 
 def tune(
@@ -135,8 +174,11 @@ def tune(
     suite = suite_from_trace(trace, name, dtype, source=f"{spec} at {list(input_shape)}")
     filters = {"backends": candidates, "dtypes": [dtype], "devices": [device]}
     filters["directions"] = list(passes)
-    plan = RunPlan(suite, filters, measure_options(max_time_s=max_time_s), threads=threads)
-    run_id = run_id_for(spec, input_shape, dtype, device, passes, candidates, threads)
+    options = measure_options(max_time_s=max_time_s, floor_samples=FLOOR_SAMPLES)
+    plan = RunPlan(suite, filters, options, threads=threads)
+    run_id = run_id_for(
+        spec, input_shape, dtype, device, passes, candidates, threads, options.to_dict()
+    )
     store = Store(db)
     try:
         resume = run_id in store.run_ids()
@@ -148,7 +190,8 @@ def tune(
         )  # fmt: skip
         if result is None or result.interrupted:
             return TuneResult(run_id, [], [], None, interrupted=True)
-        decisions = decide(load(store, run_id, samples=True), alpha=alpha, max_rel_err=max_rel_err)
+        frame = load(store, run_id, samples=True)
+        decisions = decide(frame, alpha=alpha, max_rel_err=max_rel_err, weight_changes=train)
         entries = _entries(decisions, trace, device)
         path = write(out, entries, model=spec, input_shape=input_shape) if out else None
         original = factory()
@@ -163,6 +206,12 @@ def tune(
         x = x.to(device=device, dtype=getattr(torch, dtype))
         modes = ("inference", "train") if train else ("inference",)
         e2e = [compare_models(original, optimized, x, mode, end_to_end) for mode in modes]
+        reverted = revert_if_slower(entries, e2e, alpha)
+        if reverted:
+            say(reverted)
+        if path is not None:
+            e2e_dicts = [e.to_dict() for e in e2e]
+            path = write(out, entries, model=spec, input_shape=input_shape, end_to_end=e2e_dicts)
         store.add_tune(
             run_id, run_id, model=spec, input_shape=input_shape, decisions_path=path,
             decisions=entries, end_to_end=[e.to_dict() for e in e2e],

@@ -16,10 +16,12 @@ A JSON document, indented and with sorted keys so that two tunes diff line by li
           "backend": "winograd", "options": {"m": [4, 4], …},
           "median_ms": 12.3, "torch_ms": 17.0, "speedup": 1.38, "speedup_ci": [1.33, 1.41],
           "rel_err": 2.1e-06, "reason": "…", "run_id": "tune-…", "case": "0.2",
+          "reverted_from": "fft",             # only where the model-level guard reverted it
           "context": {"torch": "2.13.0+cpu", "device_name": "…", "threads": 2,
                       "convbench": "0.1.0"}
         }, …
-      ]
+      ],
+      "end_to_end": [{"mode": "inference", "speedup": 1.31, "ci_low": 1.27, …}]
     }
 
 An entry is keyed by (problem, dtype, device, pass) and made stale by its ``context``: a
@@ -91,8 +93,16 @@ class DecisionTable:
         return DecisionTable(self.path, kept, self.model, self.input_shape, ignored)
 
 
-def write(path: str | Path, entries: list[dict], *, model: str, input_shape) -> Path:
-    """Write a decisions file (see the module docstring)."""
+def write(
+    path: str | Path,
+    entries: list[dict],
+    *,
+    model: str,
+    input_shape,
+    end_to_end: list[dict] | None = None,
+) -> Path:
+    """Write a decisions file (see the module docstring); ``end_to_end``: the whole-model
+    comparisons `tune` measured with these decisions, kept for the reader."""
     document = {
         "format": FORMAT,
         "model": model,
@@ -102,6 +112,8 @@ def write(path: str | Path, entries: list[dict], *, model: str, input_shape) -> 
             entries, key=lambda e: (e.get("layers") or [""])[0:1] + [e["pass"], e["problem"]]
         ),
     }
+    if end_to_end is not None:
+        document["end_to_end"] = end_to_end
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")

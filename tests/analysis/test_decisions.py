@@ -53,3 +53,16 @@ def test_only_the_single_pass_directions_are_decided(row):
     df = rows(row, torch=1.0, winograd=0.5)
     df = pd.concat([df, df.assign(direction="train"), df.assign(direction="backward_data")])
     assert sorted(d.pass_ for d in decide(df)) == ["backward_data", "forward"]
+
+
+def test_training_charges_each_pass_its_re_prepare(row):
+    """Winograd's pass wins with the weight prepared once (0.5 vs 1.0 ms) but, re-prepared
+    after every optimizer step (0.7 ms more), loses the training step: torch stays."""
+    df = rows(row, torch=1.0, winograd=0.5, im2col=0.8)
+    df["prepare_ms"] = df["backend"].map({"torch": 0.0, "winograd": 0.7, "im2col": 0.0})
+    assert decide(df)[0].backend == "winograd"
+    (d,) = decide(df, weight_changes=True)
+    assert d.backend == "im2col" and abs(d.median_ms - 0.8) < 0.05
+    df.loc[df["backend"] == "im2col", "prepare_ms"] = 0.5
+    (d,) = decide(df, weight_changes=True)
+    assert d.backend == "torch"

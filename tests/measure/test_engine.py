@@ -136,6 +136,19 @@ def test_alternating_costs_hit_the_time_cap_exactly():
     assert m.timed_ms == 20.0
 
 
+def test_floor_samples_keep_a_slow_function_past_the_cap():
+    # 400 ms per call under a 1 s cap: 3 samples alone, 6 with the floor (a decision's test
+    # needs them); the floor gives up at 10 × the cap.
+    slow = FakeClock(cost_ns=400 * MS)
+    assert measure(noop, TimingConfig(warmup_s=0, min_samples=10), slow).n_samples == 3
+    config = TimingConfig(warmup_s=0, min_samples=10, floor_samples=6)
+    m = measure(noop, config, FakeClock(cost_ns=400 * MS))
+    assert (m.stop_reason, m.n_samples) == ("time_cap", 6)
+    config = TimingConfig(warmup_s=0, min_samples=50, floor_samples=40)
+    m = measure(noop, config, FakeClock(cost_ns=400 * MS))
+    assert (m.stop_reason, m.n_samples) == ("time_cap", 25)  # 25 × 0.4 s = 10 × the cap
+
+
 def test_very_noisy_function_stops_on_time_cap():
     def cost(rng):
         return 1 * MS * rng.lognormvariate(0, 1.0)
