@@ -180,8 +180,11 @@ class _TunedConv:
                 (e for i, e in enumerate(call.plans) if e and call.backends[i] == name), None
             )
             if shared is None:
+                # Prepared for the pass it first serves, as `convbench tune` measured it; a
+                # pass of the same backend used later prepares itself on first use, and only
+                # the passes in use are redone when the weight changes.
                 plan = get_backend(name).prepare(
-                    weight, bias, **call.kw, input=input, direction="train"
+                    weight, bias, **call.kw, input=input, direction=_PASSES[index]
                 )
                 shared = [plan, state]
             call.plans[index] = entry = shared

@@ -177,3 +177,31 @@ def test_stale_and_broken_decisions(tmp_path):
     decisions.entries[0]["backend"] = "nope"
     with pytest.raises(UserError, match=r"entry #1: field 'backend': unknown backend 'nope'"):
         optimize(copy.deepcopy(model), DecisionTable("d.json", decisions.entries))
+
+
+def test_a_backend_serving_one_pass_redoes_only_that_pass_after_a_step():
+    """Winograd only for the weight gradient: its plan prepares that pass alone, and an
+    optimizer step re-prepares that pass alone (no filter transforms nobody uses)."""
+    model = Net()
+    tuned = optimize(
+        copy.deepcopy(model),
+        table(model, X, forward="torch", backward_data="torch", backward_weight="winograd"),
+    )
+    optimizer = torch.optim.SGD(tuned.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        tuned(X).square().mean().backward()
+        optimizer.step()
+    (call,) = tuned.a._convbench.calls.values()
+    assert call.backends == ("torch", "torch", "winograd")
+    plan = call.plans[2][0]
+    assert plan.passes.intent == "backward_weight"
+    assert plan._ready == {"backward_weight"}
+    # the gradients still match PyTorch's after the steps
+    plain = copy.deepcopy(model)
+    plain.load_state_dict(tuned.state_dict())
+    tuned.zero_grad()
+    plain.zero_grad()
+    tuned(X).square().mean().backward()
+    plain(X).square().mean().backward()
+    assert torch.allclose(tuned.a.weight.grad, plain.a.weight.grad, rtol=1e-4, atol=1e-6)
