@@ -47,6 +47,7 @@ EXPECT = {
     "from-model": ("bash", "7 conv calls (traced on meta)"),
     "model-totals": ("python", "best per-layer mix"),
     "python-api": ("python", "conv1d_same_k16"),
+    "tune": ("bash", "optimized: (2, 1000)"),
 }
 
 

@@ -317,8 +317,7 @@ class _Track:
         elif len(self.clean) + len(self.discarded) >= 2 * config.max_samples:
             self.stop_reason = "max_samples"  # mostly disturbed: give up, flagged
         elif self.spent_ns >= config.max_time_s * 1e9 and (
-            len(self.clean) >= config.floor_samples
-            or self.spent_ns >= 10 * config.max_time_s * 1e9
+            len(self.clean) >= config.floor_samples or self.spent_ns >= 10 * config.max_time_s * 1e9
         ):
             self.stop_reason = "time_cap"
 

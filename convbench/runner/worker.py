@@ -14,7 +14,8 @@ the parent in that window stays pending and is delivered when the parent unblock
 never lost. (Ignoring SIGINT in the parent instead, as an earlier version did, dropped a
 Ctrl-C that arrived while the child was being spawned, and the sweep ran to the end.) The
 resource tracker multiprocessing starts on first use unblocks SIGINT when it has started, so
-it is started before the block.
+it is started before the block. A Ctrl-C already caught by Python just before the block is
+held back until the child has its start-up data (`_defer_sigint`).
 """
 
 from __future__ import annotations
@@ -95,6 +96,37 @@ def _sigint_blocked():
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+class _defer_sigint:
+    """Hold back the *Python-level* SIGINT handler for the block's duration (main thread).
+
+    Blocking the signal (`_sigint_blocked`) does not help with a Ctrl-C whose C-level handler
+    already ran just before the block: CPython raises its KeyboardInterrupt at the next
+    bytecode boundary, which may be inside ``Process.start`` after the child was spawned and
+    before its start-up data was written to it — the parent then closes the pipe and the
+    child prints an ``EOFError`` traceback. Here such a Ctrl-C is recorded (``caught``) and the
+    caller raises it once the child has been started. `signal.signal` runs the old handler for
+    a signal pending when it is called, so an earlier Ctrl-C still interrupts before any
+    child exists. In other threads (signals are handled by the main thread) this does
+    nothing."""
+
+    def __init__(self):
+        self.caught = False
+        self._previous = None
+
+    def _record(self, signum, frame) -> None:
+        self.caught = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 class Worker:
     """A measurement process the parent can time out and replace."""
 
@@ -117,11 +149,14 @@ class Worker:
         # Spawning starts multiprocessing's resource tracker the first time, and that start
         # *unblocks* SIGINT when it is done: let it happen before the block, not inside it.
         resource_tracker.ensure_running()
+        deferred = _defer_sigint()
         try:
-            with _sigint_blocked():
+            with deferred, _sigint_blocked():
                 self.proc.start()
         finally:
             child.close()
+        if deferred.caught:  # now that the child has everything it needs to start
+            raise KeyboardInterrupt
         # Start-up (importing torch) is not part of any task's time limit.
         if not parent.poll(self.startup_timeout_s):
             self.kill()

@@ -359,7 +359,8 @@ def test_ids_are_stable_and_field_sensitive():
 def test_tasks_cover_the_axes_in_order():
     suite = load_suite("smoke")
     tasks = suite.tasks()
-    backends = ["naive", "im2col", "fft", "winograd", "torch", "onednn", "cudnn"]
+    backends = ["naive", "im2col", "fft", "winograd", "torch", "onednn"]
+    backends += ["cudnn", "cudnn_tf32", "cudnn_benchmark"]  # every registered backend
     assert len(tasks) == len(suite.cases) * len(backends) * 2
     assert [t.backend for t in tasks[: len(backends)]] == backends  # backend varies fastest
     assert {t.direction for t in tasks[: len(backends)]} == {"forward"}

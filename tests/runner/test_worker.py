@@ -30,6 +30,37 @@ def ctrl_c_during_spawn(monkeypatch):
     return sent
 
 
+def test_a_ctrl_c_caught_by_python_mid_spawn_waits_until_the_child_has_its_data(monkeypatch, capfd):
+    """The race behind a flaky run: Ctrl-C's C handler ran just before SIGINT was blocked, and
+    CPython ran the Python handler right after the child was spawned, before the parent wrote
+    the child's start-up data (the child then died on EOFError with a traceback). Reproduced
+    exactly by running the current Python handler at that point, as the interpreter would."""
+    import multiprocessing.popen_spawn_posix as popen_spawn_posix
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()  # its own spawn is not the one under test
+    real = popen_spawn_posix.util.spawnv_passfds
+
+    def spawn_then_python_handler(*args, **kwargs):
+        pid = real(*args, **kwargs)
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        return pid
+
+    monkeypatch.setattr(popen_spawn_posix.util, "spawnv_passfds", spawn_then_python_handler)
+    worker = Worker()
+    with pytest.raises(KeyboardInterrupt):
+        worker.start()
+    monkeypatch.undo()
+    try:
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert worker.conn.poll(120), "the worker never answered"
+        assert worker.conn.recv()[0] == "ready"  # it had its data and started
+    finally:
+        worker.kill()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "EOFError" not in err, err
+
+
 def test_ctrl_c_while_the_worker_is_spawned_reaches_the_parent(ctrl_c_during_spawn):
     worker = Worker()
     with pytest.raises(KeyboardInterrupt):
