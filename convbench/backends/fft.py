@@ -77,7 +77,12 @@ from convbench.backends.fft_plan import (
     uses_elementwise,
 )
 from convbench.backends.ops import bias_grad
-from convbench.backends.transpose import data_gradient_phases, phase_weight, transposed_weight
+from convbench.backends.transpose import (
+    data_gradient,
+    data_gradient_phases,
+    phase_weight,
+    transposed_weight,
+)
 from convbench.problem.spec import ConvArgs
 
 
@@ -198,14 +203,7 @@ class FFTPasses(Passes):
     # -- data gradient -------------------------------------------------------------------------
     def backward_data(self, dy):
         self.prepare_pass("backward_data")
-        phases = self._data_phases
-        if len(phases) == 1 and phases[0][0].covers_all:
-            phase, passes = phases[0]
-            return passes.forward(phase.crop(dy))
-        dx = torch.zeros(self.args.input_shape, dtype=self.args.dtype, device=dy.device)
-        for phase, passes in phases:
-            phase.scatter(dx, passes.forward(phase.crop(dy)))
-        return dx
+        return data_gradient(self.args, self._data_phases, dy)
 
     # -- weight gradient -----------------------------------------------------------------------
     def _input_for_weight(self, x: torch.Tensor, saved) -> torch.Tensor:

@@ -167,3 +167,16 @@ def phase_taps(transposed: torch.Tensor, phase: Phase) -> torch.Tensor:
         step = (last - first) // (len(dim.taps) - 1) if len(dim.taps) > 1 else 1
         index.append(slice(first, last + 1, step))
     return transposed[tuple(index)]
+
+
+def data_gradient(args: ConvArgs, phases: list, dy: torch.Tensor) -> torch.Tensor:
+    """dL/dx from the per-phase convolutions of ``dy``: ``phases`` holds (`Phase`, passes)
+    pairs whose ``forward`` convolves a phase's crop of dy with its flipped, transposed taps
+    (the backend's own algorithm); each result is scattered into its strided slots."""
+    if len(phases) == 1 and phases[0][0].covers_all:
+        phase, passes = phases[0]
+        return passes.forward(phase.crop(dy))
+    dx = torch.zeros(args.input_shape, dtype=args.dtype, device=dy.device)
+    for phase, passes in phases:
+        phase.scatter(dx, passes.forward(phase.crop(dy)))
+    return dx

@@ -62,6 +62,7 @@ import torch
 from convbench.backends import Backend, Passes, register
 from convbench.backends.ops import bias_grad
 from convbench.backends.transpose import (
+    data_gradient,
     data_gradient_phases,
     phase_taps,
     phase_weight,
@@ -266,14 +267,7 @@ class WinogradPasses(Passes):
     # -- data gradient -------------------------------------------------------------------------
     def backward_data(self, dy):
         self.prepare_pass("backward_data")
-        phases = self._data_phases
-        if len(phases) == 1 and phases[0][0].covers_all:
-            phase, passes = phases[0]
-            return passes.forward(phase.crop(dy))
-        dx = torch.zeros(self.args.input_shape, dtype=self.args.dtype, device=dy.device)
-        for phase, passes in phases:
-            phase.scatter(dx, passes.forward(phase.crop(dy)))
-        return dx
+        return data_gradient(self.args, self._data_phases, dy)
 
     # -- weight gradient -----------------------------------------------------------------------
     def _weight_grad(self, v: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
