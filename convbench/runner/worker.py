@@ -41,6 +41,9 @@ def _worker_main(conn, threads: int | None, parent_pid: int) -> None:
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    from convbench.measure.malloc import steady_state
+
+    malloc = steady_state()  # before anything is allocated: the same for every backend
     import torch
 
     if threads:
@@ -58,7 +61,7 @@ def _worker_main(conn, threads: int | None, parent_pid: int) -> None:
         if kind == "stop":
             return
         if kind == "env":
-            conn.send(envinfo.collect_env())
+            conn.send(envinfo.collect_env() | {"malloc": malloc})
         elif kind == "task":
             _, task, options = message
             conn.send(measure_task(task, options))
