@@ -37,6 +37,22 @@ def relative(medians: Mapping[str, float], groups: Mapping[str, object]) -> dict
     return out
 
 
+def at_equal_pace(
+    medians: Mapping[str, float],
+    pace_us: Mapping[str, float],
+    truth_pace_us: Mapping[str, float],
+) -> dict[str, float]:
+    """Each median as it would have been at the truth's pace: scaled by the ratio of the
+    reference kernel's readings (`convbench.measure.pace`) during the truth's measurement and
+    during this one. Tasks without both readings are left out. A diagnostic of how much of a
+    disagreement the host's pace explains, not a replacement for the measured medians."""
+    return {
+        k: m * truth_pace_us[k] / pace_us[k]
+        for k, m in medians.items()
+        if pace_us.get(k) and truth_pace_us.get(k)
+    }
+
+
 def agreement(
     truth: Mapping[str, float],
     other: Mapping[str, float],

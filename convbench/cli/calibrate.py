@@ -77,8 +77,9 @@ def _interference(args: argparse.Namespace, console) -> None:
         soft_wrap=True,
     )
     # plain fixed-width text: eight columns that fit 80 characters whatever the terminal
-    widths = (13, 5, 5, 9, 6, 7, 9, 10)
-    header = ("method", "vs", "±5%", "clean ±5%", "worst", "flagged", ">10% unfl", "ratios ±5%")
+    widths = (13, 5, 5, 5, 6, 7, 9, 10, 9)
+    header = ("method", "vs", "±5%", "clean", "worst", "flagged", ">10% unfl", "ratios ±5%")
+    header += ("paced ±5%",)
     lines = [_row(header, widths), "-" * (sum(widths) + len(widths) - 1)]
     short = {"convbench --no-interleave": "no-interleave", "torch.utils.benchmark": "torch"}
     for method in METHODS:
@@ -86,6 +87,7 @@ def _interference(args: argparse.Namespace, console) -> None:
             a = report.agreement(method, condition)
             clean = report.agreement(method, condition, unflagged=True)
             r = report.agreement(method, condition, ratios=True)
+            paced = report.agreement(method, condition, at_pace=True)
             flag = method != "torch.utils.benchmark"
             cells = (
                 short.get(method, method),
@@ -96,6 +98,7 @@ def _interference(args: argparse.Namespace, console) -> None:
                 str(a.flagged) if flag else "—",
                 str(a.unflagged_over),
                 f"{r.within_pct:.0f}%",
+                f"{paced.within_pct:.0f}%" if paced.n else "—",
             )
             lines.append(_row(cells, widths))
     console.print("\n".join(lines), highlight=False, soft_wrap=True)
@@ -104,18 +107,32 @@ def _interference(args: argparse.Namespace, console) -> None:
         for m in METHODS
     )
     console.print(f"wall time per pass (s; quiet/again/load): {seconds}")
+    paces = ", ".join(
+        f"{short.get(m, m)} "
+        + "/".join(_us(report.passes[(m, c)].host_pace_us) for c in CONDITIONS)
+        for m in METHODS
+        if m != "torch.utils.benchmark"
+    )
+    console.print(f"host pace per pass (reference kernel, µs; quiet/again/load): {paces}")
     console.print(
         "again / load: the second quiet pass / the pass under load, against the first quiet "
-        "one. ±5%: share of task medians within 5% of it (clean ±5%: the same among the "
+        "one. ±5%: share of task medians within 5% of it (clean: the same among the "
         "results not flagged; worst: the largest difference); flagged: results the run "
-        "itself marked `disturbed` (too few undisturbed samples, or an unsteady median); "
+        "itself marked `disturbed` (too few undisturbed samples, an unsteady median, or off pace); "
         ">10% unfl: off by more than 10% and not flagged (torch.utils.benchmark flags "
         "nothing); ratios "
         "±5%: the same for each backend's median relative to its case's geometric mean, what "
-        "a comparison of algorithms rests on. Methods: "
+        "a comparison of algorithms rests on; paced ±5%: the ±5% share once each median is "
+        "scaled by how fast the host ran a fixed reference kernel while it was measured, "
+        "against while the truth was (how much of the disagreement is the host's pace, "
+        "which no in-guest signal shows). Methods: "
         "convbench as `convbench run` measures, with --no-interleave, and torch = "
         "torch.utils.benchmark's adaptive_autorange (max_run_time = --max-time's default)."
     )
+
+
+def _us(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def _row(cells, widths) -> str:

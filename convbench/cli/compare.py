@@ -246,6 +246,14 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
 
 
 # -- two runs ----------------------------------------------------------------------------
+def _host_pace_us(frame: pd.DataFrame) -> float | None:
+    """The run's median reference-kernel reading (`convbench.measure.pace`), if it has any."""
+    if "pace_us" not in frame:
+        return None
+    values = frame["pace_us"].dropna()
+    return float(values.median()) if len(values) else None
+
+
 def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
 
     from convbench.analysis import compare as analysis
@@ -261,8 +269,10 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
     cmp = analysis.compare_runs(old, new, threshold=threshold, alpha=args.alpha)
     summary = analysis.comparison_summary(cmp, threshold)
     slower = analysis.regressions(cmp)
+    pace = {run: _host_pace_us(f) for run, f in (("old", old), ("new", new))}
     if args.format == "json":
         payload = {"old": old_id, "new": new_id, "alpha": args.alpha, **summary}
+        payload["host_pace_us"] = pace
         payload["results"] = records(cmp)
         print(json.dumps(clean(payload), indent=2))
     elif args.format == "csv":
@@ -303,6 +313,18 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
         keys = ("case", "backend", "dtype", "device", "direction")
         text_columns = sum(c in keys for c in columns)
         print_tables([(title, columns, rows)], args.format, note, text_columns)
+        if pace["old"] and pace["new"]:
+            shift = pace["new"] / pace["old"] - 1
+            print(
+                f"host pace: the reference kernel read {pace['old']:.1f} µs in A, "
+                f"{pace['new']:.1f} µs in B (median over the results): B's host ran it "
+                f"{abs(shift):.0%} {'slower' if shift > 0 else 'faster'}"
+                + (
+                    " — part of any difference may be the machine, not the code"
+                    if abs(shift) > 0.05
+                    else ""
+                )
+            )
     flagged = int((cmp["verdict"] == "disturbed").sum())
     if gate is not None and flagged:
         print(

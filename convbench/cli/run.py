@@ -28,6 +28,7 @@ FLAGS = {
     "rel_ci": "--rel-ci",
     "mode": "--mode",
     "max_lost": "--max-lost",
+    "max_pace": "--max-pace",
 }
 
 
@@ -73,6 +74,14 @@ def add_parser(sub) -> None:
         metavar="F",
         help="a CPU sample whose threads waited for a core more than this share of the time "
         f"is disturbed and set aside (default: {DEFAULTS['max_lost']})",
+    )
+    p.add_argument(
+        "--max-pace",
+        type=float,
+        default=DEFAULTS["max_pace"],
+        metavar="F",
+        help="flag a CPU result measured while the host ran a fixed reference kernel more "
+        f"than this share off its usual speed (default: {DEFAULTS['max_pace']})",
     )
     p.add_argument(
         "--no-interleave",
@@ -151,6 +160,7 @@ def _plan(args: argparse.Namespace) -> RunPlan:
             rel_ci=args.rel_ci,
             mode=args.mode,
             max_lost=args.max_lost,
+            max_pace=args.max_pace,
             interleave=args.interleave,
             cuda_timing=args.cuda_timing,
             cold_inputs=args.cold_inputs,

@@ -38,6 +38,9 @@ class TimingConfig:
     ``round_s``, ``min_rounds``: functions timed together (`measure_interleaved`) take turns,
     each turn a burst of about ``round_s`` of samples; a function stops no earlier than after
     ``min_rounds`` turns, so its samples span the group's time.
+    ``max_pace``: a CPU measurement during which the host ran a fixed reference kernel more
+    than this share slower (or faster) than it usually does is flagged off-pace
+    (`convbench.measure.pace`).
     ``floor_samples``: the time cap does not stop a function that has fewer undisturbed
     samples than this, until it has spent 10 × ``max_time_s`` — for a decision that needs a
     test (`convbench tune`: a rank test cannot reach p < 0.05 on fewer than 4 samples a side).
@@ -57,6 +60,7 @@ class TimingConfig:
     round_s: float = 0.005
     min_rounds: int = 3
     floor_samples: int = 0
+    max_pace: float = 0.10
 
     def __post_init__(self) -> None:
         checks = [
@@ -73,6 +77,7 @@ class TimingConfig:
             ("round_s", self.round_s > 0, "a number > 0"),
             ("min_rounds", self.min_rounds >= 1, "an integer >= 1"),
             ("floor_samples", 0 <= self.floor_samples <= self.max_samples, "0 to max_samples"),
+            ("max_pace", self.max_pace > 0, "a number > 0"),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -32,7 +32,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -41,6 +41,7 @@ from convbench.analysis import stats as _stats
 from convbench.measure.clocks import Clock, CpuClock, measure_overhead
 from convbench.measure.config import Mode, StopReason, TimingConfig
 from convbench.measure.disturbance import Probe
+from convbench.measure.pace import PaceReference, pace_of
 
 #: Warmup blocks stop doubling here, whatever the clock says (a guard against a zero-cost fake).
 _MAX_WARMUP_BLOCK = 2**20
@@ -96,6 +97,13 @@ class Measurement:
     #: Host ``perf_counter_ns`` (start, end) of each sample in ``samples_ms``: where the
     #: function ran, for attributing telemetry sampled alongside.
     windows: tuple[tuple[int, int], ...] = field(default=(), compare=False, repr=False)
+    #: The host's pace while this was sampled (`convbench.measure.pace`): the reference
+    #: kernel's median reading (µs) and its ratio to the process's usual reading; None
+    #: without a pace reference or with too few readings.
+    pace_us: float | None = None
+    pace: float | None = None
+    #: ``pace`` was off by more than ``max_pace``: the machine was unusually slow (or fast).
+    off_pace: bool = False
 
     @cached_property
     def stats(self) -> _stats.SampleStats:
@@ -184,6 +192,7 @@ def measure_interleaved(
     flush: Callable[[], object] | None = None,
     seed: int = 0,
     probe: Probe | None = None,
+    pace: PaceReference | None = None,
 ) -> list[Measurement]:
     """Time several functions in interleaved rounds: each round takes one sample of every
     function, in an order shuffled per round (seeded), so that drift — a neighbour starting,
@@ -196,6 +205,10 @@ def measure_interleaved(
     rule, and sampling goes on until ``min_samples`` clean ones exist (or a cap). Sampling
     stops when every function's median CI is narrow, at ``max_samples`` samples, or at
     ``max_time_s`` × the number of functions.
+
+    With a ``pace`` reference (`convbench.measure.pace`), the reference kernel is timed before
+    a round at most once per ``round_s``, outside the timed blocks; each function's pace is
+    the median reading over the rounds it sampled in, relative to the process's usual one.
     """
     config = TimingConfig() if config is None else config
     clock = CpuClock() if clock is None else clock
@@ -222,6 +235,8 @@ def measure_interleaved(
     rng = random.Random(seed)
     timed_start = clock.now_ns()
     round_index = 0
+    reading = None  # (index, ns) of the latest pace reading
+    last_read = None
     try:
         while True:
             active = [t for t in tracks if t.stop_reason is None]
@@ -229,13 +244,24 @@ def measure_interleaved(
                 break
             rng.shuffle(active)
             for track in active:
+                if pace is not None:  # at most once per round_s, on the engine's clock
+                    now = clock.now_ns()
+                    if last_read is None or now - last_read >= burst_ns:
+                        reading = (round_index, pace.take())
+                        last_read = clock.now_ns()
+                    if not track.pace or track.pace[-1][0] != reading[0]:
+                        track.pace.append(reading)
                 track.burst(config, clock, flush, probe, round_index, single, burst_ns)
             round_index += 1
     finally:
         if probe is not None:
             probe.close()
     timed_ns = clock.now_ns() - timed_start
-    return [track.measurement(config, clock, overhead_ns, timed_ns, probe) for track in tracks]
+    found = [track.measurement(config, clock, overhead_ns, timed_ns, probe) for track in tracks]
+    if pace is None:
+        return found
+    baseline = pace.baseline_ns
+    return [track.paced(m, baseline, config) for track, m in zip(tracks, found, strict=True)]
 
 
 def stretch_drift(samples_ms: Sequence[float], stretches: int = 4) -> float:
@@ -266,6 +292,7 @@ class _Track:
         self.spent_ns = 0  # this function's share of the sampling phase (flushes included)
         self.n_rounds = 0
         self.stop_reason: StopReason | None = None
+        self.pace: list[tuple[int, int]] = []  # (round, reference ns) read before its bursts
 
     def burst(self, config, clock, flush, probe, round_index, single, burst_ns) -> None:
         """This round's samples: after untimed re-warm blocks (the other functions just ran
@@ -303,6 +330,11 @@ class _Track:
         self.n_rounds += 1
         self.spent_ns += clock.now_ns() - t0
         self._check_stop(config)
+
+    def paced(self, m: Measurement, baseline_ns: float, config) -> Measurement:
+        pace_us, pace = pace_of([ns for _, ns in self.pace], baseline_ns)
+        off = pace is not None and abs(pace - 1.0) > config.max_pace
+        return replace(m, pace_us=pace_us, pace=pace, off_pace=off)
 
     def _check_stop(self, config) -> None:
         enough_rounds = self.n_rounds >= config.min_rounds

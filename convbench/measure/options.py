@@ -17,6 +17,7 @@ DEFAULTS = {
     "rel_ci": _DEFAULT.rel_ci,
     "mode": _DEFAULT.mode,
     "max_lost": _DEFAULT.max_lost,
+    "max_pace": _DEFAULT.max_pace,
     "interleave": True,
     "cuda_timing": "events",
     "cold_inputs": "flush",
@@ -81,6 +82,7 @@ def measure_options(
     rel_ci: float = DEFAULTS["rel_ci"],
     mode: str = DEFAULTS["mode"],
     max_lost: float = DEFAULTS["max_lost"],
+    max_pace: float = DEFAULTS["max_pace"],
     interleave: bool = DEFAULTS["interleave"],
     cuda_timing: str = DEFAULTS["cuda_timing"],
     cold_inputs: str = DEFAULTS["cold_inputs"],
@@ -95,6 +97,7 @@ def measure_options(
         mode=mode,
         max_samples=max(1000, min_samples),
         max_lost=max_lost,
+        max_pace=max_pace,
         floor_samples=floor_samples,
     )
     return MeasureOptions(

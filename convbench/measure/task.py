@@ -50,6 +50,7 @@ from convbench.measure.disturbance import cpu_probe
 from convbench.measure.engine import Measurement, measure, measure_interleaved
 from convbench.measure.flush import make_flush
 from convbench.measure.options import MeasureOptions
+from convbench.measure.pace import reference as pace_reference
 from convbench.measure.passes import pass_run, upstream_gradient
 from convbench.measure.reference import reference
 from convbench.problem.axes import flop_factor
@@ -326,8 +327,9 @@ def _time(setups: list[_Setup], options: MeasureOptions, group: str | None) -> N
         probe = cpu_probe() if device.type == "cpu" else None
         if sampler.nvml_sampler is not None:
             probe = sampler.nvml_sampler.clock_probe()  # CUDA: throttled samples set apart
+        pace = pace_reference() if device.type == "cpu" else None
         found = measure_interleaved(
-            [s.fn for s in setups], options.timing, clock, flush, probe=probe
+            [s.fn for s in setups], options.timing, clock, flush, probe=probe, pace=pace
         )
     telemetry = sampler.result_fields()
     for setup, m in zip(setups, found, strict=True):
@@ -365,7 +367,9 @@ def _record(setup: _Setup, m: Measurement, telemetry: dict, group, probe, max_lo
         block_size=m.block_size,
         stop_reason=m.stop_reason,
         n_discarded=m.n_discarded,
-        disturbed=int(m.disturbed or m.unsteady),
+        disturbed=int(m.disturbed or m.unsteady or m.off_pace),
+        pace_us=m.pace_us,
+        pace=m.pace,
         round_group=group,
         gflops=row["flops"] / (s.median_ms * 1e-3) / 1e9 if s.median_ms > 0 else None,
     )
@@ -380,6 +384,11 @@ def _record(setup: _Setup, m: Measurement, telemetry: dict, group, probe, max_lo
     elif m.unsteady:
         row["reason"] = (
             f"unsteady: the median moved {m.drift:.0%} between stretches of the measurement"
+        )
+    elif m.off_pace:
+        row["reason"] = (
+            f"off pace: the host ran the reference kernel {abs(m.pace - 1):.0%} "
+            f"{'slower' if m.pace > 1 else 'faster'} than usual while this was measured"
         )
     setup.samples = Samples(m.samples_ms, m.rounds if group else (), m.discarded_ms)
 

@@ -99,6 +99,7 @@ def run(
     rel_ci: float = DEFAULTS["rel_ci"],
     timeout: float | None = None,
     max_lost: float = DEFAULTS["max_lost"],
+    max_pace: float = DEFAULTS["max_pace"],
     interleave: bool = DEFAULTS["interleave"],
     cuda_timing: str = DEFAULTS["cuda_timing"],
     cold_inputs: str = DEFAULTS["cold_inputs"],
@@ -110,8 +111,8 @@ def run(
     ``batch_sizes`` override the suite's axes like the CLI flags. ``db``: None keeps the
     results in memory; a path (created if missing) or an open `Store` keeps them there too.
     ``max_time``, ``mode``, ``threads``, ``warmup``, ``min_samples``, ``rel_ci``,
-    ``timeout``, ``max_lost``, ``interleave``, ``cuda_timing`` and ``cold_inputs`` are the
-    CLI's ``--max-time``, ``--mode``, ...
+    ``timeout``, ``max_lost``, ``max_pace``, ``interleave``, ``cuda_timing`` and
+    ``cold_inputs`` are the CLI's ``--max-time``, ``--mode``, ...
     (``interleave=False`` is ``--no-interleave``). ``progress`` shows the CLI's progress bar
     on stderr.
 
@@ -129,6 +130,7 @@ def run(
             rel_ci=rel_ci,
             mode=mode,
             max_lost=max_lost,
+            max_pace=max_pace,
             interleave=interleave,
             cuda_timing=cuda_timing,
             cold_inputs=cold_inputs,

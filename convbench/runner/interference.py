@@ -13,11 +13,12 @@ process, exactly as a sweep does, and each method's three passes use the same ta
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from convbench.analysis.agreement import Agreement, agreement, relative
+from convbench.analysis.agreement import Agreement, agreement, at_equal_pace, relative
 from convbench.measure.load import BurstLoad
 from convbench.measure.options import MeasureOptions, measure_options
 from convbench.problem.files import load_suite
@@ -32,6 +33,14 @@ class Pass:
     medians: dict[str, float]
     flagged: set[str] = field(default_factory=set)
     seconds: float = 0.0  # the sweep's wall time (first task started → last finished)
+    #: The reference kernel's median reading (µs) while each task was measured
+    #: (`convbench.measure.pace`); empty for torch.utils.benchmark.
+    pace_us: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def host_pace_us(self) -> float | None:
+        """The pass's median reading: how fast the host ran the reference kernel then."""
+        return statistics.median(self.pace_us.values()) if self.pace_us else None
 
 
 @dataclass
@@ -45,13 +54,25 @@ class InterferenceReport:
     groups: dict[str, tuple] = field(default_factory=dict)  # task key -> its case group
 
     def agreement(
-        self, method: str, condition: str, ratios: bool = False, unflagged: bool = False
+        self,
+        method: str,
+        condition: str,
+        ratios: bool = False,
+        unflagged: bool = False,
+        at_pace: bool = False,
     ) -> Agreement:
         """Medians against the first quiet run's; ``ratios``: each backend's median relative
         to its case (`convbench.analysis.agreement.relative`) instead; ``unflagged``: only
-        the results the pass did not flag."""
+        the results the pass did not flag; ``at_pace``: each median scaled by the host's
+        pace then (`convbench.analysis.agreement.at_equal_pace`)."""
         truth = self.passes[(method, "quiet")]
         other = self.passes[(method, condition)]
+        if at_pace:
+            return agreement(
+                truth.medians,
+                at_equal_pace(other.medians, other.pace_us, truth.pace_us),
+                other.flagged,
+            )
         if unflagged:
             kept = {k: v for k, v in other.medians.items() if k not in other.flagged}
             return agreement(truth.medians, kept)
@@ -81,6 +102,7 @@ def _sweep(tasks: Sequence[Task], options: MeasureOptions, threads: int | None) 
         medians={r["result_key"]: r["median_ms"] for r in ok},
         flagged={r["result_key"] for r in ok if r.get("disturbed")},
         seconds=seconds,
+        pace_us={r["result_key"]: r["pace_us"] for r in ok if r.get("pace_us")},
     )
 
 

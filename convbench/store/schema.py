@@ -48,6 +48,8 @@ RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("stop_reason", "TEXT"),
     ("n_discarded", "INTEGER"),
     ("disturbed", "INTEGER"),
+    ("pace_us", "REAL"),  # the reference kernel's median reading meanwhile (measure.pace)
+    ("pace", "REAL"),  # that reading over the process's usual one
     ("round_group", "TEXT"),
     ("beside", "TEXT"),
     ("gflops", "REAL"),

@@ -139,3 +139,30 @@ def test_user_errors(two_runs, capsys):
         main(["compare", "--db", str(db), a, b, "--fail-on-regression", "lots"])
     assert exc.value.code == 2
     assert "expected a percentage such as 5%, got 'lots'" in capsys.readouterr().err
+
+
+def test_two_runs_say_how_fast_the_host_ran_in_each(two_runs, capsys):
+    """Every CPU result carries the reference kernel's reading (`convbench.measure.pace`);
+    a two-run comparison prints both runs' and the JSON carries them."""
+    import sqlite3
+
+    db, a, b, _ = two_runs
+    data = json.loads(compare(["--db", str(db), a, b, "--format", "json"], capsys).stdout)
+    with sqlite3.connect(db) as con:
+        readings = {
+            run: sorted(
+                v
+                for (v,) in con.execute(
+                    "SELECT pace_us FROM results WHERE run_id = ? AND status = 'ok'", (run,)
+                )
+            )
+            for run in (a, b)
+        }
+    assert all(v and v > 0 for values in readings.values() for v in values)
+    for side, run in (("old", a), ("new", b)):
+        values = readings[run]
+        mid = len(values) // 2
+        median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+        assert data["host_pace_us"][side] == pytest.approx(median)
+    text = compare(["--db", str(db), a, b], capsys).stdout
+    assert f"reference kernel read {data['host_pace_us']['old']:.1f} µs in A" in text

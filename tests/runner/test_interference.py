@@ -35,10 +35,18 @@ def test_the_cli_prints_the_table(monkeypatch, capsys):
     keys = ["k1", "k2"]
     groups = {k: "case" for k in keys}
     passes = {}
+    even, slow = {"k1": 40.0, "k2": 40.0}, {"k1": 60.0, "k2": 40.0}  # k1 loaded: host slow
     for method in mod.METHODS:
-        passes[(method, "quiet")] = mod.Pass({"k1": 1.0, "k2": 2.0}, seconds=1.0)
-        passes[(method, "quiet again")] = mod.Pass({"k1": 1.01, "k2": 2.0}, seconds=1.0)
-        passes[(method, "burst load")] = mod.Pass({"k1": 1.5, "k2": 2.0}, {"k1"}, seconds=2.0)
+        paced = method != "torch.utils.benchmark"
+        passes[(method, "quiet")] = mod.Pass(
+            {"k1": 1.0, "k2": 2.0}, seconds=1.0, pace_us=even if paced else {}
+        )
+        passes[(method, "quiet again")] = mod.Pass(
+            {"k1": 1.01, "k2": 2.0}, seconds=1.0, pace_us=even if paced else {}
+        )
+        passes[(method, "burst load")] = mod.Pass(
+            {"k1": 1.5, "k2": 2.0}, {"k1"}, seconds=2.0, pace_us=slow if paced else {}
+        )
     canned = mod.InterferenceReport("smoke", 2, 2, "1 core busy", passes, groups)
     monkeypatch.setattr(mod, "interference", lambda *a, **k: canned)
     monkeypatch.setattr(
@@ -53,4 +61,8 @@ def test_the_cli_prints_the_table(monkeypatch, capsys):
     assert again[:3] == ["convbench", "again", "100%"]
     assert load[:3] == ["convbench", "load", "50%"] and "1" in load  # k1 flagged
     assert lines[1].split()[3] == "100%"  # the unflagged one agrees
+    assert load[-1] == "100%"  # at equal pace k1's 1.5 ms is 1.0 ms: the host explains it
+    assert lines[-1].split()[-1] == "—"  # torch.utils.benchmark has no pace readings
     assert "wall time per pass" in out
+    assert "host pace per pass (reference kernel, µs; quiet/again/load): convbench " in out
+    assert "40.0/40.0/50.0" in out  # each pass's median reading
