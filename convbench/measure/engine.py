@@ -41,7 +41,7 @@ from convbench.analysis import stats as _stats
 from convbench.measure.clocks import Clock, CpuClock, measure_overhead
 from convbench.measure.config import Mode, StopReason, TimingConfig
 from convbench.measure.disturbance import Probe
-from convbench.measure.pace import PaceReference, pace_of
+from convbench.measure.pace import MIN_READINGS, PaceReference, pace_of
 
 #: Warmup blocks stop doubling here, whatever the clock says (a guard against a zero-cost fake).
 _MAX_WARMUP_BLOCK = 2**20
@@ -260,6 +260,12 @@ def measure_interleaved(
     found = [track.measurement(config, clock, overhead_ns, timed_ns, probe) for track in tracks]
     if pace is None:
         return found
+    # A measurement that stopped within a few round_s has too few readings for a median:
+    # topped up with readings taken right after it (~0.1 ms).
+    need = max(MIN_READINGS - len(track.pace) for track in tracks)
+    extra = [(-1, pace.take()) for _ in range(need)]
+    for track in tracks:
+        track.pace += extra[: max(0, MIN_READINGS - len(track.pace))]
     baseline = pace.baseline_ns
     return [track.paced(m, baseline, config) for track, m in zip(tracks, found, strict=True)]
 

@@ -41,6 +41,10 @@ class MeasureOptions:
     #: Cold mode on CUDA: "flush" writes 2× L2 before each sample; "rotate" instead cycles
     #: through enough copies of the inputs that each call finds its own out of L2.
     cold_inputs: str = "flush"
+    #: How fast this machine usually runs the pace reference kernel (µs; from the store's
+    #: earlier runs, `convbench.store.Store.usual_pace_us`): the baseline a CPU result's
+    #: ``pace`` is taken against. None: the worker's own readings so far.
+    usual_pace_us: float | None = None
 
     def __post_init__(self) -> None:
         from convbench.measure.config import ConfigError
@@ -59,6 +63,7 @@ class MeasureOptions:
             "interleave": self.interleave,
             "cuda_timing": self.cuda_timing,
             "cold_inputs": self.cold_inputs,
+            "usual_pace_us": self.usual_pace_us,
         }
 
     @classmethod
@@ -71,6 +76,7 @@ class MeasureOptions:
             interleave=d.get("interleave", False),  # runs before interleaving: one by one
             cuda_timing=d.get("cuda_timing", "events"),
             cold_inputs=d.get("cold_inputs", "flush"),
+            usual_pace_us=d.get("usual_pace_us"),
         )
 
 

@@ -47,6 +47,9 @@ class PaceReference:
         self._timer = timer
         self._mm = torch.mm
         self._history: list[int] = []  # in the order taken
+        #: The machine's usual reading (ns), when known from earlier runs; else the median
+        #: of this process's readings is the baseline.
+        self.usual_ns: float | None = None
         self._sorted: list[int] = []
         self.read_ns()  # first call: thread pool, caches
         for _ in range(seed_readings):
@@ -81,6 +84,8 @@ class PaceReference:
 
     @property
     def baseline_ns(self) -> float:
+        if self.usual_ns:
+            return self.usual_ns
         s = self._sorted
         if not s:
             return float("nan")
@@ -99,12 +104,24 @@ def pace_of(readings_ns: list[int], baseline_ns: float) -> tuple[float | None, f
     return med / 1e3, med / baseline_ns
 
 
+def off_pace_reason(pace: float) -> str:
+    """A flagged result's reason (pure)."""
+    how = "slower" if pace > 1 else "faster"
+    return (
+        f"off pace: the host ran the reference kernel {abs(pace - 1):.0%} {how} than usual "
+        "while this was measured"
+    )
+
+
 _REFERENCE: PaceReference | None = None
 
 
-def reference() -> PaceReference:
-    """This process's reference (made on first use: ~2 ms of seed readings)."""
+def reference(usual_us: float | None = None) -> PaceReference:
+    """This process's reference (made on first use: ~2 ms of seed readings), its baseline
+    set to ``usual_us`` (the machine's usual reading from earlier runs) or, with None, to
+    the process's own readings."""
     global _REFERENCE
     if _REFERENCE is None:
         _REFERENCE = PaceReference()
+    _REFERENCE.usual_ns = usual_us * 1e3 if usual_us else None
     return _REFERENCE

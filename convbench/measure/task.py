@@ -50,6 +50,7 @@ from convbench.measure.disturbance import cpu_probe
 from convbench.measure.engine import Measurement, measure, measure_interleaved
 from convbench.measure.flush import make_flush
 from convbench.measure.options import MeasureOptions
+from convbench.measure.pace import off_pace_reason
 from convbench.measure.pace import reference as pace_reference
 from convbench.measure.passes import pass_run, upstream_gradient
 from convbench.measure.reference import reference
@@ -327,7 +328,7 @@ def _time(setups: list[_Setup], options: MeasureOptions, group: str | None) -> N
         probe = cpu_probe() if device.type == "cpu" else None
         if sampler.nvml_sampler is not None:
             probe = sampler.nvml_sampler.clock_probe()  # CUDA: throttled samples set apart
-        pace = pace_reference() if device.type == "cpu" else None
+        pace = pace_reference(options.usual_pace_us) if device.type == "cpu" else None
         found = measure_interleaved(
             [s.fn for s in setups], options.timing, clock, flush, probe=probe, pace=pace
         )
@@ -373,23 +374,23 @@ def _record(setup: _Setup, m: Measurement, telemetry: dict, group, probe, max_lo
         round_group=group,
         gflops=row["flops"] / (s.median_ms * 1e-3) / 1e9 if s.median_ms > 0 else None,
     )
+    reasons = []  # every flag that applies, the probe's first
     if m.disturbed:
         rule = getattr(probe, "rule", "disturbed")
         if probe is not None and probe.name == "schedstat":
             rule = f"that lost over {max_lost:.0%} of their CPU time to other processes"
-        row["reason"] = (
-            f"disturbed: {m.n_discarded} of {m.n_discarded + m.n_clean} samples {rule}"
-            + ("; all of them used, nothing else there was" if not m.n_clean else "")
+        used = "; all of them used, nothing else there was" if not m.n_clean else ""
+        reasons.append(
+            f"disturbed: {m.n_discarded} of {m.n_discarded + m.n_clean} samples {rule}{used}"
         )
-    elif m.unsteady:
-        row["reason"] = (
+    if m.unsteady:
+        reasons.append(
             f"unsteady: the median moved {m.drift:.0%} between stretches of the measurement"
         )
-    elif m.off_pace:
-        row["reason"] = (
-            f"off pace: the host ran the reference kernel {abs(m.pace - 1):.0%} "
-            f"{'slower' if m.pace > 1 else 'faster'} than usual while this was measured"
-        )
+    if m.off_pace:
+        reasons.append(off_pace_reason(m.pace))
+    if reasons:
+        row["reason"] = "; ".join(reasons)
     setup.samples = Samples(m.samples_ms, m.rounds if group else (), m.discarded_ms)
 
 

@@ -7,12 +7,16 @@ quiet, then quiet again, then under the standard disturbance (`convbench.measure
 first quiet medians are the truth; `convbench.analysis.agreement` says how the second quiet
 run and the disturbed run agree with them, and how many of the gross misses (> 10 %) the
 measurement flagged itself (``disturbed``). Every convbench pass runs in a fresh worker
-process, exactly as a sweep does, and each method's three passes use the same tasks.
+process, exactly as a sweep does, and each method's three passes use the same tasks. The
+first quiet pass's median pace reading (`convbench.measure.pace`) is the usual pace of the
+later ones, as a store's history is for `convbench run`: a pass the host ran at another
+speed is flagged off-pace.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -150,6 +154,10 @@ def interference(
                     found = _torch_timer(tasks, yardstick, threads, yardstick.timing.max_time_s)
                 else:
                     found = _sweep(tasks, options[method], threads)
+                    if condition == "quiet":  # later passes judge their pace against it
+                        options[method] = dataclasses.replace(
+                            options[method], usual_pace_us=found.host_pace_us
+                        )
                 passes[(method, condition)] = found
     from convbench.runner.sweep import group_key
 

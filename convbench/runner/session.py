@@ -7,7 +7,9 @@ command line and the notebook API make the same records from the same defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,6 +144,10 @@ def execute(
                 env=env,
                 config=plan.config(len(tasks)),
             )
+        options = plan.options
+        if plan.executor == "local" and plan.threads and options.usual_pace_us is None:
+            usual = store.usual_pace_us(socket.gethostname(), plan.threads, exclude_run=run_id)
+            options = dataclasses.replace(options, usual_pace_us=usual)
         if plan.executor == "local" and not store.run(run_id)["peaks"]:
             store.set_run_peaks(run_id, measure_peaks(worker, tasks, console.print))
         sweep_kw = dict(
@@ -155,7 +161,7 @@ def execute(
             pack=plan.pack,
         )
         if not progress:
-            result = sweep(tasks, store, run_id, plan.options, **sweep_kw)
+            result = sweep(tasks, store, run_id, options, **sweep_kw)
         else:
             done = len(store.finished_keys(run_id) & {t.key for t in tasks})
             with sweep_progress(console, len(tasks), done) as bar:
@@ -163,7 +169,7 @@ def execute(
                     tasks,
                     store,
                     run_id,
-                    plan.options,
+                    options,
                     on_start=bar.on_start,
                     on_result=bar.on_result,
                     **sweep_kw,

@@ -35,6 +35,9 @@ from convbench.store.schema import (
     ddl,
 )
 
+#: Stored readings `Store.usual_pace_us` needs before it speaks for the machine.
+MIN_PACE_HISTORY = 30
+
 
 class Store:
     """An open results database. ``path=None`` (or ``":memory:"``) keeps it in memory."""
@@ -250,6 +253,25 @@ class Store:
         with self.lock:
             cur = self.conn.execute("SELECT result_key FROM results WHERE run_id=?", (run_id,))
             return {r[0] for r in cur}
+
+    def usual_pace_us(self, node: str, threads: int, exclude_run: str | None = None):
+        """The median reference-kernel reading (`convbench.measure.pace`) of the stored CPU
+        results measured on ``node`` with ``threads`` intra-op threads (other runs than
+        ``exclude_run``): how fast this machine usually runs it. None with fewer than
+        `MIN_PACE_HISTORY` readings."""
+        with self.lock:
+            values = sorted(
+                v
+                for (v,) in self.conn.execute(
+                    "SELECT pace_us FROM results WHERE node=? AND torch_threads=? "
+                    "AND pace_us > 0 AND run_id IS NOT ?",
+                    (node, threads, exclude_run),
+                )
+            )
+        if len(values) < MIN_PACE_HISTORY:
+            return None
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
     def result_rows(self, run_id: str | None = None) -> list[dict]:
         sql = f"SELECT {', '.join(RESULT_FIELDS)} FROM results"

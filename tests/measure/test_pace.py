@@ -85,6 +85,14 @@ def test_each_turn_gets_a_fresh_reading_when_turns_outlast_round_s():
     assert pace.taken == a.n_samples + b.n_samples  # a reading before each 6 ms turn
 
 
+def test_a_short_measurement_is_topped_up_with_readings_right_after_it():
+    pace = ScriptedPace([1000, 1400, 1400])
+    config = TimingConfig(warmup_s=0, min_samples=3, max_time_s=0.1)
+    m = measure_interleaved([noop], config, FakeClock(100_000), pace=pace)[0]  # 0.1 ms calls
+    assert m.stop_reason == "ci" and pace.taken == MIN_READINGS  # one in-loop, two after
+    assert m.pace == 1.4 and m.off_pace
+
+
 def test_no_pace_reference_no_pace():
     m = measure(noop, TimingConfig(warmup_s=0, min_samples=3), FakeClock(MS))
     assert m.pace is None and m.pace_us is None and not m.off_pace
@@ -106,3 +114,57 @@ def test_a_sweep_row_records_its_pace(tiny_suite):
     for r in rows:
         if r["disturbed"] and r["reason"].startswith("off pace"):
             assert abs(r["pace"] - 1) > 0.1
+
+
+# --- the machine's usual pace, from the store's earlier runs ---------------------------------
+
+
+def _history(store, node, threads, values, run="old"):
+    store.create_run(run, suite="s", suite_path=None, command="c", config={}, env={})
+    for i, v in enumerate(values):
+        row = {"run_id": run, "result_key": f"k{i}", "status": "ok", "node": node}
+        store.add_result(row | {"torch_threads": threads, "pace_us": v})
+
+
+def test_the_store_knows_the_usual_pace_of_a_node_at_a_thread_count():
+    from convbench.store import Store
+    from convbench.store.sqlite import MIN_PACE_HISTORY
+
+    with Store(None) as store:
+        _history(store, "box", 2, [40.0] * (MIN_PACE_HISTORY - 1))
+        assert store.usual_pace_us("box", 2) is None  # too few readings to speak
+        _history(store, "box", 2, [50.0] * 2, run="more")
+        assert store.usual_pace_us("box", 2) == 40.0
+        assert store.usual_pace_us("box", 2, exclude_run="old") is None
+        assert store.usual_pace_us("box", 1) is None and store.usual_pace_us("other", 2) is None
+
+
+def test_the_process_reference_takes_the_usual_pace_when_given():
+    from convbench.measure import pace as mod
+
+    ref = mod.reference(55.0)
+    assert ref.baseline_ns == 55_000.0
+    assert mod.reference(None) is ref and ref.baseline_ns != 55_000.0  # its own readings again
+
+
+def test_a_run_on_a_machine_far_faster_than_its_history_is_flagged_off_pace(tiny_suite):
+    """The store says this node usually reads the reference kernel at 1 s: every result
+    of a new run was measured 'faster than usual', and says so."""
+    import socket
+
+    import convbench
+    from convbench.store import Store
+    from convbench.store.sqlite import MIN_PACE_HISTORY
+
+    with Store(None) as store:
+        _history(store, socket.gethostname(), 1, [1e6] * MIN_PACE_HISTORY)
+        convbench.run(
+            str(tiny_suite), backends=["im2col"], db=store, threads=1, max_time=0.05, min_samples=3
+        )
+        run = store.latest_run_id()
+        rows = [r for r in store.result_rows(run) if r["status"] == "ok"]
+        config = store.run(run)["config"]
+    assert rows and all(r["disturbed"] for r in rows)
+    assert all(r["pace"] < 0.01 for r in rows)
+    assert all("faster than usual while this was measured" in r["reason"] for r in rows)
+    assert config["options"].get("usual_pace_us") is None  # the plan as given; not stored
