@@ -211,6 +211,7 @@ def test_ctrl_c_at_any_moment_stops_cleanly(tiny_suite, tmp_path, moment):
         (["--max-time", "-1"], "--max-time: expected a number > 0, got -1.0"),
         (["--min-samples", "0"], "--min-samples: expected an integer >= 1, got 0"),
         (["--max-lost", "2"], "--max-lost: expected a number in (0, 1], got 2.0"),
+        (["--max-pace", "0"], "--max-pace: expected a number > 0, got 0.0"),
         (["--backends", "nope"], "unknown backend 'nope'"),
     ],
 )

@@ -67,6 +67,7 @@ def test_measure_options_match_the_cli_flags():
         "rel_ci": args.rel_ci,
         "mode": args.mode,
         "max_lost": args.max_lost,
+        "max_pace": args.max_pace,
         "interleave": args.interleave,
         "cuda_timing": args.cuda_timing,
         "cold_inputs": args.cold_inputs,
@@ -76,6 +77,9 @@ def test_measure_options_match_the_cli_flags():
     assert api.measure_options(max_time_s=0.3, mode="cold") == _plan(args).options
     args = build_parser().parse_args(["run", "smoke", "--no-interleave", "--max-lost", "0.1"])
     assert api.measure_options(interleave=False, max_lost=0.1) == _plan(args).options
+    args = build_parser().parse_args(["run", "smoke", "--max-pace", "0.2"])
+    assert api.measure_options(max_pace=0.2) == _plan(args).options
+    assert _plan(args).options.timing.max_pace == 0.2
     args = build_parser().parse_args(
         ["run", "smoke", "--cuda-timing", "graph", "--cold-inputs", "rotate"]
     )
