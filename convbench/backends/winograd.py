@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import torch
 
@@ -68,17 +69,15 @@ from convbench.backends.transpose import (
     phase_weight,
     transposed_weight,
 )
-from convbench.backends.wincnn import winograd_transform
 from convbench.backends.winograd_tiles import (
     Axis,
+    Tiling,
     Workspace,
     axis_candidates,
     compute_dtype,
     filter_transform,
     gather_tiles,
     gradient_tiles,
-    kron,
-    matrix,
     pad_channels_last,
     plan_axis,
     restack_weight,
@@ -93,34 +92,15 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 #: so the transforms and the GEMM find their operands in the last-level cache instead of
 #: streaming hundreds of megabytes through memory on large feature maps.
 TILE_BUDGET_BYTES = 8 * 2**20
+#: An image whose transformed tiles or GEMM output exceed `TILE_BUDGET_BYTES` (64–128 channels
+#: at 112²–224²) is done in bands of tile rows of about this many bytes: 1.1–1.3× faster on
+#: VGG-16's first layers (2-core development machine); smaller maps are faster whole.
+BAND_BUDGET_BYTES = 2 * 2**20
 # Largest tile (alpha = m + r - 1 points per axis) that "auto" picks, and that an explicit m
 # may reach, per compute dtype. Float32 error grows ~exponentially with alpha (Barabasz et
 # al. 2020); the limits keep the 2D relative error near 1e-6 (auto) and 1e-5 (explicit).
 AUTO_ALPHA = {torch.float64: 8, torch.float32: 6}
 MAX_ALPHA = {torch.float64: 10, torch.float32: 8}
-
-
-class Tiling:
-    """One choice of tiles (`Axis` per spatial dim) and the transforms it needs: BT and AT of
-    F(m, r') for the forward, G and AT of F(r', m) for the weight gradient (its BT is the
-    forward's: same points)."""
-
-    def __init__(self, axes: list[Axis], device, cdtype, flipped: bool = False):
-        self.axes = axes
-        forms = [winograd_transform(a.m, a.chunk) for a in axes]
-        self.bts = [matrix(f.BT, device).to(cdtype) for f in forms]
-        self.ats = [matrix(f.AT, device).to(cdtype) for f in forms]
-        gs = [matrix(f.G, device) for f in forms]
-        if flipped:
-            gs = [g.flip(1) for g in gs]
-        self.gk = kron(gs).to(cdtype)
-        back = [winograd_transform(a.chunk, a.m) for a in axes]
-        self.g2 = [matrix(f.G, device).to(cdtype) for f in back]
-        self.at2 = [matrix(f.AT, device).to(cdtype) for f in back]
-
-    @property
-    def alpha(self) -> int:
-        return math.prod(a.alpha for a in self.axes)
 
 
 class WinogradPasses(Passes):
@@ -219,7 +199,7 @@ class WinogradPasses(Passes):
         return torch.empty((), dtype=self.cdtype).element_size()
 
     def _output(
-        self, v: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None
+        self, v: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None, axes=None
     ) -> torch.Tensor:
         args, u, ws = self.args, self.u, self.ws
         gemm_shape = (u.shape[0], v.shape[1], u.shape[2])  # (A*g, P, K/g)
@@ -227,7 +207,7 @@ class WinogradPasses(Passes):
             mm = torch.mul(v, u, out=ws.out("gemm", gemm_shape))
         else:
             mm = torch.bmm(v, u, out=ws.out("gemm", gemm_shape))
-        tiles = self.tiling.axes
+        tiles = axes or self.tiling.axes
         y = untile(
             transform(self.tiling.ats, mm, ws, "out"), tiles, args.out_channels, args.groups, ws
         )
@@ -245,7 +225,40 @@ class WinogradPasses(Passes):
                 fmt = torch.channels_last
         return torch.empty(shape, dtype=self.args.dtype, device=x.device, memory_format=fmt)
 
+    def _band_rows(self) -> int | None:
+        """Tile rows (first axis) per band, when an image is too large to do whole (see
+        `BAND_BUDGET_BYTES`); None to do whole images. Plain first axes only (stride 1,
+        undilated, one chunk), where a band is a slice of the padded input."""
+        first, rest = self.tiling.axes[0], self.tiling.axes[1:]
+        if (first.stride, first.dilation, first.chunks) != (1, 1, 1) or first.tiles < 2:
+            return None
+        per_row = self.u.shape[0] * math.prod(a.dilation * a.tiles for a in rest)
+        per_row *= max(self.u.shape[1], self.u.shape[2]) * self.ws_itemsize
+        if per_row * first.tiles <= TILE_BUDGET_BYTES:
+            return None
+        return max(1, BAND_BUDGET_BYTES // per_row)
+
+    def _banded(self, x, rows: int):
+        """Steps 1–7 image by image, and steps 2–7 band by band of ``rows`` tile rows: a
+        band's tiles are a view of the padded image from its first input row on."""
+        args, (first, *rest) = self.args, self.tiling.axes
+        out = self._empty_output(x, (x.shape[0], args.out_channels, *args.out_spatial))
+        for i in range(x.shape[0]):
+            xp = pad_channels_last(x[i : i + 1], args, self.tiling.axes, self.ws)
+            for t0 in range(0, first.tiles, rows):
+                r0 = t0 * first.m
+                n_rows = min(rows * first.m, first.out - r0)
+                band = [replace(first, tiles=min(rows, first.tiles - t0), out=n_rows), *rest]
+                d = gather_tiles(xp[:, r0:], band, args.groups, self.ws)
+                v = transform(self.tiling.bts, d, self.ws, "in")
+                v = v.view(self.u.shape[0], -1, self.u.shape[1])  # (A*g, the band's P, C'/g)
+                self._output(v, x, out[i : i + 1, :, r0 : r0 + n_rows], band)
+        return out
+
     def forward(self, x):
+        rows = self._band_rows()
+        if rows is not None:
+            return self._banded(x, rows)
         n = x.shape[0]
         per_image = self.u.shape[0] * self._columns(self.tiling) // self.args.batch
         per_image *= self.u.shape[1] * self.ws_itemsize

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from convbench.backends.wincnn import winograd_transform
 from convbench.problem.spec import ConvArgs
 
 
@@ -160,6 +161,29 @@ def matrix(rows, device) -> torch.Tensor:
     return torch.tensor(
         [[float(v) for v in row] for row in rows], dtype=torch.float64, device=device
     )
+
+
+class Tiling:
+    """One choice of tiles (`Axis` per spatial dim) and the transforms it needs: BT and AT of
+    F(m, r') for the forward, G and AT of F(r', m) for the weight gradient (its BT is the
+    forward's: same points)."""
+
+    def __init__(self, axes: list[Axis], device, cdtype, flipped: bool = False):
+        self.axes = axes
+        forms = [winograd_transform(a.m, a.chunk) for a in axes]
+        self.bts = [matrix(f.BT, device).to(cdtype) for f in forms]
+        self.ats = [matrix(f.AT, device).to(cdtype) for f in forms]
+        gs = [matrix(f.G, device) for f in forms]
+        if flipped:
+            gs = [g.flip(1) for g in gs]
+        self.gk = kron(gs).to(cdtype)
+        back = [winograd_transform(a.chunk, a.m) for a in axes]
+        self.g2 = [matrix(f.G, device).to(cdtype) for f in back]
+        self.at2 = [matrix(f.AT, device).to(cdtype) for f in back]
+
+    @property
+    def alpha(self) -> int:
+        return math.prod(a.alpha for a in self.axes)
 
 
 class Workspace:

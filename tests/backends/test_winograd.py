@@ -385,3 +385,61 @@ def test_random_problems_match_torch(problem):
     ref = reference(x, w, b, kwargs)
     assert y.shape == ref.shape
     assert rel_error(y, ref) <= 1e-10
+
+
+# -- large maps in bands of tile rows ------------------------------------------------------
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kw",
+    [
+        ((2, 6, 23, 19), (5, 6, 3, 3), dict(padding=1)),  # ragged last band and last tile
+        ((1, 8, 20, 20), (8, 1, 3, 3), dict(padding=1, groups=8)),  # depthwise
+        ((2, 4, 16, 30), (6, 2, 3, 3), dict(padding=(2, 1), groups=2)),  # grouped, wide
+        ((2, 5, 301), (3, 5, 3), dict(padding=2)),  # 1-D
+        ((1, 4, 22, 22), (4, 4, 3, 1), dict(padding=(1, 0))),  # 1 tap on the second axis
+    ],
+)
+def test_a_large_map_in_bands_gives_the_same_result(monkeypatch, x_shape, w_shape, kw):
+    """With the budgets shrunk, small problems take the banded path — bands of one or a few
+    tile rows, the last one ragged — and must match torch in float64 to 1e-10, in either
+    memory format, exactly as the whole-image path does."""
+    import convbench.backends.winograd as mod
+
+    torch.manual_seed(0)
+    x = torch.randn(*x_shape, dtype=torch.float64)
+    w = torch.randn(*w_shape, dtype=torch.float64)
+    b = torch.randn(w_shape[0], dtype=torch.float64)
+    conv = F.conv2d if x.dim() == 4 else F.conv1d
+    ref = conv(x, w, b, **kw)
+    args = ConvArgs.from_call(x, w, b, **kw)
+    whole = mod.winograd().plan(args, w, b)
+    whole.prepare_pass("forward")
+    assert whole._band_rows() is None  # far under the real budget
+    monkeypatch.setattr(mod, "TILE_BUDGET_BYTES", 64)
+    monkeypatch.setattr(mod, "BAND_BUDGET_BYTES", 1)  # one tile row per band
+    plan = mod.winograd().plan(args, w, b)
+    plan.prepare_pass("forward")
+    assert plan._band_rows() == 1
+    inputs = [x] + ([x.contiguous(memory_format=torch.channels_last)] if x.dim() == 4 else [])
+    for xi in inputs:
+        got = plan.forward(xi)
+        assert got.shape == ref.shape
+        assert (got - ref).abs().max() / ref.abs().max() < 1e-10
+        assert torch.allclose(got, whole.forward(xi), rtol=0, atol=1e-12)
+    monkeypatch.setattr(mod, "BAND_BUDGET_BYTES", 3 * plan._band_rows() * 10**4)
+    assert (plan.forward(x) - ref).abs().max() / ref.abs().max() < 1e-10  # bands of many rows
+
+
+def test_only_maps_over_the_budget_are_banded():
+    """VGG-16's 64-channel layer at 224² is banded; a 256-channel one at 56² is done whole,
+    as is any strided or dilated first axis."""
+
+    def rows(c, k, size, **kw):
+        x, w = torch.empty(8, c, size, size, device="meta"), torch.empty(k, c, 3, 3, device="meta")
+        plan = winograd().plan(ConvArgs.from_call(x, w, None, **kw), torch.randn(k, c, 3, 3), None)
+        plan.prepare_pass("forward")
+        return plan._band_rows()
+
+    assert rows(64, 64, 224, padding=1) == 4  # 36 × 56 tiles × 64 ch × 4 B = 516 KiB a row
+    assert rows(64, 128, 112, padding=1) == 4  # the GEMM's output (128 ch) decides
+    assert rows(256, 256, 56, padding=1) is None
+    assert rows(64, 64, 224, padding=1, stride=2) is None
