@@ -187,6 +187,8 @@ RESULT_COLUMNS = (
     ("energy [J]", "energy_j", True),
     ("energy per call [J]", "energy_per_call_j", True),
     ("CPU util [%]", "cpu_util_pct", True),
+    ("host pace [µs]", "pace_us", True),
+    ("pace vs usual", "pace", True),
     ("threads", "torch_threads", True),
     ("stop reason", "stop_reason", True),
     ("mode", "mode", True),

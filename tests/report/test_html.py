@@ -99,6 +99,15 @@ def test_report_has_every_section_with_real_content(row):
     assert table.count('data-status="unsupported"') == 2
     assert "not supported" in table
     assert "median [ms]" in table and "peak mem [MiB]" in table and "power [W]" in table
+    assert "host pace [µs]" in table and "pace vs usual" in table
+
+
+def test_a_result_shows_the_host_pace_it_was_measured_at(row):
+    df = results(row).assign(pace_us=41.25, pace=1.3125)
+    table = re.search(
+        r'id="results-table".*?</table>', render_report([run_record()], df, db="x"), re.S
+    ).group(0)
+    assert ">41.25<" in table and ">1.312<" in table
 
 
 def plots_ids():
