@@ -235,7 +235,7 @@ def measure_interleaved(
     rng = random.Random(seed)
     timed_start = clock.now_ns()
     round_index = 0
-    reading = None  # (index, ns) of the latest pace reading
+    reading = (-1, 0)  # (serial number, ns) of the latest pace reading
     last_read = None
     try:
         while True:
@@ -247,7 +247,7 @@ def measure_interleaved(
                 if pace is not None:  # at most once per round_s, on the engine's clock
                     now = clock.now_ns()
                     if last_read is None or now - last_read >= burst_ns:
-                        reading = (round_index, pace.take())
+                        reading = (reading[0] + 1, pace.take())
                         last_read = clock.now_ns()
                     if not track.pace or track.pace[-1][0] != reading[0]:
                         track.pace.append(reading)
@@ -298,7 +298,7 @@ class _Track:
         self.spent_ns = 0  # this function's share of the sampling phase (flushes included)
         self.n_rounds = 0
         self.stop_reason: StopReason | None = None
-        self.pace: list[tuple[int, int]] = []  # (round, reference ns) read before its bursts
+        self.pace: list[tuple[int, int]] = []  # (serial, ns) of the readings before its bursts
 
     def burst(self, config, clock, flush, probe, round_index, single, burst_ns) -> None:
         """This round's samples: after untimed re-warm blocks (the other functions just ran
