@@ -22,8 +22,9 @@ is stored too, so two runs can be compared at equal pace (`convbench calibrate
 
 from __future__ import annotations
 
-import bisect
+import statistics
 import time
+from collections import deque
 
 #: Readings taken when the reference is created, so the first task has a baseline.
 SEED_READINGS = 32
@@ -46,11 +47,10 @@ class PaceReference:
         self._dst = torch.empty_like(self._src)
         self._timer = timer
         self._mm = torch.mm
-        self._history: list[int] = []  # in the order taken
+        self._history: deque[int] = deque(maxlen=_KEEP)  # oldest dropped first
         #: The machine's usual reading (ns), when known from earlier runs; else the median
         #: of this process's readings is the baseline.
         self.usual_ns: float | None = None
-        self._sorted: list[int] = []
         self.read_ns()  # first call: thread pool, caches
         for _ in range(seed_readings):
             self.record(self.read_ns())
@@ -71,10 +71,6 @@ class PaceReference:
 
     def record(self, reading_ns: int) -> None:
         self._history.append(reading_ns)
-        bisect.insort(self._sorted, reading_ns)
-        if len(self._history) > _KEEP:
-            old = self._history.pop(0)
-            del self._sorted[bisect.bisect_left(self._sorted, old)]
 
     def take(self) -> int:
         """Read and record; returns the reading (ns)."""
@@ -84,13 +80,10 @@ class PaceReference:
 
     @property
     def baseline_ns(self) -> float:
+        # read once per measurement (not per reading): a median of ≤ 4096 values is cheap
         if self.usual_ns:
             return self.usual_ns
-        s = self._sorted
-        if not s:
-            return float("nan")
-        mid = len(s) // 2
-        return float(s[mid]) if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+        return float(statistics.median(self._history)) if self._history else float("nan")
 
 
 def pace_of(readings_ns: list[int], baseline_ns: float) -> tuple[float | None, float | None]:
@@ -98,9 +91,7 @@ def pace_of(readings_ns: list[int], baseline_ns: float) -> tuple[float | None, f
     with fewer than `MIN_READINGS` (pure)."""
     if len(readings_ns) < MIN_READINGS or not baseline_ns > 0:
         return None, None
-    ordered = sorted(readings_ns)
-    mid = len(ordered) // 2
-    med = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    med = statistics.median(readings_ns)
     return med / 1e3, med / baseline_ns
 
 

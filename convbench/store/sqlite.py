@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import statistics
 import threading
 import time
 from collections.abc import Mapping
@@ -260,18 +261,15 @@ class Store:
         ``exclude_run``): how fast this machine usually runs it. None with fewer than
         `MIN_PACE_HISTORY` readings."""
         with self.lock:
-            values = sorted(
+            values = [
                 v
                 for (v,) in self.conn.execute(
                     "SELECT pace_us FROM results WHERE node=? AND torch_threads=? "
                     "AND pace_us > 0 AND run_id IS NOT ?",
                     (node, threads, exclude_run),
                 )
-            )
-        if len(values) < MIN_PACE_HISTORY:
-            return None
-        mid = len(values) // 2
-        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+            ]
+        return statistics.median(values) if len(values) >= MIN_PACE_HISTORY else None
 
     def result_rows(self, run_id: str | None = None) -> list[dict]:
         sql = f"SELECT {', '.join(RESULT_FIELDS)} FROM results"
