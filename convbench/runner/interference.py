@@ -16,11 +16,10 @@ speed is flagged off-pace.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from convbench.analysis.agreement import Agreement, agreement, at_equal_pace, relative
 from convbench.measure.load import BurstLoad
@@ -155,9 +154,7 @@ def interference(
                 else:
                     found = _sweep(tasks, options[method], threads)
                     if condition == "quiet":  # later passes judge their pace against it
-                        options[method] = dataclasses.replace(
-                            options[method], usual_pace_us=found.host_pace_us
-                        )
+                        options[method] = replace(options[method], usual_pace_us=found.host_pace_us)
                 passes[(method, condition)] = found
     from convbench.runner.sweep import group_key
 

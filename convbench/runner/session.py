@@ -7,12 +7,11 @@ command line and the notebook API make the same records from the same defaults.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 
@@ -147,7 +146,7 @@ def execute(
         options = plan.options
         if plan.executor == "local" and plan.threads and options.usual_pace_us is None:
             usual = store.usual_pace_us(socket.gethostname(), plan.threads, exclude_run=run_id)
-            options = dataclasses.replace(options, usual_pace_us=usual)
+            options = replace(options, usual_pace_us=usual)
         if plan.executor == "local" and not store.run(run_id)["peaks"]:
             store.set_run_peaks(run_id, measure_peaks(worker, tasks, console.print))
         sweep_kw = dict(
