@@ -20,6 +20,11 @@ dtype, device, pass):
 
 `model.to(...)`, ``eval()``/``train()`` and `torch.no_grad()` behave as on the original:
 plans follow the tensors they are called with.
+
+Where the decisions hold a ``channels_last`` layout (`convbench.store.decisions`), the model's
+4-D parameters and buffers are converted to it, and two hooks on the model itself convert a
+4-D input to it and a 4-D output back to PyTorch's default layout: the values, shapes and
+state-dict keys are those of the original; only the strides in between change.
 """
 
 from __future__ import annotations
@@ -237,11 +242,15 @@ def load_decisions(decisions: str | Path | DecisionTable, *, warn: bool = True) 
     return table
 
 
-def optimize(model: nn.Module, decisions: str | Path | DecisionTable) -> nn.Module:
+def optimize(
+    model: nn.Module, decisions: str | Path | DecisionTable, *, memory_format: str | None = None
+) -> nn.Module:
     """Make every `nn.Conv1d`/`nn.Conv2d` of ``model`` run the backends ``decisions`` chose
-    (a decisions file's path, or the table `load_decisions` returns). In place; returns the
-    model. See the module docstring for what each layer then does."""
+    (a decisions file's path, or the table `load_decisions` returns), in the decisions'
+    memory format (or ``memory_format``: ``contiguous`` or ``channels_last``). In place;
+    returns the model. See the module docstring for what each layer then does."""
     table = load_decisions(decisions)
+    _set_layout(model, memory_format or table.memory_format)
     lookup = {key: entry["backend"] for key, entry in table.lookup().items()}
     for name, module in model.named_modules():
         tuned = _TUNED.get(type(module))
@@ -253,6 +262,41 @@ def optimize(model: nn.Module, decisions: str | Path | DecisionTable) -> nn.Modu
         module.__class__ = tuned
         module._convbench = _Tuning(name or type(module).__name__, lookup)
     return model
+
+
+def _to_channels_last(module, args):
+    return tuple(_convert(a, torch.channels_last) for a in args)
+
+
+def _to_contiguous(module, args, output):
+    return _convert(output, torch.contiguous_format)
+
+
+def _convert(value, memory_format):
+    if isinstance(value, torch.Tensor) and value.dim() == 4:
+        return value.contiguous(memory_format=memory_format)
+    return value
+
+
+def _set_layout(model: nn.Module, memory_format: str) -> None:
+    """Keep ``model`` in ``memory_format`` (see the module docstring); the hooks are found
+    by identity, so optimising again (or a deep copy) never stacks them."""
+    if memory_format not in ("contiguous", "channels_last"):
+        raise ValueError(
+            f"memory_format: expected contiguous or channels_last, got {memory_format!r}"
+        )
+    ours = (_to_channels_last, _to_contiguous)
+    was_channels_last = False
+    for hooks in (model._forward_pre_hooks, model._forward_hooks):
+        for key in [k for k, fn in hooks.items() if fn in ours]:
+            del hooks[key]
+            was_channels_last = True
+    if memory_format == "channels_last":
+        model.to(memory_format=torch.channels_last)
+        model.register_forward_pre_hook(_to_channels_last)
+        model.register_forward_hook(_to_contiguous)
+    elif was_channels_last:  # optimised again, now contiguous: undo what we did
+        model.to(memory_format=torch.contiguous_format)
 
 
 __all__ = ["TunedConv1d", "TunedConv2d", "load_decisions", "optimize"]

@@ -205,3 +205,82 @@ def test_a_backend_serving_one_pass_redoes_only_that_pass_after_a_step():
     tuned(X).square().mean().backward()
     plain(X).square().mean().backward()
     assert torch.allclose(tuned.a.weight.grad, plain.a.weight.grad, rtol=1e-4, atol=1e-6)
+
+
+class Maps(nn.Module):
+    """Two 2-D convolutions and a 4-D output: what a channels_last layout changes."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.b = nn.Conv2d(8, 6, 3, padding=1, bias=False)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.bn(self.a(x))))
+
+
+def test_a_channels_last_layout_keeps_values_keys_and_gradients():
+    model = Maps()
+    decisions = table(model, X, forward={"a": "winograd"}, backward_data="fft",
+                      backward_weight={"b": "im2col"})  # fmt: skip
+    tuned = optimize(copy.deepcopy(model), decisions, memory_format="channels_last")
+    assert tuned.a.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not tuned.a.weight.is_contiguous()
+    out = tuned(X)
+    assert out.is_contiguous()  # back to PyTorch's default layout for the caller
+    assert torch.allclose(out, model(X), rtol=1e-4, atol=1e-5)
+    assert list(tuned.state_dict()) == list(model.state_dict())
+    fresh = Maps()
+    fresh.load_state_dict(tuned.state_dict())
+    assert torch.equal(fresh(X), model(X))
+    opt_a = torch.optim.SGD(model.parameters(), lr=0.05)
+    opt_b = torch.optim.SGD(tuned.parameters(), lr=0.05)
+    for _ in range(2):
+        for m, opt in ((model, opt_a), (tuned, opt_b)):
+            opt.zero_grad()
+            m(X).square().mean().backward()
+            opt.step()
+        for (name, p), q in zip(model.named_parameters(), tuned.parameters(), strict=True):
+            assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+
+
+def test_optimising_again_or_a_copy_never_stacks_the_layout_hooks(tmp_path):
+    model = Maps()
+    decisions = table(model, X, forward="im2col")
+    tuned = optimize(copy.deepcopy(model), decisions, memory_format="channels_last")
+    copied = copy.deepcopy(tuned)
+    for m in (tuned, copied):
+        optimize(m, decisions, memory_format="channels_last")
+        assert len(m._forward_pre_hooks) == 1 and len(m._forward_hooks) == 1
+    again = pickle.loads(pickle.dumps(tuned))
+    assert torch.allclose(again(X), model(X), rtol=1e-4, atol=1e-5)
+    optimize(tuned, decisions)  # the table holds no layout: back to contiguous
+    assert not tuned._forward_pre_hooks and not tuned._forward_hooks
+    assert tuned.a.weight.is_contiguous()
+    user = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    optimize(user, decisions)  # a model the user keeps channels_last stays as it is
+    assert user.a.weight.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="memory_format"):
+        optimize(copy.deepcopy(model), decisions, memory_format="nhwc")
+
+
+def test_the_decisions_file_layout_is_applied_unless_stale(tmp_path):
+    model = Maps()
+    decisions = table(model, X, forward="torch")
+    layout = {"memory_format": "channels_last", "device": "cpu",
+              "context": decision_context("cpu"), "reason": "faster"}  # fmt: skip
+    path = write(tmp_path / "d.json", decisions.entries, model="x:y", input_shape=[2, 3, 12, 12],
+                 layout=layout)  # fmt: skip
+    tuned = optimize(copy.deepcopy(model), path)
+    assert tuned.b.weight.is_contiguous(memory_format=torch.channels_last)
+    layout["context"] = {**layout["context"], "threads": 99}
+    write(path, decisions.entries, model="x:y", input_shape=[2, 3, 12, 12], layout=layout)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stale = optimize(copy.deepcopy(model), path)
+    assert stale.b.weight.is_contiguous() and not stale._forward_pre_hooks
+    (line,) = [str(w.message) for w in caught]
+    assert "layout channels_last on cpu ignored (the model stays contiguous)" in line
+    assert "threads 99" in line

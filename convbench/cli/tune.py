@@ -105,7 +105,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"[yellow]interrupted[/]: finish with the same command (run {result.run_id} resumes)"
         )
         return 130
-    print_tables(layer_tables(result.entries) + e2e_tables(result.end_to_end), "table", NOTE)
+    kept = [any(v is e for e in result.end_to_end) for v in result.variants]
+    tables = layer_tables(result.entries) + e2e_tables(result.variants or result.end_to_end, kept)
+    print_tables(tables, "table", NOTE)
     print(f"decisions: {result.path}")
     if args.report:
         from convbench.report import write_report
@@ -116,7 +118,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 NOTE = (
     "a layer leaves torch only within tolerance and significantly faster (Mann–Whitney); "
-    "end to end: original vs optimized in interleaved rounds, speedup = original / optimized"
+    "end to end: original vs optimized in interleaved rounds, speedup = original / optimized; "
+    "the model keeps the contiguous variant unless another is significantly faster in every mode"
 )
 
 
@@ -147,10 +150,14 @@ def layer_tables(entries: list[dict]) -> list:
     return [("decisions per layer and pass", columns, rows)]
 
 
-def e2e_tables(results) -> list:
+def e2e_tables(results, kept: list[bool] | None = None) -> list:
+    from convbench.report.tables import variant_text
+
+    kept = kept or [True] * len(results)
     rows = [
         [
             r.mode,
+            variant_text(dict(variant=r.variant, chosen=chosen)),
             _ms(r.original_ms),
             _ms(r.optimized_ms),
             f"{r.speedup:.3f}× [{r.ci_low:.3f}–{r.ci_high:.3f}]",
@@ -158,9 +165,9 @@ def e2e_tables(results) -> list:
             f"{r.max_rel_diff:.1e}",
             str(r.n_samples),
         ]
-        for r in results
+        for r, chosen in zip(results, kept, strict=True)
     ]
-    columns = ["mode", "original [ms]", "optimized [ms]", "speedup [95% CI]", "p"]
+    columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup [95% CI]", "p"]
     columns += ["max rel. output diff", "samples"]
     return [("the whole model, end to end", columns, rows)] if rows else []
 

@@ -314,11 +314,12 @@ def model_table(totals: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
 def tune_tables(record: Mapping) -> dict:
     """A `convbench tune` record (`Store.tunes`): the end-to-end rows and the per-layer
     decisions, largest saving first."""
-    e2e_columns = ["mode", "original [ms]", "optimized [ms]", "speedup", "95% CI", "p"]
-    e2e_columns += ["max rel. output diff", "samples"]
+    e2e_columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup", "95% CI"]
+    e2e_columns += ["p", "max rel. output diff", "samples"]
     e2e_rows = [
         [
             cell(r["mode"]),
+            cell(variant_text(r), cls="" if r.get("chosen", True) else "reason"),
             cell(r["original_ms"]),
             cell(r["optimized_ms"]),
             cell(r["speedup"], text=f"{r['speedup']:.3f}×"),
@@ -361,6 +362,13 @@ def tune_tables(record: Mapping) -> dict:
         "end_to_end": {"columns": e2e_columns, "rows": e2e_rows},
         "layers": {"columns": layer_columns, "rows": [r for _, r in rows]},
     }
+
+
+def variant_text(record: Mapping) -> str:
+    """An end-to-end record's variant (`convbench.runner.tune`), marked where it is the one the
+    model keeps; records from before the variants are the tuned model, kept."""
+    chosen = record.get("chosen", True)
+    return record.get("variant", "tuned") + (" (kept)" if chosen else "")
 
 
 def _problem_text(fields: Mapping) -> str:

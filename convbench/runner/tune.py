@@ -13,6 +13,11 @@ the model measured end to end with them.
 4. **measure the model end to end**: the original against `convbench.optimize`'s version, in
    interleaved rounds (`convbench.measure.endtoend`), for inference and, when asked, one
    training step; the record goes into the store for the report's "Tuned model" section.
+5. **choose the model's memory format** in the same rounds (`choose_variant`): for a model
+   with 2-D convolutions, the tuned model is also timed in ``channels_last`` — with the
+   decisions, and with torch throughout — and a variant replaces the contiguous one only if it
+   is significantly faster than it in every mode timed. The layout is a whole-model decision:
+   converting around each layer costs more than any layer gains, so it is never per layer.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from pathlib import Path
 
 import torch
 
+from convbench.analysis import stats
 from convbench.analysis.decisions import PASSES, Decision, decide
 from convbench.errors import UserError
 from convbench.measure.config import TimingConfig
-from convbench.measure.endtoend import EndToEnd, compare_models
+from convbench.measure.endtoend import EndToEnd, compare_variants
 from convbench.measure.options import measure_options
 from convbench.problem.axes import DTYPES
 from convbench.runner.envinfo import decision_context
@@ -50,6 +56,8 @@ class TuneResult:
     path: Path | None
     end_to_end: list[EndToEnd] = field(default_factory=list)
     interrupted: bool = False
+    layout: dict | None = None
+    variants: list[EndToEnd] = field(default_factory=list)
 
 
 def _layers_by_problem(trace) -> dict[str, list[str]]:
@@ -131,6 +139,70 @@ def revert_if_slower(entries: list[dict], e2e: Sequence[EndToEnd], alpha: float)
     return "optimized model slower end to end; back to torch: " + "; ".join(lines)
 
 
+#: The end-to-end variants: the decisions as they are; the decisions in channels_last; torch
+#: throughout in channels_last (the layout alone). The first is the default.
+TUNED, TUNED_CL, TORCH_CL = "tuned", "tuned, channels_last", "torch, channels_last"
+
+
+def _variants(original: torch.nn.Module, table: DecisionTable) -> dict[str, torch.nn.Module]:
+    from convbench.nn import optimize
+
+    def build(decisions, memory_format):
+        return optimize(copy.deepcopy(original), decisions, memory_format=memory_format)
+
+    variants = {TUNED: build(table, "contiguous")}
+    if any(isinstance(m, torch.nn.Conv2d) for m in original.modules()):
+        variants[TUNED_CL] = build(table, "channels_last")
+        if any(e["backend"] != "torch" for e in table.entries):
+            entries = [dict(e, backend="torch", options={}) for e in table.entries]
+            torch_only = DecisionTable(table.path, entries, table.model)
+            variants[TORCH_CL] = build(torch_only, "channels_last")
+    return variants
+
+
+def choose_variant(results: dict[str, dict[str, EndToEnd]], alpha: float) -> tuple[str, str]:
+    """The variant the model keeps, and why: ``results`` maps each mode timed to its
+    variants' comparisons (all from the same rounds). A variant replaces `TUNED` only if it is
+    significantly faster than it (Mann–Whitney p < ``alpha`` on their samples) in every mode;
+    of those, the one with the largest geometric-mean gain over it."""
+    best, best_gain, figures = TUNED, 1.0, []
+    names = [n for n in next(iter(results.values())) if n != TUNED]
+    for name in names:
+        gains, wins = [], True
+        for mode, by_name in results.items():
+            base, other = by_name[TUNED], by_name[name]
+            gain = base.optimized_ms / other.optimized_ms
+            p = stats.mannwhitney_p(base.samples_ms, other.samples_ms)
+            wins = wins and gain > 1 and p < alpha
+            gains.append(gain)
+            figures.append(f"{name} {gain:.3f}× the contiguous {mode} (p={p:.2g})")
+        gain = stats.geometric_mean(gains)
+        if wins and gain > best_gain:
+            best, best_gain = name, gain
+    if best == TUNED:
+        why = "no channels_last variant significantly faster in every mode"
+    else:
+        why = f"{best} significantly faster than the contiguous model in every mode"
+    return best, (f"{why}: " + "; ".join(figures)) if figures else why
+
+
+def _apply_variant(name: str, entries: list[dict], reason: str, device: str) -> dict:
+    """The layout record for variant ``name``; for `TORCH_CL`, every decision goes back to
+    torch, saying why."""
+    if name == TORCH_CL:
+        for entry in entries:
+            if entry["backend"] != "torch":
+                entry["reverted_from"] = entry["backend"]
+                entry["backend"], entry["options"] = "torch", {}
+                entry["reason"] = f"layout: {reason}"
+    from convbench.nn import device_name
+
+    memory_format = "contiguous" if name == TUNED else "channels_last"
+    context = decision_context(device)
+    return dict(memory_format=memory_format, device=device_name(device), context=context,
+                variant=name, reason=reason)  # fmt: skip
+
+
 def tune(
     spec: str,
     input_shape: Sequence[int],
@@ -154,7 +226,6 @@ def tune(
     """Tune ``spec`` (``PACKAGE.MODULE:FACTORY``) at ``input_shape``; see the module doc.
     ``train``: tune the backward passes too and time a training step end to end."""
     from convbench.backends import backend_names
-    from convbench.nn import optimize
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype: unknown dtype {dtype!r} (expected one of {', '.join(DTYPES)})")
@@ -198,24 +269,30 @@ def tune(
         if not isinstance(original, torch.nn.Module):
             raise UserError(f"{spec}: the factory returned a {type(original).__name__}")
         original = original.to(device=device, dtype=getattr(torch, dtype))
-        optimized = optimize(
-            copy.deepcopy(original), DecisionTable(str(path or "<tune>"), entries, spec)
-        )
+        variants = _variants(original, DecisionTable(str(path or "<tune>"), entries, spec))
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(tuple(input_shape), generator=gen, dtype=torch.float64)
         x = x.to(device=device, dtype=getattr(torch, dtype))
         modes = ("inference", "train") if train else ("inference",)
-        e2e = [compare_models(original, optimized, x, mode, end_to_end) for mode in modes]
+        results = {m: compare_variants(original, variants, x, m, end_to_end) for m in modes}
+        chosen, why = choose_variant(results, alpha)
+        say(f"layout: {chosen} ({why})")
+        layout = _apply_variant(chosen, entries, why, device)
+        e2e = [results[mode][chosen] for mode in modes]
+        every = [e for by_name in results.values() for e in by_name.values()]
         reverted = revert_if_slower(entries, e2e, alpha)
         if reverted:
             say(reverted)
+            layout.update(memory_format="contiguous", reason=f"{layout['reason']}; {reverted}")
         if path is not None:
             e2e_dicts = [e.to_dict() for e in e2e]
-            path = write(out, entries, model=spec, input_shape=input_shape, end_to_end=e2e_dicts)
+            path = write(out, entries, model=spec, input_shape=input_shape, end_to_end=e2e_dicts,
+                         layout=dict(layout, variants=[e.to_dict() for e in every]))  # fmt: skip
+        records = [dict(e.to_dict(), chosen=any(e is c for c in e2e)) for e in every]
         store.add_tune(
             run_id, run_id, model=spec, input_shape=input_shape, decisions_path=path,
-            decisions=entries, end_to_end=[e.to_dict() for e in e2e],
+            decisions=entries, end_to_end=records,
         )  # fmt: skip
-        return TuneResult(run_id, decisions, entries, path, e2e)
+        return TuneResult(run_id, decisions, entries, path, e2e, layout=layout, variants=every)
     finally:
         store.close()

@@ -21,6 +21,8 @@ A JSON document, indented and with sorted keys so that two tunes diff line by li
                       "convbench": "0.1.0"}
         }, …
       ],
+      "layout": {"memory_format": "channels_last", "device": "cpu", "context": {…},
+                 "reason": "…"},               # optional: the whole model's memory format
       "end_to_end": [{"mode": "inference", "speedup": 1.31, "ci_low": 1.27, …}]
     }
 
@@ -29,6 +31,12 @@ decision measured with another torch, on another device, with another thread cou
 another convbench is ignored on load, with one line saying which and why. A file that is not
 such a document — or an entry missing a field or holding a wrong type — is a `UserError`
 naming the file, the entry and the field.
+
+``layout`` is a decision about the whole model, not a layer: the memory format its activations
+and 4-D weights are kept in (``contiguous``, PyTorch's default NCHW, or ``channels_last``,
+NHWC). `tune` makes it end to end, since a layout pays only when every layer keeps it (a
+conversion before and after each layer costs more than a layer gains); it is made stale by
+its ``context`` as the entries are. Absent: ``contiguous``.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from convbench.errors import UserError
 FORMAT = "convbench-decisions/1"
 PASSES = ("forward", "backward_data", "backward_weight")
 CONTEXT_FIELDS = ("torch", "device_name", "threads", "convbench")
+MEMORY_FORMATS = ("contiguous", "channels_last")
 _ENTRY_FIELDS = {
     "problem": str,
     "dtype": str,
@@ -64,6 +73,12 @@ class DecisionTable:
     model: str = ""
     input_shape: list[int] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    layout: dict | None = None
+
+    @property
+    def memory_format(self) -> str:
+        """The model's memory format (`MEMORY_FORMATS`): the layout's, else contiguous."""
+        return (self.layout or {}).get("memory_format", "contiguous")
 
     def lookup(self) -> dict[tuple[str, str, str, str], dict]:
         """(problem, dtype, device, pass) -> entry."""
@@ -73,24 +88,34 @@ class DecisionTable:
         """The entries whose context matches ``context_of(device)`` (the current
         environment); the others are dropped, each with a line in ``ignored``."""
         kept, ignored, current = [], [], {}
-        for i, entry in enumerate(self.entries, start=1):
-            device = entry["device"]
+
+        def changed(record: dict) -> str:
+            device = record["device"]
             if device not in current:
                 current[device] = context_of(device)
             now = current[device]
-            changed = [
-                f"{name} {entry['context'].get(name)!r} (now {now.get(name)!r})"
+            return ", ".join(
+                f"{name} {record['context'].get(name)!r} (now {now.get(name)!r})"
                 for name in CONTEXT_FIELDS
-                if entry["context"].get(name) != now.get(name)
-            ]
-            if changed:
+                if record["context"].get(name) != now.get(name)
+            )
+
+        for i, entry in enumerate(self.entries, start=1):
+            if stale := changed(entry):
                 ignored.append(
                     f"{self.path}: entry #{i} ({entry['pass']} of problem {entry['problem']} on "
-                    f"{device}) ignored: made with " + ", ".join(changed)
+                    f"{entry['device']}) ignored: made with {stale}"
                 )
             else:
                 kept.append(entry)
-        return DecisionTable(self.path, kept, self.model, self.input_shape, ignored)
+        layout = self.layout
+        if layout is not None and (stale := changed(layout)):
+            ignored.append(
+                f"{self.path}: layout {layout['memory_format']} on {layout['device']} ignored "
+                f"(the model stays contiguous): made with {stale}"
+            )
+            layout = None
+        return DecisionTable(self.path, kept, self.model, self.input_shape, ignored, layout)
 
 
 def write(
@@ -100,9 +125,11 @@ def write(
     model: str,
     input_shape,
     end_to_end: list[dict] | None = None,
+    layout: dict | None = None,
 ) -> Path:
     """Write a decisions file (see the module docstring); ``end_to_end``: the whole-model
-    comparisons `tune` measured with these decisions, kept for the reader."""
+    comparisons `tune` measured with these decisions, kept for the reader; ``layout``: the
+    model's memory format, where `tune` chose one."""
     document = {
         "format": FORMAT,
         "model": model,
@@ -114,6 +141,8 @@ def write(
     }
     if end_to_end is not None:
         document["end_to_end"] = end_to_end
+    if layout is not None:
+        document["layout"] = layout
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -162,4 +191,24 @@ def parse(document: object, where: str = "<decisions>") -> DecisionTable:
         [dict(e) for e in entries],
         str(document.get("model", "")),
         list(document.get("input_shape") or []),
+        layout=_layout(document.get("layout"), where),
     )
+
+
+def _layout(layout: object, where: str) -> dict | None:
+    if layout is None:
+        return None
+    if not isinstance(layout, Mapping):
+        raise UserError(f"{where}: field 'layout': expected an object, got {layout!r}")
+    for name, kind in (("memory_format", str), ("device", str), ("context", dict)):
+        if not isinstance(layout.get(name), kind):
+            raise UserError(
+                f"{where}: layout: field {name!r}: expected {kind.__name__}, "
+                f"got {layout.get(name)!r}"
+            )
+    if layout["memory_format"] not in MEMORY_FORMATS:
+        raise UserError(
+            f"{where}: layout: field 'memory_format': {layout['memory_format']!r} is not one "
+            "of " + ", ".join(MEMORY_FORMATS)
+        )
+    return dict(layout)

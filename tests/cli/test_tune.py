@@ -44,11 +44,16 @@ def test_tune_refuses_the_fast_wrong_backend_and_reuses_its_run(workdir, run_cli
     document = json.loads((tmp / "tiny.json").read_text())
     backends = {e["backend"] for e in document["decisions"]}
     assert "wrong" not in backends and backends <= {"im2col", "torch"}
+    layout = document["layout"]  # the whole model's memory format, chosen end to end
+    assert layout["memory_format"] in ("contiguous", "channels_last") and layout["reason"]
+    variants = {v["variant"] for v in layout["variants"]}
+    assert {"tuned", "tuned, channels_last"} <= variants
+    assert "(kept)" in proc.stdout and "layout: " in proc.stderr
     layers = {tuple(e["layers"]) for e in document["decisions"]}
     assert layers == {("conv1@0",), ("conv2@2", "conv3@4"), ("conv4@5",)}
     report = proc.stdout.split("report: ")[1].split()[0]
     html = (tmp / report).read_text()
-    assert "Tuned model" in html and "cbmodels:tiny" in html
+    assert "Tuned model" in html and "cbmodels:tiny" in html and "channels_last" in html
     again = run_cli(args, env=env, cwd=tmp)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "measured before; measuring only what is missing" in again.stderr

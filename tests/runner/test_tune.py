@@ -1,9 +1,17 @@
-"""The model-level guard of `convbench tune`: decisions that made the model slower go back."""
+"""The model-level choices of `convbench tune`: decisions that made the model slower go back;
+the memory format is changed only where that is significantly faster in every mode."""
 
 from __future__ import annotations
 
 from convbench.measure.endtoend import EndToEnd
-from convbench.runner.tune import revert_if_slower
+from convbench.runner.tune import (
+    TORCH_CL,
+    TUNED,
+    TUNED_CL,
+    _apply_variant,
+    choose_variant,
+    revert_if_slower,
+)
 
 
 def e2e(mode: str, speedup: float, p: float) -> EndToEnd:
@@ -40,3 +48,43 @@ def test_faster_or_not_significantly_slower_keeps_the_decisions():
         table = entries()
         assert revert_if_slower(table, [result], alpha=0.05) is None
         assert table == entries()
+
+
+def timed(mode: str, variant: str, ms: float, spread: float = 0.02) -> EndToEnd:
+    """A variant's comparison whose samples sit around ``ms`` (the original at 10 ms)."""
+    samples = tuple(ms * (1 + spread * ((i * 7) % 11 - 5) / 5) for i in range(20))
+    return EndToEnd(mode, 10.0, ms, 10.0 / ms, 0, 0, 0.01, 0, 20, variant, samples)
+
+
+def results(**by_mode: dict[str, float]) -> dict:
+    return {m: {v: timed(m, v, ms) for v, ms in times.items()} for m, times in by_mode.items()}
+
+
+def test_a_layout_is_kept_only_if_significantly_faster_in_every_mode():
+    faster = results(inference={TUNED: 9.0, TUNED_CL: 7.5, TORCH_CL: 8.0})
+    name, why = choose_variant(faster, alpha=0.05)
+    assert name == TUNED_CL  # both beat the contiguous model; the larger gain is kept
+    assert why.startswith(f"{TUNED_CL} significantly faster") and "1.200× the contiguous" in why
+    mixed = results(inference={TUNED: 9.0, TUNED_CL: 7.5}, train={TUNED: 30.0, TUNED_CL: 31.0})
+    name, why = choose_variant(mixed, alpha=0.05)
+    assert name == TUNED and why.startswith("no channels_last variant")
+    tie = results(inference={TUNED: 9.0, TUNED_CL: 9.0})
+    assert choose_variant(tie, alpha=0.05)[0] == TUNED
+    assert choose_variant(results(inference={TUNED: 9.0}), alpha=0.05) == (
+        TUNED,
+        "no channels_last variant significantly faster in every mode",
+    )
+
+
+def test_the_layout_alone_sends_every_decision_back_to_torch_saying_why():
+    table = entries()
+    layout = _apply_variant(TORCH_CL, table, "faster", "cpu")
+    assert layout["memory_format"] == "channels_last" and layout["variant"] == TORCH_CL
+    assert layout["device"] == "cpu" and layout["context"]["threads"] >= 1
+    assert {e["backend"] for e in table} == {"torch"}
+    assert table[0]["reverted_from"] == "winograd" and table[0]["reason"] == "layout: faster"
+    assert "reverted_from" not in table[1]
+    kept = entries()
+    assert _apply_variant(TUNED, kept, "no", "cpu")["memory_format"] == "contiguous"
+    assert _apply_variant(TUNED_CL, kept, "yes", "cpu")["memory_format"] == "channels_last"
+    assert kept == entries()

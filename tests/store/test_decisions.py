@@ -59,3 +59,33 @@ def test_broken_files_are_one_line_errors_naming_file_and_entry(tmp_path, docume
     with pytest.raises(UserError, match=message) as info:
         read(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+LAYOUT = {"memory_format": "channels_last", "device": "cpu", "context": CONTEXT, "reason": "r"}
+
+
+def test_the_layout_round_trips_and_goes_stale_like_an_entry(tmp_path):
+    path = write(tmp_path / "d.json", [entry()], model="m:f", input_shape=[1], layout=LAYOUT)
+    table = read(path)
+    assert table.memory_format == "channels_last" and table.layout["reason"] == "r"
+    assert read(write(tmp_path / "e.json", [entry()], model="m", input_shape=[1])).layout is None
+    assert table.fresh(lambda device: CONTEXT).memory_format == "channels_last"
+    fresh = table.fresh(lambda device: {**CONTEXT, "torch": "9"})
+    assert fresh.memory_format == "contiguous" and fresh.layout is None
+    assert any("layout channels_last on cpu ignored" in line for line in fresh.ignored)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("nhwc", "field 'layout': expected an object"),
+        ({**LAYOUT, "memory_format": "nhwc"}, "layout: field 'memory_format': 'nhwc' is not one"),
+        ({**LAYOUT, "context": None}, "layout: field 'context': expected dict"),
+    ],
+)
+def test_a_broken_layout_is_a_one_line_error(tmp_path, layout, message):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"format": FORMAT, "decisions": [entry()], "layout": layout}))
+    with pytest.raises(UserError, match=message) as info:
+        read(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
