@@ -105,8 +105,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"[yellow]interrupted[/]: finish with the same command (run {result.run_id} resumes)"
         )
         return 130
-    kept = [any(v is e for e in result.end_to_end) for v in result.variants]
-    tables = layer_tables(result.entries) + e2e_tables(result.variants or result.end_to_end, kept)
+    tables = layer_tables(result.entries) + e2e_tables(result.variants, result.records)
     print_tables(tables, "table", NOTE)
     print(f"decisions: {result.path}")
     if args.report:
@@ -150,14 +149,16 @@ def layer_tables(entries: list[dict]) -> list:
     return [("decisions per layer and pass", columns, rows)]
 
 
-def e2e_tables(results, kept: list[bool] | None = None) -> list:
+def e2e_tables(results, marks: list[dict] | None = None) -> list:
+    """``marks``: per result, its record as stored (`variant_text` reads variant, chosen,
+    reverted)."""
     from convbench.report.tables import variant_text
 
-    kept = kept or [True] * len(results)
+    marks = marks or [dict(variant=r.variant) for r in results]
     rows = [
         [
             r.mode,
-            variant_text(dict(variant=r.variant, chosen=chosen)),
+            variant_text(mark),
             _ms(r.original_ms),
             _ms(r.optimized_ms),
             f"{r.speedup:.3f}× [{r.ci_low:.3f}–{r.ci_high:.3f}]",
@@ -165,7 +166,7 @@ def e2e_tables(results, kept: list[bool] | None = None) -> list:
             f"{r.max_rel_diff:.1e}",
             str(r.n_samples),
         ]
-        for r, chosen in zip(results, kept, strict=True)
+        for r, mark in zip(results, marks, strict=True)
     ]
     columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup [95% CI]", "p"]
     columns += ["max rel. output diff", "samples"]

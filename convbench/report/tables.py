@@ -366,9 +366,14 @@ def tune_tables(record: Mapping) -> dict:
 
 def variant_text(record: Mapping) -> str:
     """An end-to-end record's variant (`convbench.runner.tune`), marked where it is the one the
-    model keeps; records from before the variants are the tuned model, kept."""
-    chosen = record.get("chosen", True)
-    return record.get("variant", "tuned") + (" (kept)" if chosen else "")
+    model keeps — or the one whose decisions the model-level guard sent back to torch, being
+    slower than the original; records from before the variants are the tuned model, kept."""
+    mark = ""
+    if record.get("reverted"):
+        mark = " (slower: reverted to torch)"
+    elif record.get("chosen", True):
+        mark = " (kept)"
+    return record.get("variant", "tuned") + mark
 
 
 def _problem_text(fields: Mapping) -> str:

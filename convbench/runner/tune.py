@@ -58,6 +58,7 @@ class TuneResult:
     interrupted: bool = False
     layout: dict | None = None
     variants: list[EndToEnd] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)  # the variants as stored, marked
 
 
 def _layers_by_problem(trace) -> dict[str, list[str]]:
@@ -110,6 +111,11 @@ def _entries(decisions: list[Decision], trace, device: str) -> list[dict]:
     return entries
 
 
+def slower(e: EndToEnd, alpha: float) -> bool:
+    """Was the optimized model significantly slower than the original?"""
+    return e.speedup < 1 and e.p_value < alpha
+
+
 def revert_if_slower(entries: list[dict], e2e: Sequence[EndToEnd], alpha: float) -> str | None:
     """The model-level guard: where the optimized model came out significantly slower end to
     end than the original (Mann–Whitney p < ``alpha``), the decisions that mode uses go back
@@ -121,7 +127,7 @@ def revert_if_slower(entries: list[dict], e2e: Sequence[EndToEnd], alpha: float)
     a loss."""
     lines = []
     for e in e2e:
-        if not (e.speedup < 1 and e.p_value < alpha):
+        if not slower(e, alpha):
             continue
         figure = f"{e.speedup:.3f}× [{e.ci_low:.3f}–{e.ci_high:.3f}], p={e.p_value:.2g}"
         passes = ("forward",) if e.mode == "inference" else PASSES
@@ -142,6 +148,8 @@ def revert_if_slower(entries: list[dict], e2e: Sequence[EndToEnd], alpha: float)
 #: The end-to-end variants: the decisions as they are; the decisions in channels_last; torch
 #: throughout in channels_last (the layout alone). The first is the default.
 TUNED, TUNED_CL, TORCH_CL = "tuned", "tuned, channels_last", "torch, channels_last"
+#: The model as decided after the guard sent decisions back to torch, timed again.
+GUARDED = "after the guard"
 
 
 def _variants(original: torch.nn.Module, table: DecisionTable) -> dict[str, torch.nn.Module]:
@@ -201,6 +209,41 @@ def _apply_variant(name: str, entries: list[dict], reason: str, device: str) -> 
     context = decision_context(device)
     return dict(memory_format=memory_format, device=device_name(device), context=context,
                 variant=name, reason=reason)  # fmt: skip
+
+
+def _end_to_end(original, table: DecisionTable, x, modes, config, alpha, device, say):
+    """Steps 4 and 5 of the module docstring, then the guard: the variants timed against the
+    original, the one kept chosen, its decisions (``table.entries``, edited in place) reverted
+    where it was slower — and then the model as finally decided timed again, so that the
+    figures kept are the kept model's. Returns its comparisons, the layout record, every
+    comparison made, and their records as stored (marked ``chosen`` / ``reverted``)."""
+    from convbench.nn import optimize
+
+    variants = _variants(original, table)
+    results = {m: compare_variants(original, variants, x, m, config) for m in modes}
+    chosen, why = choose_variant(results, alpha)
+    say(f"layout: {chosen} ({why})")
+    entries = table.entries
+    layout = _apply_variant(chosen, entries, why, device)
+    picked = [results[m][chosen] for m in modes]
+    every = [e for by_name in results.values() for e in by_name.values()]
+    e2e = picked
+    if any(slower(e, alpha) for e in picked):
+        line = revert_if_slower(entries, picked, alpha) or "optimized model slower end to end"
+        say(line)
+        layout.update(memory_format="contiguous", reason=f"{layout['reason']}; {line}")
+        final = optimize(copy.deepcopy(original), table, memory_format="contiguous")
+        e2e = [compare_variants(original, {GUARDED: final}, x, m, config)[GUARDED] for m in modes]
+        every += e2e
+    records = [
+        dict(
+            e.to_dict(),
+            chosen=any(e is c for c in e2e),
+            reverted=any(e is c for c in picked) and slower(e, alpha),
+        )  # fmt: skip
+        for e in every
+    ]
+    return e2e, layout, every, records
 
 
 def tune(
@@ -269,30 +312,24 @@ def tune(
         if not isinstance(original, torch.nn.Module):
             raise UserError(f"{spec}: the factory returned a {type(original).__name__}")
         original = original.to(device=device, dtype=getattr(torch, dtype))
-        variants = _variants(original, DecisionTable(str(path or "<tune>"), entries, spec))
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(tuple(input_shape), generator=gen, dtype=torch.float64)
         x = x.to(device=device, dtype=getattr(torch, dtype))
         modes = ("inference", "train") if train else ("inference",)
-        results = {m: compare_variants(original, variants, x, m, end_to_end) for m in modes}
-        chosen, why = choose_variant(results, alpha)
-        say(f"layout: {chosen} ({why})")
-        layout = _apply_variant(chosen, entries, why, device)
-        e2e = [results[mode][chosen] for mode in modes]
-        every = [e for by_name in results.values() for e in by_name.values()]
-        reverted = revert_if_slower(entries, e2e, alpha)
-        if reverted:
-            say(reverted)
-            layout.update(memory_format="contiguous", reason=f"{layout['reason']}; {reverted}")
+        table = DecisionTable(str(path or "<tune>"), entries, spec)
+        e2e, layout, every, records = _end_to_end(
+            original, table, x, modes, end_to_end, alpha, device, say
+        )
         if path is not None:
             e2e_dicts = [e.to_dict() for e in e2e]
             path = write(out, entries, model=spec, input_shape=input_shape, end_to_end=e2e_dicts,
                          layout=dict(layout, variants=[e.to_dict() for e in every]))  # fmt: skip
-        records = [dict(e.to_dict(), chosen=any(e is c for c in e2e)) for e in every]
         store.add_tune(
             run_id, run_id, model=spec, input_shape=input_shape, decisions_path=path,
             decisions=entries, end_to_end=records,
         )  # fmt: skip
-        return TuneResult(run_id, decisions, entries, path, e2e, layout=layout, variants=every)
+        return TuneResult(
+            run_id, decisions, entries, path, e2e, layout=layout, variants=every, records=records
+        )
     finally:
         store.close()

@@ -88,3 +88,51 @@ def test_the_layout_alone_sends_every_decision_back_to_torch_saying_why():
     assert _apply_variant(TUNED, kept, "no", "cpu")["memory_format"] == "contiguous"
     assert _apply_variant(TUNED_CL, kept, "yes", "cpu")["memory_format"] == "channels_last"
     assert kept == entries()
+
+
+def test_the_printed_variant_says_which_the_model_keeps_and_what_the_guard_did():
+    from convbench.report.tables import variant_text
+
+    assert variant_text({"variant": TUNED_CL, "chosen": True}) == f"{TUNED_CL} (kept)"
+    assert variant_text({"variant": TORCH_CL, "chosen": False}) == TORCH_CL
+    reverted = {"variant": TUNED, "chosen": True, "reverted": True}
+    assert variant_text(reverted) == "tuned (slower: reverted to torch)"
+    assert variant_text({}) == "tuned (kept)"  # a record from before the variants
+
+
+def test_a_kept_model_slower_than_the_original_is_reverted_and_timed_again(monkeypatch):
+    import torch
+    from torch import nn
+
+    import convbench.runner.tune as tune_module
+    from convbench.store.decisions import DecisionTable
+
+    calls = []
+
+    def fake(original, variants, x, mode, config):
+        calls.append(list(variants))
+        if list(variants) == [tune_module.GUARDED]:  # the model as finally decided
+            return {tune_module.GUARDED: timed(mode, tune_module.GUARDED, 10.0)}
+        times = {TUNED: 11.0, TUNED_CL: 11.5, TORCH_CL: 11.0}  # no layout beats "tuned"
+        return {name: timed(mode, name, times[name]) for name in variants}
+
+    monkeypatch.setattr(tune_module, "compare_variants", fake)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    from convbench.runner.envinfo import decision_context
+
+    rows = [
+        dict(e, problem=f"p{i}", dtype="float32", device="cpu", context=decision_context("cpu"))
+        for i, e in enumerate(entries())
+    ]
+    table = DecisionTable("<t>", rows)
+    said = []
+    e2e, layout, every, records = tune_module._end_to_end(
+        model, table, torch.zeros(1, 3, 8, 8), ("inference",), None, 0.05, "cpu", said.append
+    )
+    assert calls == [[TUNED, TUNED_CL, TORCH_CL], [tune_module.GUARDED]]
+    assert said[0].startswith("layout: tuned (no channels_last") and "back to torch" in said[1]
+    assert [e.variant for e in e2e] == [tune_module.GUARDED]
+    assert table.entries[0]["backend"] == "torch" and layout["memory_format"] == "contiguous"
+    marks = {r["variant"]: (r["chosen"], r["reverted"]) for r in records}
+    assert marks[TUNED] == (False, True) and marks[tune_module.GUARDED] == (True, False)
+    assert marks[TUNED_CL] == (False, False) and len(every) == 4
