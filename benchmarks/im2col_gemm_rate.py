@@ -12,26 +12,18 @@ GEMM rate im2col achieves (1.0 = the convolution costs no more than its GEMM).
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
+from bench_args import suite_args  # benchmarks/bench_args.py, beside this script
 
 import convbench
-from convbench.measure.config import TimingConfig
 from convbench.measure.engine import measure
 from convbench.problem import load_suite
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="resnet50")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--max-time", type=float, default=1.0)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = TimingConfig(warmup_s=0.1, max_time_s=args.max_time)
+    args, config = suite_args(__doc__)
     backend = convbench.get_backend("im2col")
     ratios = []
     print(f"{'case':30s} {'im2col ms':>10s} {'matmul ms':>10s} {'GEMM rate':>9s}")

@@ -17,12 +17,10 @@ and prints each case and the totals over the model (each case times the layers t
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
+from bench_args import suite_args  # benchmarks/bench_args.py, beside this script
 
-from convbench.measure.config import TimingConfig
 from convbench.measure.engine import measure_interleaved
 from convbench.problem import load_suite
 
@@ -30,14 +28,7 @@ CL = torch.channels_last
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="resnet50")
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--max-time", type=float, default=1.0)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = TimingConfig(warmup_s=0.1, max_time_s=args.max_time)
+    args, config = suite_args(__doc__)
     totals = [0.0, 0.0, 0.0]
     print(f"{'case':34s} {'nchw ms':>9s} {'nhwc ms':>9s} {'nhwc+conv ms':>13s} {'layers':>6s}")
     with torch.no_grad():

@@ -60,6 +60,19 @@ def table(model: nn.Module, x: torch.Tensor, **passes) -> DecisionTable:
     return DecisionTable("<test>", entries)
 
 
+def assert_trains_alike(model, tuned, steps: int, lr: float, loss) -> None:
+    """SGD steps on both models: their parameters stay alike after every step."""
+    opt_a = torch.optim.SGD(model.parameters(), lr=lr)
+    opt_b = torch.optim.SGD(tuned.parameters(), lr=lr)
+    for _ in range(steps):
+        for m, opt in ((model, opt_a), (tuned, opt_b)):
+            opt.zero_grad()
+            loss(m(X)).backward()
+            opt.step()
+        for (name, p), q in zip(model.named_parameters(), tuned.parameters(), strict=True):
+            assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+
+
 def test_every_conv_runs_its_decided_backend(monkeypatch):
     model = Net()
     reference = model(X).detach()
@@ -118,15 +131,8 @@ def test_training_through_the_optimized_model_matches_the_original():
         model, X, forward="winograd", backward_data="fft", backward_weight={"a": "im2col"}
     )
     tuned = optimize(copy.deepcopy(model), decisions)
-    opt_a = torch.optim.SGD(model.parameters(), lr=0.1)
-    opt_b = torch.optim.SGD(tuned.parameters(), lr=0.1)
-    for _ in range(3):  # the weights change: each step's plans must be refreshed
-        for m, opt in ((model, opt_a), (tuned, opt_b)):
-            opt.zero_grad()
-            m(X).square().sum().backward()
-            opt.step()
-        for (name, p), q in zip(model.named_parameters(), tuned.parameters(), strict=True):
-            assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+    # the weights change: each step's plans must be refreshed
+    assert_trains_alike(model, tuned, steps=3, lr=0.1, loss=lambda y: y.square().sum())
 
 
 def test_no_grad_eval_train_and_to_behave_as_on_the_original():
@@ -235,15 +241,7 @@ def test_a_channels_last_layout_keeps_values_keys_and_gradients():
     fresh = Maps()
     fresh.load_state_dict(tuned.state_dict())
     assert torch.equal(fresh(X), model(X))
-    opt_a = torch.optim.SGD(model.parameters(), lr=0.05)
-    opt_b = torch.optim.SGD(tuned.parameters(), lr=0.05)
-    for _ in range(2):
-        for m, opt in ((model, opt_a), (tuned, opt_b)):
-            opt.zero_grad()
-            m(X).square().mean().backward()
-            opt.step()
-        for (name, p), q in zip(model.named_parameters(), tuned.parameters(), strict=True):
-            assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
+    assert_trains_alike(model, tuned, steps=2, lr=0.05, loss=lambda y: y.square().mean())
 
 
 def test_optimising_again_or_a_copy_never_stacks_the_layout_hooks(tmp_path):
