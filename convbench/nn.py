@@ -43,7 +43,7 @@ from convbench.backends import get_backend
 from convbench.errors import UnknownBackend, UserError
 from convbench.problem.spec import ConvArgs
 from convbench.runner.from_model import describe_call
-from convbench.store.decisions import DecisionTable, read
+from convbench.store.decisions import MEMORY_FORMATS, DecisionTable, read
 
 
 class _MixedConv(torch.autograd.Function):
@@ -281,9 +281,9 @@ def _convert(value, memory_format):
 def _set_layout(model: nn.Module, memory_format: str) -> None:
     """Keep ``model`` in ``memory_format`` (see the module docstring); the hooks are found
     by identity, so optimising again (or a deep copy) never stacks them."""
-    if memory_format not in ("contiguous", "channels_last"):
+    if memory_format not in MEMORY_FORMATS:
         raise ValueError(
-            f"memory_format: expected contiguous or channels_last, got {memory_format!r}"
+            f"memory_format: expected one of {', '.join(MEMORY_FORMATS)}, got {memory_format!r}"
         )
     ours = (_to_channels_last, _to_contiguous)
     was_channels_last = False

@@ -149,12 +149,11 @@ def layer_tables(entries: list[dict]) -> list:
     return [("decisions per layer and pass", columns, rows)]
 
 
-def e2e_tables(results, marks: list[dict] | None = None) -> list:
+def e2e_tables(results, marks: list[dict]) -> list:
     """``marks``: per result, its record as stored (`variant_text` reads variant, chosen,
     reverted)."""
     from convbench.report.tables import variant_text
 
-    marks = marks or [dict(variant=r.variant) for r in results]
     rows = [
         [
             r.mode,

@@ -171,21 +171,7 @@ def parse(document: object, where: str = "<decisions>") -> DecisionTable:
     if not isinstance(entries, list):
         raise UserError(f"{where}: field 'decisions': expected a list of entries")
     for i, entry in enumerate(entries, start=1):
-        if not isinstance(entry, Mapping):
-            raise UserError(f"{where}: entry #{i}: expected an object, got {type(entry).__name__}")
-        for name, kind in _ENTRY_FIELDS.items():
-            if name not in entry:
-                raise UserError(f"{where}: entry #{i}: field {name!r} is missing")
-            if not isinstance(entry[name], kind):
-                raise UserError(
-                    f"{where}: entry #{i}: field {name!r}: expected {kind.__name__}, "
-                    f"got {entry[name]!r}"
-                )
-        if entry["pass"] not in PASSES:
-            raise UserError(
-                f"{where}: entry #{i}: field 'pass': {entry['pass']!r} is not one of "
-                + ", ".join(PASSES)
-            )
+        _check(entry, _ENTRY_FIELDS, f"{where}: entry #{i}", "pass", PASSES)
     return DecisionTable(
         where,
         [dict(e) for e in entries],
@@ -195,20 +181,32 @@ def parse(document: object, where: str = "<decisions>") -> DecisionTable:
     )
 
 
+def _check(record: object, fields: Mapping[str, type], where: str, name: str, allowed) -> None:
+    """``record`` is an object holding ``fields`` with their types, and its field ``name`` is
+    one of ``allowed``; else a one-line `UserError` starting with ``where``."""
+    if not isinstance(record, Mapping):
+        raise UserError(f"{where}: expected an object, got {type(record).__name__}")
+    for field_name, kind in fields.items():
+        if field_name not in record:
+            raise UserError(f"{where}: field {field_name!r} is missing")
+        if not isinstance(record[field_name], kind):
+            raise UserError(
+                f"{where}: field {field_name!r}: expected {kind.__name__}, "
+                f"got {record[field_name]!r}"
+            )
+    if record[name] not in allowed:
+        raise UserError(
+            f"{where}: field {name!r}: {record[name]!r} is not one of " + ", ".join(allowed)
+        )
+
+
+_LAYOUT_FIELDS = {"memory_format": str, "device": str, "context": dict}
+
+
 def _layout(layout: object, where: str) -> dict | None:
     if layout is None:
         return None
     if not isinstance(layout, Mapping):
         raise UserError(f"{where}: field 'layout': expected an object, got {layout!r}")
-    for name, kind in (("memory_format", str), ("device", str), ("context", dict)):
-        if not isinstance(layout.get(name), kind):
-            raise UserError(
-                f"{where}: layout: field {name!r}: expected {kind.__name__}, "
-                f"got {layout.get(name)!r}"
-            )
-    if layout["memory_format"] not in MEMORY_FORMATS:
-        raise UserError(
-            f"{where}: layout: field 'memory_format': {layout['memory_format']!r} is not one "
-            "of " + ", ".join(MEMORY_FORMATS)
-        )
+    _check(layout, _LAYOUT_FIELDS, f"{where}: layout", "memory_format", MEMORY_FORMATS)
     return dict(layout)
