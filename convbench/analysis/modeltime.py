@@ -32,6 +32,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from convbench.problem.axes import TOLERANCE, dtype_name
+from convbench.problem.suite import BATCH_MARK
 
 REQUIRED = ("case", "backend", "device", "dtype", "direction", "status", "median_ms", "rel_err")
 BASE_KEYS = ("device", "dtype", "direction")
@@ -69,7 +70,7 @@ def _prepare(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     out["count"] = out["count"].fillna(1).astype(int)
     for column in ("median_ms", "rel_err"):  # all-None columns (nothing ok) come as objects
         out[column] = pd.to_numeric(out[column], errors="coerce").astype(float)
-    split = out["case"].astype(str).str.partition("@n")
+    split = out["case"].astype(str).str.partition(BATCH_MARK)
     if "batch" in out.columns:  # the problem's own batch, shown (not a grouping key)
         out["batch_size"] = pd.to_numeric(out["batch"], errors="coerce")
     out["batch"] = split[2].where(split[1] != "", "")

@@ -19,7 +19,7 @@ A suite file (``suites/NAME.toml``) has four parts; every table rejects keys it 
     backends = ["naive", "fft"]   # optional: default every registered backend
 
     [[case]]                      # one table per problem; at least one
-    name = "layer1.0.conv2"       # required, unique, no '@' (reserved for batch variants)
+    name = "layer1.0.conv2"       # required, unique, no '@n' (reserved: batch variants NAME@nB)
     in_channels = 64              # required
     out_channels = 64             # required
     spatial = [56, 56]            # required: input size, 1 entry = conv1d, 2 = conv2d
@@ -56,7 +56,7 @@ from convbench.problem.axes import (
 )
 from convbench.problem.shapes import ProblemError
 from convbench.problem.spec import ConvProblem
-from convbench.problem.suite import ConvCase, Suite, SuiteError
+from convbench.problem.suite import BATCH_MARK, ConvCase, Suite, SuiteError
 
 TABLES = ("suite", "defaults", "axes", "case")
 SUITE_KEYS = ("name", "description", "source")
@@ -78,8 +78,12 @@ def _check_case_type(name: str, value: object) -> None:
     ints = isinstance(value, list) and all(is_int(v) for v in value)
     if name == "name":
         _expect(name, value, isinstance(value, str), "a string")
-        if not value.strip() or "@" in value:
-            raise FieldError(name, f"must be non-empty and contain no '@', got {value!r}")
+        if not value.strip() or BATCH_MARK in value:
+            raise FieldError(
+                name,
+                f"must be non-empty and contain no {BATCH_MARK!r} (it marks batch variants, "
+                f"NAME{BATCH_MARK}BATCH), got {value!r}",
+            )
     elif name in ("batch", "in_channels", "out_channels", "groups", "count"):
         _expect(name, value, is_int(value), "an integer")
         if name == "count" and value < 1:

@@ -34,6 +34,11 @@ class SuiteError(UserError):
     """A bad suite file or axis value; the message names file, case and field."""
 
 
+#: Marks a batch variant's name: ``NAME@nBATCH``. Case names may not contain it (a model's
+#: layer names such as ``conv1@0`` may contain ``@``).
+BATCH_MARK = "@n"
+
+
 def _hash(obj: Any) -> str:
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -55,7 +60,7 @@ class ConvCase:
     def with_batch(self, batch: int) -> ConvCase:
         """The same problem at another batch size, named ``NAME@nBATCH``."""
         problem = dataclasses.replace(self.problem, batch=batch)
-        return ConvCase(f"{self.name}@n{batch}", problem, self.count)
+        return ConvCase(f"{self.name}{BATCH_MARK}{batch}", problem, self.count)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,31 @@ def tiny():
     return Tiny()
 
 
+def seq():
+    inner = nn.Sequential(nn.Conv2d(4, 2, 1))
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), inner)
+
+
+class Nested(nn.Module):
+    """Convolutions two ModuleLists deep, the inner pair called twice over."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.ModuleList([nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1)]) for _ in range(2)
+        )
+
+    def forward(self, x):
+        for pair in self.blocks:
+            for conv in pair:
+                x = conv(x)
+        return x
+
+
+def nested():
+    return Nested()
+
+
 def broken():
     class Broken(nn.Module):
         def __init__(self):
@@ -104,3 +129,29 @@ def test_from_model_errors_are_one_line(models_module, run_cli):
         assert proc.stderr.startswith(f"convbench: error: {spec}: ")
         assert message in proc.stderr
     assert not (models_module / "x.toml").exists()
+
+
+@pytest.mark.parametrize(
+    "factory, names",
+    [
+        ("seq", ["conv1@0", "conv2@2.0"]),
+        ("nested", ["blocks.0.0", "blocks.0.1"]),
+    ],
+)
+def test_a_generated_suite_of_sequential_and_nested_models_runs(
+    models_module, capsys, fast, factory, names
+):
+    """The names the trace writes (``conv1@0`` for a bare Sequential's layers) are names a
+    suite accepts, and the store and the report keep them as written."""
+    out = models_module / f"{factory}.toml"
+    argv = ["suite", "from-model", f"cb_test_models:{factory}", "--input-shape", "1,3,6,6"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert [c.name for c in load_suite(out).cases] == names
+    db, html = models_module / "r.sqlite", models_module / "r.html"
+    assert main(["run", str(out), "--db", str(db), "--backends", "naive", *fast]) == 0
+    assert sorted(results.load(db).case) == names
+    assert main(["report", "--db", str(db), "--out", str(html)]) == 0
+    assert all(name in html.read_text() for name in names)
+    capsys.readouterr()
+    assert main(["runs", "--db", str(db)]) == 0
+    assert factory in capsys.readouterr().out

@@ -213,7 +213,7 @@ BAD = [
     (HEAD + CASE + "count = 0\n", ["case 'a' (#1)", "field 'count'", ">= 1"]),
     (HEAD + CASE.replace("[8, 8]", "8"), ["case 'a' (#1)", "field 'spatial'", "an array"]),
     (HEAD + CASE.replace("[8, 8]", "[8, 8, 8]"), ["case 'a' (#1)", "field 'spatial'", "1 or 2"]),
-    (HEAD + CASE.replace('"a"', '"a@n1"'), ["case 'a@n1' (#1)", "field 'name'", "'@'"]),
+    (HEAD + CASE.replace('"a"', '"a@n1"'), ["case 'a@n1' (#1)", "field 'name'", "'@n'"]),
     (HEAD + CASE.replace('name = "a"\n', ""), ["case #1", "field 'name'", "missing"]),
     (HEAD + CASE.replace("kernel = 3\n", ""), ["case 'a' (#1)", "field 'kernel'", "missing"]),
     (
