@@ -21,7 +21,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
     table = Table(title="environment", show_header=False)
     table.add_column("key", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # a commit or path whole, never cut
     for key, value in format_env(collect_env()):
         table.add_row(key, str(value))
     Console().print(table)

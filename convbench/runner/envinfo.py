@@ -129,10 +129,14 @@ def cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     return platform.processor() or platform.machine() or None
 
 
+#: The convbench package's own folder (``…/convbench``), whose parent is the checkout's top.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
 def git_commit(path: Path | None = None) -> str | None:
     """HEAD of the git checkout holding the convbench package (``-dirty`` if tracked files
     changed); None when the package is not in a checkout of its own or git is missing."""
-    package_dir = (path or Path(__file__).resolve().parent).resolve()
+    package_dir = (path or PACKAGE_DIR).resolve()
 
     def git(*args: str) -> str | None:
         try:

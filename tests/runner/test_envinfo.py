@@ -8,11 +8,13 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+import convbench
 from convbench.measure.caches import cpu_llc_bytes, parse_cache_size
 from convbench.report.format import format_bytes, format_env
 from convbench.runner import envinfo
@@ -198,6 +200,20 @@ def test_cpu_model_name(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n")
     assert cpu_model_name(info) == "Intel(R) Xeon(R) Platinum 8480+"
     assert cpu_model_name(tmp_path / "missing")  # falls back to platform
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_commit_of_this_checkout_is_recorded():
+    """Run from a git clone of convbench, the commit is the clone's HEAD (it was looked for
+    from ``convbench/runner/`` once, and never found)."""
+    top = Path(convbench.__file__).resolve().parents[1]
+    if not (top / ".git").exists():
+        pytest.skip("convbench is not imported from a git checkout")
+    head = subprocess.run(
+        ["git", "-C", str(top), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert git_commit() in (head, f"{head}-dirty")
+    assert collect_env()["git_commit"] in (head, f"{head}-dirty")
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
