@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from convbench.analysis import stats
+from convbench.analysis.flags import is_flagged
 from convbench.problem.axes import TOLERANCE
 
 #: The keys that make two results comparable within a run (one problem, one measurement).
@@ -161,57 +162,6 @@ def combined_ratio(
 
 
 # -- within a run ------------------------------------------------------------------------
-def winner_map(
-    df: pd.DataFrame, tolerances: Mapping[str, float] | None = None, *, alpha: float = 0.05
-) -> pd.DataFrame:
-    """For each run × case × dtype × device × direction: the fastest backend (lowest median)
-    whose ``rel_err`` is within the dtype's tolerance, and its speedup over the baseline
-    (`baseline_backend`: the device's vendor backend, or ``torch`` where the vendor has no
-    result; ``baseline_ms / winner_ms``, with significance).
-
-    A dtype without a known tolerance is not checked. Columns: run_id, the `KEYS`, winner,
-    winner_ms, rel_err, tolerance, baseline, baseline_ms, speedup, speedup_ci_low,
-    speedup_ci_high, significant, p_value, candidates (backends within tolerance),
-    rejected (backends measured but out of tolerance), flagged (the winner's or the
-    baseline's result was measured disturbed).
-    """
-    tolerances = default_tolerances() if tolerances is None else tolerances
-    rows = []
-    for key, group in ok_results(df).groupby(["run_id", *KEYS], sort=False):
-        run_id, case, dtype, device, direction = key
-        limit = tolerances.get(dtype, math.inf)
-        within = group[group["rel_err"].fillna(math.inf) <= limit]
-        rejected = sorted(set(group["backend"]) - set(within["backend"]))
-        row = dict(zip(["run_id", *KEYS], key, strict=True))
-        row.update(tolerance=limit, candidates=len(within), rejected=", ".join(rejected))
-        base = baseline_backend(group["backend"], device)
-        base_rows = group[group["backend"] == base]
-        row["baseline"] = base
-        row["baseline_ms"] = base_rows["median_ms"].iloc[0] if len(base_rows) else math.nan
-        if within.empty:
-            row.update(winner=None, winner_ms=math.nan, rel_err=math.nan, speedup=math.nan)
-            row.update(significant=False, p_value=math.nan, flagged=False)
-            row.update(speedup_ci_low=math.nan, speedup_ci_high=math.nan)
-            rows.append(row)
-            continue
-        best = within.loc[within["median_ms"].idxmin()]
-        row.update(winner=best["backend"], winner_ms=best["median_ms"], rel_err=best["rel_err"])
-        row["flagged"] = _flagged(best) or (len(base_rows) > 0 and _flagged(base_rows.iloc[0]))
-        if len(base_rows) and best["backend"] != base:
-            d = difference(best, base_rows.iloc[0], alpha=alpha)
-            row.update(speedup=1 / d.ratio, significant=d.significant, p_value=d.p_value)
-            row.update(speedup_ci_low=1 / d.ci_high, speedup_ci_high=1 / d.ci_low)
-        else:
-            same = len(base_rows) > 0
-            row.update(speedup=1.0 if same else math.nan, significant=False, p_value=math.nan)
-            row.update(speedup_ci_low=math.nan, speedup_ci_high=math.nan)
-        rows.append(row)
-    columns = ["run_id", *KEYS, "winner", "winner_ms", "rel_err", "tolerance", "baseline"]
-    columns += ["baseline_ms", "speedup", "speedup_ci_low", "speedup_ci_high", "significant"]
-    columns += ["p_value", "candidates", "rejected", "flagged"]
-    return pd.DataFrame(rows, columns=columns)
-
-
 def speedups(
     df: pd.DataFrame,
     baseline: str | None = None,
@@ -242,7 +192,7 @@ def speedups(
             limit = tolerances.get(key[2], math.inf)
             row.update(backend=name, baseline=base_name, median_ms=result["median_ms"])
             row["within_tol"] = bool(_num(result, "rel_err") <= limit)
-            row["flagged"] = _flagged(result) or (not base.empty and _flagged(base.iloc[0]))
+            row["flagged"] = is_flagged(result) or (not base.empty and is_flagged(base.iloc[0]))
             if base.empty:
                 row.update(baseline_ms=math.nan, speedup=math.nan, ci_low=math.nan)
                 row.update(ci_high=math.nan, p_value=math.nan, significant=False)
@@ -255,6 +205,21 @@ def speedups(
     columns = ["run_id", *KEYS, "backend", "baseline", "median_ms", "baseline_ms", "speedup"]
     columns += ["ci_low", "ci_high", "p_value", "significant", "within_tol", "flagged"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def baseline_label(baselines: Iterable[str]) -> str:
+    """The baseline of a geometric mean over cases: its name, or, where the cases had
+    different baselines (the vendor refused some), each with its count, most used first:
+    ``onednn (6 cases), torch (1)``."""
+    counts = pd.Series(list(baselines)).value_counts(sort=True)
+    if len(counts) == 1:
+        return str(counts.index[0])
+    first, *rest = counts.items()
+    parts = [
+        f"{first[0]} ({first[1]} case{'s' if first[1] != 1 else ''})",
+        *(f"{name} ({n})" for name, n in rest),
+    ]
+    return ", ".join(parts)
 
 
 def geomean_speedups(sp: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
@@ -279,7 +244,8 @@ def geomean_speedups(sp: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
     for key, group in measured.groupby(["run_id", "device", "dtype", "backend"], sort=False):
         geo, low, high = combined_ratio(group["speedup"], group["ci_low"], group["ci_high"])
         row = dict(zip(["run_id", "device", "dtype", "backend"], key, strict=True))
-        row.update(baseline=group["baseline"].iloc[0], n_cases=len(group), geomean_speedup=geo)
+        row.update(baseline=baseline_label(group["baseline"]), n_cases=len(group))
+        row["geomean_speedup"] = geo
         row.update(ci_low=low, ci_high=high, significant=bool(low > 1 or high < 1))
         logs = np.log(group["speedup"].to_numpy(dtype=float))
         if len(logs) >= 2:
@@ -362,18 +328,13 @@ def compare_runs(
             row.update(significant=d.significant, method=d.method)
             row["verdict"] = classify(d.ratio, d.ci_low, d.ci_high, d.significant, threshold)
             beyond = d.ratio > BEYOND_DISTURBANCE or d.ratio < 1 / BEYOND_DISTURBANCE
-            if (_flagged(a) or _flagged(b)) and not (beyond and d.significant):
+            if (is_flagged(a) or is_flagged(b)) and not (beyond and d.significant):
                 row["verdict"] = "disturbed"
         else:
             row.update(ratio=math.nan, ci_low=math.nan, ci_high=math.nan, p_value=math.nan)
             row.update(significant=False, method="none", verdict="missing")
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
-
-
-def _flagged(row) -> bool:
-    value = row.get("disturbed") if hasattr(row, "get") else None
-    return bool(value) and not pd.isna(value)
 
 
 def comparison_summary(cmp: pd.DataFrame, threshold: float = 0.05) -> dict:

@@ -167,10 +167,12 @@ def _model_tables(df: pd.DataFrame, backends) -> tuple[pd.DataFrame | None, list
 
 def _backends(args, run_id: str, df: pd.DataFrame) -> int:
     import pandas as pd
+    from rich.console import Console
 
     from convbench.analysis import compare as analysis
+    from convbench.analysis import flags
     from convbench.report.format import format_ratio, format_time
-    from convbench.report.terminal import move_constant_columns, print_tables, records
+    from convbench.report.terminal import move_constant_columns, print_table, print_tables, records
 
     sp = analysis.speedups(df, args.baseline, args.backends, alpha=args.alpha)
     geo = analysis.geomean_speedups(sp)
@@ -193,7 +195,11 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
         )
         print(long.to_csv(index=False), end="")
         return 0
-    backends = [b for b in dict.fromkeys(sp["backend"])]
+    measured = list(dict.fromkeys(sp["backend"]))
+    # in the order asked for (--backends), else as measured
+    backends = [b for b in args.backends if b in measured] if args.backends else measured
+    geo = geo.sort_values("backend", key=lambda c: c.map(backends.index), kind="stable")
+    shown = {*backends, *sp["baseline"]}
     case_rows = []
     for key, group in sp.groupby(list(analysis.KEYS), sort=False):
         by = {r.backend: r for r in group.itertuples()}
@@ -236,12 +242,22 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
     geo_title, geo_columns, geo_rows = move_constant_columns(
         "geometric mean speedup per backend", geo_columns, geo_rows, (1, 2, 3)
     )
-    tables = [
-        (title, case_columns, case_rows),
-        (geo_title, geo_columns, geo_rows),
-        *model_tables,
-    ]
-    print_tables(tables, args.format, FOOTNOTE.format(alpha=args.alpha))
+    note = FOOTNOTE.format(alpha=args.alpha)
+    if args.format == "markdown":
+        print_tables([(title, case_columns, case_rows), (geo_title, geo_columns, geo_rows),
+                      *model_tables], "markdown", note)  # fmt: skip
+        return 0
+    console = Console()
+    # the key columns (kept whole, repeated when a table is dealt into parts) end at baseline
+    print_table(console, title, case_columns, case_rows, case_columns.index("baseline") + 1)
+    geo_keys = sum(c in ("backend", "device", "dtype", "baseline") for c in geo_columns)
+    print_table(console, geo_title, geo_columns, geo_rows, geo_keys)
+    for table in model_tables:
+        print_table(console, *table)
+    flagged = flags.count(df[df["backend"].isin(shown)].to_dict("records")).line()
+    console.print(note, style="dim", markup=False, highlight=False)
+    if flagged:
+        console.print(f"convbench: {flagged}", markup=False, highlight=False, soft_wrap=True)
     return 0
 
 
@@ -257,6 +273,7 @@ def _host_pace_us(frame: pd.DataFrame) -> float | None:
 def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
 
     from convbench.analysis import compare as analysis
+    from convbench.analysis import flags
     from convbench.report.format import format_ratio, format_time, format_unmatched
     from convbench.report.terminal import clean, move_constant_columns, print_tables, records
 
@@ -325,7 +342,10 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
                     else ""
                 )
             )
+    counted = flags.count([*old.to_dict("records"), *new.to_dict("records")])
     flagged = int((cmp["verdict"] == "disturbed").sum())
+    if gate is None and counted.line() and args.format == "table":
+        print(f"convbench: {counted.line()}", file=sys.stderr)
     if gate is not None and flagged:
         print(
             f"convbench: {flagged} result(s) flagged as disturbed were not judged; "

@@ -182,6 +182,7 @@ def _plan(args: argparse.Namespace) -> RunPlan:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from convbench.runner.session import RunPlan, execute, new_run_id
 
@@ -221,7 +222,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             kept = sum(result.counts.values()) if result else 0
             console.print(
                 f"[yellow]interrupted[/]: {kept} results kept. "
-                f"Finish with: convbench run --db {args.db} --resume {run_id}"
+                f"Finish with: convbench run --db {escape(str(args.db))} --resume {run_id}",
+                soft_wrap=True,  # a command to copy: never wrapped
             )
             return 130
         _summary(out, store, run_id, result)
@@ -242,13 +244,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _summary(out: Console, store: Store, run_id: str, result) -> None:
+    from rich.markup import escape
     from rich.table import Table
+
+    from convbench.analysis import flags
 
     rows = store.result_rows(run_id)
     table = Table(title=f"run {run_id}", show_lines=False)
     table.add_column("backend")
     for status in STATUSES:
         table.add_column(status, justify="right")
+    table.add_column("flagged", justify="right")
     table.add_column("median ms (geomean of ok)", justify="right")
     by_backend: dict[str, list[dict]] = {}
     for row in rows:
@@ -257,8 +263,12 @@ def _summary(out: Console, store: Store, run_id: str, result) -> None:
         counts = [sum(r["status"] == s for r in group) for s in STATUSES]
         medians = [r["median_ms"] for r in group if r["status"] == "ok" and r["median_ms"]]
         geo = math.exp(sum(map(math.log, medians)) / len(medians)) if medians else None
-        table.add_row(backend, *map(str, counts), f"{geo:.4g}" if geo else "—")
+        n_flagged = flags.count(group).n_flagged
+        table.add_row(backend, *map(str, counts), str(n_flagged), f"{geo:.4g}" if geo else "—")
     out.print(table)
+    flagged = flags.count(rows).line()
+    if flagged:
+        out.print(f"[yellow]{escape(flagged)}[/]", soft_wrap=True)
     errors = [r for r in rows if r["status"] in ("error", "timeout")]
     for row in errors[:10]:
         out.print(
@@ -267,5 +277,8 @@ def _summary(out: Console, store: Store, run_id: str, result) -> None:
         )
     out.print(
         f"results: {store.path} (run {run_id}); "
-        f"see them with `convbench export --db {store.path} --run {run_id} --out x.csv`"
+        f"see them with `convbench export --db {store.path} --run {run_id} --out x.csv`",
+        soft_wrap=True,  # a command to copy: never wrapped
+        markup=False,
+        highlight=False,
     )

@@ -9,6 +9,7 @@ import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def clean(value):
@@ -58,23 +59,82 @@ def print_tables(tables, fmt: str, footnote: str, text_columns: int = 4) -> None
         return
     console = Console()
     for title, columns, rows in tables:
-        # no vertical rules and one space between columns: 80 columns hold a table of eight
-        table = Table(
-            title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False
-        )
-        for i, column in enumerate(columns):
-            # never break inside a word (a case name, a backend) or a value ("163.8 µs"):
-            # the first ``text_columns`` wrap between words only, the others not at all
-            text = i < text_columns
-            words = [w for c in [column, *(r[i] for r in rows)] for w in str(c).split()]
-            table.add_column(
-                column,
-                justify="left" if text else "right",
-                min_width=max((len(w) for w in words), default=1),
-                no_wrap=not text,
-                overflow="fold" if text else "ellipsis",
-            )
-        for row in rows:
-            table.add_row(*[str(c) for c in row])
-        console.print(table)
+        print_table(console, title, columns, rows, text_columns)
     console.print(footnote, style="dim", markup=False, highlight=False)
+
+
+def _table(title: str, columns, rows, text_columns: int) -> Table:
+    """A rich table of plain text (a ``[ms]`` in a header is text, not markup)."""
+    # no vertical rules and one space between columns: 80 columns hold a table of eight
+    table = Table(
+        title=Text(title), title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1),
+        pad_edge=False,
+    )  # fmt: skip
+    for i, column in enumerate(columns):
+        # never break inside a word (a case name, a backend) or a value ("163.8 µs"):
+        # the first ``text_columns`` wrap between words only, the others not at all
+        text = i < text_columns
+        words = [w for c in [column, *(r[i] for r in rows)] for w in str(c).split()]
+        table.add_column(
+            Text(str(column)),
+            justify="left" if text else "right",
+            min_width=max((len(w) for w in words), default=1),
+            no_wrap=not text,
+            overflow="fold" if text else "ellipsis",
+        )
+    for row in rows:
+        table.add_row(*[Text(str(c)) for c in row])
+    return table
+
+
+def print_table(console: Console, title: str, columns, rows, text_columns: int = 4) -> None:
+    """Print one table whole: never a column cut to fit.
+
+    Not on a terminal (a file, a pipe) the table is written at its full width. On a terminal
+    narrower than the table, its value columns are dealt into parts that fit, each part
+    repeating the first ``text_columns`` (the keys) and saying which columns it holds."""
+    table = _table(title, columns, rows, text_columns)
+    width = _natural_width(console, table)
+    if width <= console.width:
+        console.print(table)
+        return
+    if not console.is_terminal:
+        narrow = console.width
+        console.width = width  # (print's own width= still squeezes the columns)
+        try:
+            console.print(table)
+        finally:
+            console.width = narrow
+        return
+    parts = _column_parts(console, columns, rows, text_columns)
+    for n, part in enumerate(parts, start=1):
+        keep = list(range(min(text_columns, len(columns)))) + part
+        label = f"{title} (part {n} of {len(parts)})"
+        sub = _table(label, [columns[i] for i in keep], [[r[i] for i in keep] for r in rows],
+                     text_columns)  # fmt: skip
+        console.print(sub, crop=False)
+
+
+def _natural_width(console: Console, table: Table) -> int:
+    """The width ``table`` takes unsqueezed (`Console.measure` alone stops at the console's)."""
+    return console.measure(table, options=console.options.update_width(100_000)).maximum
+
+
+def _column_parts(console: Console, columns, rows, text_columns: int) -> list[list[int]]:
+    """The value columns (after the first ``text_columns``) dealt, in order, into groups that
+    fit the console beside the key columns; a column wider than that alone gets its own."""
+    keys = list(range(min(text_columns, len(columns))))
+
+    def fits(values: list[int]) -> bool:
+        keep = keys + values
+        sub = _table("", [columns[i] for i in keep], [[r[i] for i in keep] for r in rows],
+                     text_columns)  # fmt: skip
+        return _natural_width(console, sub) <= console.width
+
+    parts: list[list[int]] = []
+    for i in range(len(keys), len(columns)):
+        if parts and fits(parts[-1] + [i]):
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    return parts or [[]]

@@ -279,3 +279,18 @@ def test_a_flagged_result_is_judged_only_beyond_what_disturbance_explains(row, f
     assert cmp.loc[("c2", "im2col"), "verdict"] == verdict
     assert cmp.loc[("c2", "im2col"), "ratio"] == pytest.approx(factor, rel=0.05)
     assert (verdict == "slower") == (not analysis.regressions(cmp.reset_index()).empty)
+
+
+def test_a_winner_on_the_baselines_own_kernel_is_not_crowned(row):
+    """torch and onednn both dispatch to Mkldnn on a CPU: one kernel measured twice."""
+    import pandas as pd
+
+    from convbench.analysis.winners import same_kernel, winner_map
+
+    rows = [row(case="c", backend=b, median=m) for b, m in (("torch", 0.9), ("onednn", 1.0))]
+    df = pd.DataFrame(rows).assign(dispatch="Mkldnn")
+    w = winner_map(df).iloc[0]
+    assert (w["winner"], w["same_kernel"]) == ("torch", "Mkldnn")
+    df.loc[df.backend == "torch", "dispatch"] = "Slow2d"
+    assert winner_map(df).iloc[0]["same_kernel"] is None
+    assert same_kernel({"backend": "onednn", "dispatch": "Mkldnn"}, None) is None

@@ -102,3 +102,34 @@ def test_broken_entry_point_does_not_break_builtins(tmp_path):
 def test_backend_call_is_conv():
     x, w = torch.randn(1, 2, 5), torch.randn(3, 2, 2)
     assert torch.allclose(convbench.get_backend("naive")(x, w), F.conv1d(x, w))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_torch_and_onednn_run_one_kernel_through_the_same_python():
+    """On a CPU with oneDNN on (PyTorch's default), `torch` and `onednn` dispatch to the same
+    kernel: their timed calls must run the same Python, or a timing would crown one of them
+    over the other for its wrapper (it once did: onednn switched oneDNN on, already on, at
+    every call)."""
+    import sys
+
+    x, w, b = torch.randn(2, 8, 16, 16), torch.randn(16, 8, 3, 3), torch.randn(16)
+    plans = {
+        n: convbench.get_backend(n).prepare(w, b, padding=1, input=x) for n in ("torch", "onednn")
+    }
+
+    def python_calls(plan) -> list[str]:
+        calls = []
+
+        def profile(frame, event, arg):
+            if event == "call":
+                calls.append(frame.f_code.co_qualname)
+
+        sys.setprofile(profile)
+        try:
+            plan.forward(x)
+        finally:
+            sys.setprofile(None)
+        return calls
+
+    assert python_calls(plans["torch"]) == python_calls(plans["onednn"])
+    assert plans["torch"].prepared["dispatch"] == plans["onednn"].prepared["dispatch"] == "Mkldnn"
