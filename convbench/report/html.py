@@ -27,11 +27,14 @@ from markupsafe import Markup
 from convbench.analysis import compare as analysis
 from convbench.analysis import modeltime
 from convbench.analysis.roofline import roofline_points
+from convbench.analysis.winners import winner_map
 from convbench.report import plots
-from convbench.report.format import format_ratio
+from convbench.report.environment import env_rows
+from convbench.report.figure import to_svg
+from convbench.report.format import format_ratio, memory_unit
+from convbench.report.summary import case_summaries, flag_count, with_flags
 from convbench.report.tables import (
     comparison_table,
-    env_rows,
     model_table,
     results_table,
     tune_tables,
@@ -55,8 +58,10 @@ SECTIONS = {
     "roofline": (
         "Roofline",
         "Each point is one result: achieved GFLOP/s against its arithmetic intensity (FLOPs per "
-        "byte it must at least move); the dashed line is this machine's measured GEMM peak in "
-        "that dtype, so the distance below it is the headroom left.",
+        "byte it must at least move). The dashed roof is what this machine was measured to "
+        "attain: its memory bandwidth (a large copy) times the intensity on the sloped part, "
+        "its GEMM peak in that dtype on the flat part; the distance below it is the headroom "
+        "left.",
     ),
     "accuracy": (
         "Accuracy vs speed",
@@ -112,11 +117,14 @@ def _panels(
         if section == "speedup":
             fig = plots.speedup_heatmap(context["speedups"][run_id])
         elif section == "roofline":
-            fig = plots.roofline(roofline_points(df, context["peaks"]))
+            points = roofline_points(df, context["peaks"])
+            fig = plots.roofline(points)
+            if not points.empty and points["bandwidth_gbs"].isna().all():
+                panel["note"] = plots.NO_BANDWIDTH + _NO_BANDWIDTH_WHY
         elif section == "accuracy":
             fig = plots.accuracy_vs_speed(df, context["tolerances"])
         elif section == "memory":
-            fig = plots.peak_memory(df)
+            fig = plots.peak_memory(df, context["mem_unit"])
         elif section == "telemetry":
             if not plots.has_gpu_telemetry(df):
                 panel["note"] = f"no GPU telemetry: {_telemetry_note(df)}"
@@ -125,9 +133,15 @@ def _panels(
             fig = plots.gpu_telemetry(df)
         else:
             fig = plots.latency_distributions(df)
-        panel["svg"] = Markup(plots.to_svg(fig))
+        panel["svg"] = Markup(to_svg(fig))
         panels.append(panel)
     return panels
+
+
+_NO_BANDWIDTH_WHY = (
+    " (the run is from before convbench measured it, or its probe failed; the sloped memory "
+    "roof needs it)"
+)
 
 
 def _telemetry_note(df: pd.DataFrame) -> str:
@@ -160,9 +174,10 @@ def render_report(
     labels = {r: chr(ord("A") + i) for i, r in enumerate(run_ids)} if len(runs) > 1 else {}
     frames = [(r, df[df["run_id"] == r]) for r in run_ids]
     peaks = {run["run_id"]: run.get("peaks") or {} for run in runs}
-    winners = analysis.winner_map(df, tolerances, alpha=alpha)
+    winners = with_flags(winner_map(df, tolerances, alpha=alpha), df)
     speedups = {r: analysis.speedups(f, alpha=alpha, tolerances=tolerances) for r, f in frames}
-    shared = {"speedups": speedups, "peaks": peaks, "tolerances": tolerances}
+    mem_unit = memory_unit(analysis.ok_results(df)["peak_mem_bytes"])
+    shared = {"speedups": speedups, "peaks": peaks, "tolerances": tolerances, "mem_unit": mem_unit}
     sections = [
         {"id": key, "title": title, "help": help_text, "panels": _panels(frames, key, shared)}
         for key, (title, help_text) in SECTIONS.items()
@@ -202,6 +217,13 @@ def render_report(
             }
             for run in runs
         ],
+        "summary": {
+            "cases": case_summaries(winners, labels),
+            "flags": [
+                {"run": labels.get(run["run_id"], ""), **flag_count(frame, run)}
+                for run, (_, frame) in zip(runs, frames, strict=True)
+            ],
+        },
         "alpha": alpha,
         "threshold_pct": f"{threshold * 100:g}%",
         "winners": {
@@ -214,7 +236,7 @@ def render_report(
         "comparisons": comparisons,
         "statuses": STATUSES,
         "tunes": [tune_tables(t) for t in tunes],
-        "table": results_table(df, peaks, tolerances, labels),
+        "table": results_table(df, peaks, tolerances, labels, mem_unit),
         "css": Markup(_read("report.css")),
         "script": Markup(script),
         "script_hash": script_hash(script),

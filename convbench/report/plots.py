@@ -1,83 +1,40 @@
 """The report's figures: one function per plot, each taking DataFrames and returning a
 matplotlib `Figure`, so they work the same in a notebook and in the HTML report.
 
-Figures are built on `matplotlib.figure.Figure` directly (no pyplot): no global figure
-registry, no GUI backend, nothing left open; `to_svg` renders one for inlining. Data come from
+What they share (style, colours, labels, ticks, the SVG for inlining: `to_svg`) is in
+`convbench.report.figure`. Data come from
 `convbench.results.load` (``samples=True`` for `latency_distributions`) and the
 `convbench.analysis` functions named in each docstring.
 """
 
 from __future__ import annotations
 
-import functools
-import io
 import math
-import re
-import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
 from convbench.analysis import compare as analysis
-from convbench.report.format import format_ratio
+from convbench.analysis.roofline import roof_gflops
+from convbench.report.figure import (
+    backend_palette,
+    case_labels,
+    decades_only,
+    empty_figure,
+    new_figure,
+    ordered_backends,
+    quiet,
+)
+from convbench.report.format import format_ratio, memory_unit
 
-#: Backends in a fixed order, so each keeps its colour in every plot and every report.
-BACKEND_ORDER = ("naive", "im2col", "fft", "winograd", "onednn", "cudnn")
-STYLE = "whitegrid"
 #: rel_err of exactly 0 is drawn at this floor on the log axis.
 REL_ERR_FLOOR = 1e-17
 
 
-def _quiet(plot):
-    """Silence seaborn 0.13's deprecation notices under newer matplotlib (its internals, not
-    ours: ``set_bad``, boxplot's ``vert``), which would otherwise repeat on every figure."""
-
-    @functools.wraps(plot)
-    def wrapper(*args, **kwargs):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "The set_bad function", PendingDeprecationWarning)
-            warnings.filterwarnings("ignore", "vert: bool was deprecated")
-            return plot(*args, **kwargs)
-
-    return wrapper
-
-
-def backend_palette(backends: Iterable[str]) -> dict[str, tuple]:
-    """Colour per backend: the built-ins always get the same colour, others follow."""
-    names = set(backends)
-    extra = sorted(names - set(BACKEND_ORDER))
-    order = [b for b in BACKEND_ORDER if b in names or b in BACKEND_ORDER] + extra
-    colors = sns.color_palette("colorblind", len(order))
-    return {name: colors[i] for i, name in enumerate(order) if name in names}
-
-
-def case_labels(df: pd.DataFrame) -> pd.Series:
-    """``case · direction``, plus dtype and device where the frame has more than one."""
-    label = df["case"].astype(str) + " · " + df["direction"].astype(str)
-    for column in ("dtype", "device"):
-        if df[column].nunique() > 1:
-            label = label + " · " + df[column].astype(str)
-    return label
-
-
-def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list]:
-    with sns.axes_style(STYLE):
-        fig = Figure(figsize=(width, height), layout="constrained")
-        axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
-
-
-def _empty(message: str, width: float = 6.0) -> Figure:
-    fig = Figure(figsize=(width, 1.2))
-    fig.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, color="#555")
-    return fig
-
-
-@_quiet
+@quiet
 def speedup_heatmap(sp: pd.DataFrame, title: str | None = None) -> Figure:
     """Backend × case heatmap of speedups over the baseline (`analysis.speedups` rows).
 
@@ -87,9 +44,9 @@ def speedup_heatmap(sp: pd.DataFrame, title: str | None = None) -> Figure:
     """
     sp = sp[sp["speedup"].notna()]
     if sp.empty:
-        return _empty("no speedups: the baseline or the other backends were not measured")
+        return empty_figure("no speedups: the baseline or the other backends were not measured")
     sp = sp.assign(label=case_labels(sp))
-    backends = [b for b in _ordered(sp["backend"])]
+    backends = [b for b in ordered_backends(sp["backend"])]
     labels = list(dict.fromkeys(sp["label"]))
     values = sp.pivot_table(index="backend", columns="label", values="speedup", aggfunc="first")
     values = values.reindex(index=backends, columns=labels)
@@ -97,7 +54,7 @@ def speedup_heatmap(sp: pd.DataFrame, title: str | None = None) -> Figure:
     for row in sp.itertuples():
         cell = format_ratio(row.speedup, row.significant)
         text.loc[row.backend, row.label] = cell + ("" if row.within_tol else " †")
-    fig, (ax,) = _figure(max(6.0, 2.4 + 0.8 * len(labels)), 2.6 + 0.45 * len(backends))
+    fig, (ax,) = new_figure(max(6.0, 2.4 + 0.8 * len(labels)), 2.6 + 0.45 * len(backends))
     logs = np.log2(values.astype(float))
     limit = max(1.0, min(6.0, float(np.nanmax(np.abs(logs.to_numpy())))))
     sns.heatmap(
@@ -132,15 +89,34 @@ def speedup_heatmap(sp: pd.DataFrame, title: str | None = None) -> Figure:
     return fig
 
 
-@_quiet
+#: The roofline's x range reaches this factor beyond each ridge point (peak / bandwidth), so
+#: the bend of every roof is in view.
+RIDGE_MARGIN = 4.0
+NO_BANDWIDTH = "no memory bandwidth measured for this run: only the GEMM roof is drawn"
+
+
+def roofs(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per device and dtype that has a measured GEMM peak: ``device``, ``dtype``,
+    ``peak_gflops``, ``bandwidth_gbs`` (NaN where the run has none) and ``ridge`` (the
+    intensity where the two roofs meet, NaN without a bandwidth)."""
+    have = points.dropna(subset=["peak_gflops"])
+    if "bandwidth_gbs" not in have:
+        have = have.assign(bandwidth_gbs=np.nan)
+    first = have.groupby(["device", "dtype"], sort=True)[["peak_gflops", "bandwidth_gbs"]].first()
+    first = first.reset_index()
+    return first.assign(ridge=first["peak_gflops"] / first["bandwidth_gbs"])
+
+
+@quiet
 def roofline(points: pd.DataFrame) -> Figure:
     """Achieved GFLOP/s against arithmetic intensity (FLOPs per compulsory byte), log–log,
-    with the run's measured GEMM peak per device and dtype as the compute roof
-    (`analysis.roofline_points` rows). The memory roof is not drawn: bandwidth is not measured.
-    """
+    under the run's measured roofs per device and dtype (`analysis.roofline_points` rows):
+    ``min(GEMM peak, memory bandwidth × intensity)``, both measured by
+    `convbench.measure.peak`. A run without a bandwidth (older stores) gets the flat GEMM roof
+    alone and says so in the title (`NO_BANDWIDTH`)."""
     if points.empty:
-        return _empty("no measured results")
-    fig, (ax,) = _figure(7.5, 4.6)
+        return empty_figure("no measured results")
+    fig, (ax,) = new_figure(7.5, 4.6)
     palette = backend_palette(points["backend"])
     sns.scatterplot(
         data=points,
@@ -155,39 +131,77 @@ def roofline(points: pd.DataFrame) -> Figure:
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
-    peaks = points.dropna(subset=["peak_gflops"]).groupby(["device", "dtype"])["peak_gflops"]
-    if peaks.ngroups:  # room above the highest roof for its label, inside the frame
-        low, high = ax.get_ylim()
-        ax.set_ylim(low, max(high, 2.5 * float(peaks.first().max())))
-    _decades_only(ax)
-    for (device, dtype), peak in peaks.first().items():
-        ax.axhline(peak, color="#333", linestyle="--", linewidth=1)
-        ax.annotate(
-            f"{device} {dtype} GEMM peak {peak:.3g} GFLOP/s",
-            (0.01, peak),
-            xycoords=("axes fraction", "data"),
-            va="bottom",
-            fontsize=8,
-        )
-    if peaks.ngroups == 0:
+    table = roofs(points)
+    _frame_roofs(ax, table)
+    decades_only(ax)
+    labelled: set[str] = set()  # one bandwidth label per device, whatever its dtypes
+    for roof in table.itertuples():
+        _draw_roof(ax, roof, label_bandwidth=roof.device not in labelled)
+        labelled.add(roof.device)
+    if table.empty:
         ax.set_title("no peak measured for this run (older run or peak failed)", fontsize=9)
+    elif table["bandwidth_gbs"].isna().all():
+        ax.set_title(NO_BANDWIDTH, fontsize=9)
     ax.set_xlabel("arithmetic intensity [FLOP/byte]")
     ax.set_ylabel("achieved [GFLOP/s]")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
 
 
-@_quiet
+def _frame_roofs(ax, table: pd.DataFrame) -> None:
+    """Widen the axes around the points so every roof's bend (its ridge point) and a label
+    above the highest peak fit inside the frame."""
+    if table.empty:
+        return
+    (x_low, x_high), (y_low, y_high) = ax.get_xlim(), ax.get_ylim()
+    ridges = table["ridge"].dropna()
+    if len(ridges):
+        x_low = min(x_low, float(ridges.min()) / RIDGE_MARGIN)
+        x_high = max(x_high, float(ridges.max()) * RIDGE_MARGIN)
+    top = float(table["peak_gflops"].max())
+    ax.set_xlim(x_low, x_high)
+    ax.set_ylim(min(y_low, top / 20), max(y_high, 2.5 * top))
+
+
+def _draw_roof(ax, roof, label_bandwidth: bool = True) -> None:
+    """One device/dtype's roof, ``min(peak, bandwidth × intensity)``, across the frame, with
+    its two figures written on it."""
+    x_low, x_high = ax.get_xlim()
+    xs = np.geomspace(x_low, x_high, 200)
+    ys = [roof_gflops(roof.peak_gflops, roof.bandwidth_gbs, x) for x in xs]
+    ax.plot(xs, ys, color="#333", linestyle="--", linewidth=1, scalex=False, scaley=False)
+    ax.annotate(
+        f"{roof.device} {roof.dtype} GEMM peak {roof.peak_gflops:.3g} GFLOP/s",
+        (0.99, roof.peak_gflops),
+        xycoords=("axes fraction", "data"),
+        ha="right",
+        va="bottom",
+        fontsize=8,
+    )
+    if label_bandwidth and not math.isnan(roof.bandwidth_gbs):
+        x = x_low * 1.3
+        ax.annotate(
+            f"{roof.device} memory bandwidth {roof.bandwidth_gbs:.3g} GB/s",
+            (x, roof.bandwidth_gbs * x),
+            xytext=(4, -6),  # below the rising line: it climbs away from the text
+            textcoords="offset points",
+            ha="left",
+            va="top",
+            fontsize=8,
+        )
+
+
+@quiet
 def accuracy_vs_speed(df: pd.DataFrame, tolerances: Mapping[str, float] | None = None) -> Figure:
     """Relative error against median time, one panel per dtype, log–log; the dashed line and
     shaded band mark the dtype's tolerance (points above it are wrong answers)."""
     ok = analysis.ok_results(df)
     ok = ok[ok["rel_err"].notna()]
     if ok.empty:
-        return _empty("no measured results")
+        return empty_figure("no measured results")
     tolerances = analysis.default_tolerances() if tolerances is None else tolerances
     dtypes = sorted(ok["dtype"].unique())
-    fig, axes = _figure(max(6.5, 4.2 * len(dtypes)), 4.0, len(dtypes))
+    fig, axes = new_figure(max(6.5, 4.2 * len(dtypes)), 4.0, len(dtypes))
     palette = backend_palette(ok["backend"])
     for ax, dtype in zip(axes, dtypes, strict=True):
         part = ok[ok["dtype"] == dtype].assign(rel_err=lambda d: d["rel_err"].clip(REL_ERR_FLOOR))
@@ -210,7 +224,7 @@ def accuracy_vs_speed(df: pd.DataFrame, tolerances: Mapping[str, float] | None =
             ax.axhspan(
                 limit, max(limit * 100, part["rel_err"].max() * 2), color="#c0392b", alpha=0.07
             )
-        _decades_only(ax)  # after the band, which widens the y range
+        decades_only(ax)  # after the band, which widens the y range
         ax.set_title(f"{dtype} (tolerance {limit:g})" if limit else dtype, fontsize=10)
         ax.set_xlabel("median time [ms]")
         ax.set_ylabel("relative error (max|out−ref| / max|ref|)")
@@ -218,23 +232,20 @@ def accuracy_vs_speed(df: pd.DataFrame, tolerances: Mapping[str, float] | None =
     return fig
 
 
-@_quiet
-def peak_memory(df: pd.DataFrame) -> Figure:
+@quiet
+def peak_memory(df: pd.DataFrame, unit: tuple[str, int] | None = None) -> Figure:
     """Peak allocator memory above the baseline of one call, per case, one dot per backend
-    (log scale; KiB, MiB or GiB, whichever suits the median)."""
+    (log scale) in ``unit`` (name, bytes): by default `format.memory_unit` of these results,
+    which the report also gives its results table, so both read in the same unit."""
     ok = analysis.ok_results(df)
     ok = ok[ok["peak_mem_bytes"].notna() & (ok["peak_mem_bytes"] > 0)]
     if ok.empty:
-        return _empty("no memory measurements")
-    unit, scale = next(
-        (u, f)
-        for u, f in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1))
-        if ok["peak_mem_bytes"].median() >= f
-    )
+        return empty_figure("no memory measurements")
+    unit, scale = unit or memory_unit(ok["peak_mem_bytes"])
     ok = ok.assign(label=case_labels(ok), peak_mem=ok["peak_mem_bytes"] / scale)
     palette = backend_palette(ok["backend"])
     n_labels = ok["label"].nunique()
-    fig, (ax,) = _figure(8.0, 1.4 + 0.32 * n_labels)
+    fig, (ax,) = new_figure(8.0, 1.4 + 0.32 * n_labels)
     sns.stripplot(
         data=ok,
         y="label",
@@ -249,7 +260,7 @@ def peak_memory(df: pd.DataFrame) -> Figure:
         log_scale=True,
         ax=ax,
     )
-    _decades_only(ax, "x")
+    decades_only(ax, "x")
     ax.set_xlabel(f"peak memory above baseline [{unit}]")
     ax.set_ylabel("")
     ax.grid(True, axis="y", color="#eeeeee")
@@ -264,15 +275,15 @@ def has_gpu_telemetry(df: pd.DataFrame) -> bool:
     return bool(ok["gpu_util_pct"].notna().any() or ok["power_w"].notna().any())
 
 
-@_quiet
+@quiet
 def gpu_telemetry(df: pd.DataFrame) -> Figure:
     """GPU utilisation [%] and board power [W] during the timed window, per backend: one
     point per case, boxes across cases (NVML samples, see `convbench.measure.probes.nvml`)."""
     ok = analysis.ok_results(df)
     if not has_gpu_telemetry(df):
-        return _empty("no GPU telemetry")
+        return empty_figure("no GPU telemetry")
     palette = backend_palette(ok["backend"])
-    fig, axes = _figure(9.0, 3.6, 2)
+    fig, axes = new_figure(9.0, 3.6, 2)
     for ax, column, label in zip(
         axes, ("gpu_util_pct", "power_w"), ("GPU utilisation [%]", "power [W]"), strict=True
     ):
@@ -300,14 +311,14 @@ def gpu_telemetry(df: pd.DataFrame) -> Figure:
     return fig
 
 
-@_quiet
+@quiet
 def latency_distributions(df: pd.DataFrame, max_labels: int = 40) -> Figure:
     """Distribution of the raw per-call samples (ms, log scale) of each case and backend:
     boxes show the quartiles, whiskers 1.5 IQR, dots the outliers. Needs ``samples_ms``
     (``results.load(..., samples=True)``); at most ``max_labels`` cases are drawn."""
     ok = analysis.ok_results(df)
     if "samples_ms" not in ok or ok.empty:
-        return _empty("no raw samples")
+        return empty_figure("no raw samples")
     ok = ok.assign(label=case_labels(ok))
     keep = list(dict.fromkeys(ok["label"]))[:max_labels]
     ok = ok[ok["label"].isin(keep)]
@@ -315,9 +326,9 @@ def latency_distributions(df: pd.DataFrame, max_labels: int = 40) -> Figure:
     long["samples_ms"] = long["samples_ms"].astype(float)
     long = long[long["samples_ms"] > 0]
     if long.empty:
-        return _empty("no raw samples")
+        return empty_figure("no raw samples")
     palette = backend_palette(long["backend"])
-    fig, (ax,) = _figure(8.0, 1.2 + 0.11 * len(keep) * len(palette) + 0.15 * len(keep))
+    fig, (ax,) = new_figure(8.0, 1.2 + 0.11 * len(keep) * len(palette) + 0.15 * len(keep))
     sns.boxplot(
         data=long,
         y="label",
@@ -331,51 +342,9 @@ def latency_distributions(df: pd.DataFrame, max_labels: int = 40) -> Figure:
         linewidth=0.7,
         ax=ax,
     )
-    _decades_only(ax, "x")
+    decades_only(ax, "x")
     ax.set_xlabel("time per call [ms] (raw samples)")
     ax.set_ylabel("")
     ax.tick_params(axis="y", labelsize=8)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return fig
-
-
-def _ordered(backends: Iterable[str]) -> list[str]:
-    return list(backend_palette(backends))
-
-
-_XML_PROLOGUE = re.compile(r"^.*?(?=<svg\b)", re.S)
-_XML_COMMENT = re.compile(r"<!--.*?-->", re.S)
-
-
-def to_svg(fig: Figure) -> str:
-    """The figure as an ``<svg>`` element for inlining in HTML: text drawn as paths (no font
-    needed), no XML prologue, no comments (matplotlib writes each text string into one)."""
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": None}):
-        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    svg = _XML_COMMENT.sub("", _XML_PROLOGUE.sub("", buf.getvalue(), count=1))
-    if re.search(r"<script|\son\w+\s*=", svg, re.I):  # never expected from matplotlib
-        raise ValueError("refusing to inline an SVG that contains script")
-    return svg.strip()
-
-
-def _decades_only(ax, axes: str = "xy") -> None:
-    """Label log axes (``axes``: which) in plain numbers at steps that suit their span:
-    every decade on long axes, 1-2-5 on short ones, 1-1.5-2-3-5-7 within about a decade
-    (where decades alone would leave one or two ticks). matplotlib's default also labels
-    minor ticks (2×10⁰, 3×10⁰ …) on short axes, and they collide."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    chosen = [(ax.xaxis, ax.get_xlim())] if "x" in axes else []
-    chosen += [(ax.yaxis, ax.get_ylim())] if "y" in axes else []
-    for axis, (low, high) in chosen:
-        decades = math.log10(high / low) if low > 0 and high > low else 0.0
-        if decades <= 1.2:
-            subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
-        elif decades <= 2.5:
-            subs = (1.0, 2.0, 5.0)
-        else:
-            subs = (1.0,)
-        axis.set_major_locator(LogLocator(base=10, subs=subs, numticks=12))
-        axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
-        axis.set_minor_formatter(NullFormatter())

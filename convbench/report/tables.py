@@ -7,17 +7,15 @@ DataFrames and run records in, lists and dicts out.
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from convbench.analysis import compare as analysis
+from convbench.analysis.flags import is_flagged
 from convbench.report.format import (
-    CUDA_ONLY_PRECISION,
     fmt,
-    format_bytes,
     format_ratio,
     format_unmatched,
     missing,
@@ -34,73 +32,12 @@ def cell(value, *, text: str | None = None, cls: str | None = None, digits: int 
     return {"text": shown, "v": number, "cls": cls}
 
 
-def _flags(env: Mapping) -> str:
-    """PyTorch's precision switches as the run had them; the CUDA-only ones only where the
-    run had CUDA (elsewhere PyTorch reports defaults that applied to nothing)."""
-    has_cuda = bool(env.get("cuda_devices")) or bool(env.get("cuda_available"))
-    names = ("float32_matmul_precision", "deterministic")
-    if has_cuda:
-        names = ("tf32_matmul", "tf32_cudnn", *names, "cudnn_benchmark")
-    parts = [f"{name}={env[name]}" for name in names if name in env]
-    parts += [
-        f"{k}={v}"
-        for k, v in (env.get("fp32_precision") or {}).items()
-        if has_cuda or not k.startswith(CUDA_ONLY_PRECISION)
-    ]
-    if has_cuda:
-        parts.append("cudnn backend: TF32 off, benchmark off (cudnn_tf32 / cudnn_benchmark: on)")
-    return ", ".join(parts) or "—"
-
-
-def env_rows(run: Mapping) -> list[tuple[str, str]]:
-    """What the header shows of a run record (`convbench.store.Store.run`)."""
-    env, config = run.get("env") or {}, run.get("config") or {}
-    timing = (config.get("options") or {}).get("timing") or {}
-    created = run.get("created_at")
-    started = _dt.datetime.fromtimestamp(created, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    gpus = [
-        f"cuda:{d.get('index')}: {d.get('name')}, {format_bytes(d.get('total_memory_bytes'))}"
-        for d in env.get("cuda_devices") or []
-    ]
-    cores = f"{env.get('cpu_physical_cores')} physical / {env.get('cpu_logical_cores')} logical"
-    peaks = run.get("peaks") or {}
-    rows = [
-        ("suite", run.get("suite")),
-        ("status", run.get("status")),
-        ("started", started if created else None),
-        ("command line", run.get("command")),
-        ("devices", ", ".join(env.get("devices") or []) or None),
-        ("CPU", f"{env.get('cpu_model')} ({env.get('cpu_arch')}), {cores}"),
-        ("memory", format_bytes(env.get("memory_total_bytes"))),
-        ("GPUs", "; ".join(gpus) or "none"),
-        ("NVIDIA driver", env.get("nvidia_driver") or env.get("nvidia_driver_note")),
-        ("versions", _versions(env)),
-        (
-            "threads",
-            f"torch {env.get('torch_threads')} (--threads {config.get('threads') or 'default'})",
-        ),
-        ("flags", _flags(env)),
-        ("timing", ", ".join(f"{k}={v}" for k, v in timing.items()) or None),
-        ("peak GEMM GFLOP/s", ", ".join(f"{k}: {fmt(v)}" for k, v in peaks.items()) or None),
-        ("git commit", env.get("git_commit")),
-        ("host", f"{env.get('hostname')} · {env.get('os')}"),
-    ]
-    return [(key, "—" if missing(value) else str(value)) for key, value in rows]
-
-
-def _versions(env: Mapping) -> str:
-    names = ("convbench_version", "python", "torch", "cuda", "cudnn", "onednn_version")
-    names += ("mkl_version",)
-    return ", ".join(
-        f"{name.removesuffix('_version')} {env[name]}" for name in names if env.get(name)
-    )
-
-
 def winner_table(
     winners: pd.DataFrame, run_ids: Sequence[str], labels: Mapping[str, str]
 ) -> tuple[list[str], list[list[dict]]]:
     """Winner map rows: the case keys, then per run the winner, its time, the baseline's time,
-    the speedup (``~`` if not significant) and the backends out of tolerance."""
+    the speedup (``~`` if not significant) and the backends out of tolerance. ``winners`` may
+    carry ``same_kernel`` (`convbench.analysis.winners.winner_map`)."""
     per_run = ["winner", "median [ms]", "baseline", "baseline [ms]", "speedup", "rel. error"]
     per_run += ["out of tolerance"]
     columns = ["case", "dtype", "device", "direction"]
@@ -117,33 +54,50 @@ def winner_table(
             if key not in frame.index:
                 row += [cell(None) for _ in per_run]
                 continue
-            w = frame.loc[key]
-            speed = format_ratio(w["speedup"], w["significant"])
-            if w["winner"] is not None and w["winner"] == w["baseline"]:
-                speed = "1× (baseline)"
-            if w.get("flagged"):
-                speed += " ⚑"
-            row += [
-                cell(w["winner"] or "none within tolerance"),
-                cell(w["winner_ms"]),
-                cell(w["baseline"]),
-                cell(w["baseline_ms"]),
-                cell(w["speedup"], text=speed),
-                cell(w["rel_err"], digits=2),
-                cell(w["rejected"] or ""),
-            ]
+            row += _winner_cells(frame.loc[key])
         rows.append(row)
     return columns, rows
+
+
+def _winner_cells(w: Mapping) -> list[dict]:
+    """One run's cells of a winner map row; a winner that runs the baseline's own kernel
+    (`convbench.analysis.winners.same_kernel`) is not crowned over it."""
+    kernel = w.get("same_kernel")
+    winner = w["winner"] or "none within tolerance"
+    speed = format_ratio(w["speedup"], w["significant"])
+    if not missing(kernel):
+        winner = f"{w['winner']}: same kernel as baseline ({kernel})"
+        speed = f"same kernel ({format_ratio(w['speedup'], w['significant'])})"
+    elif w["winner"] is not None and w["winner"] == w["baseline"]:
+        speed = "1× (baseline)"
+    if w.get("flagged"):
+        speed += " ⚑"
+    return [
+        cell(winner),
+        cell(w["winner_ms"]),
+        cell(w["baseline"]),
+        cell(w["baseline_ms"]),
+        cell(w["speedup"], text=speed),
+        cell(w["rel_err"], digits=2),
+        cell(w["rejected"] or ""),
+    ]
 
 
 def winner_summary(winners: pd.DataFrame, labels: Mapping[str, str]) -> dict:
     """One row per run × dtype × device × direction: how many cases each backend wins, the
     geometric-mean speedup of the winners over the baseline, and how many cases no backend
-    answered within tolerance — what a large sweep's winner map says, in a few lines."""
+    answered within tolerance — what a large sweep's winner map says, in a few lines. A case
+    whose winner runs the baseline's kernel (``same_kernel``) counts as no win, at 1×."""
     columns = (["run"] if labels else []) + ["dtype", "device", "direction", "cases"]
     columns += ["wins (cases)", "geomean speedup of the winners", "none within tolerance"]
     rows = []
     keys = ["run_id", "dtype", "device", "direction"]
+    if "same_kernel" in winners:
+        same = winners["same_kernel"].notna()
+        winners = winners.assign(
+            winner=winners["winner"].where(~same, "same kernel as baseline"),
+            speedup=winners["speedup"].where(~same, 1.0),
+        )
     for key, group in winners.groupby(keys, sort=False):
         wins = group["winner"].dropna().value_counts()
         speed = group["speedup"].dropna()
@@ -173,7 +127,7 @@ RESULT_COLUMNS = (
     ("95% CI of median [ms]", None, False),
     ("GFLOP/s", "gflops", False),
     ("% of peak", None, False),
-    ("peak mem [MiB]", None, False),
+    ("peak mem", None, False),  # its unit: `format.memory_unit` of the results
     ("rel. error", "rel_err", False),
     ("within tol.", None, False),
     ("reason / flag", "reason", False),
@@ -198,16 +152,47 @@ RESULT_COLUMNS = (
 )
 
 
+#: The reasons of results ``unsupported`` because this host lacks their device (not because
+#: a backend refused the problem): the report folds these rows away.
+ABSENT_DEVICE_REASONS = ("no CUDA device",)
+
+
+def absent_device(row: Mapping) -> str | None:
+    """The reason a result row is ``unsupported`` when its device is absent from the host
+    that ran it (`ABSENT_DEVICE_REASONS`), else None."""
+    reason = row.get("reason")
+    if row.get("status") != "unsupported" or missing(reason):
+        return None
+    return str(reason) if str(reason).strip() in ABSENT_DEVICE_REASONS else None
+
+
+def absent_summary(rows: list[dict]) -> str:
+    """``'36 rows unsupported on this host (no CUDA device)'`` for the results table's rows
+    that `absent_device` folds away; '' when there are none."""
+    reasons = pd.Series([r["absent"] for r in rows if r["absent"]], dtype=object)
+    if reasons.empty:
+        return ""
+    counts = reasons.value_counts()
+    why = ", ".join(str(r) if len(counts) == 1 else f"{r}: {n}" for r, n in counts.items())
+    noun = "row" if len(reasons) == 1 else "rows"
+    return f"{len(reasons)} {noun} unsupported on this host ({why})"
+
+
 def results_table(
     df: pd.DataFrame,
     peaks: Mapping[str, Mapping],
     tolerances: Mapping[str, float],
     labels: Mapping[str, str],
+    mem_unit: tuple[str, int] = ("MiB", 2**20),
 ) -> dict:
-    """Every result row with units in the headers; ``rows[i]["status"]`` drives the filter,
-    ``rows[i]["flagged"]`` marks a result measured disturbed; ``details[j]`` says whether
+    """Every result row with units in the headers (peak memory in ``mem_unit``: name,
+    bytes); ``rows[i]["status"]`` drives the filter, ``rows[i]["flagged"]`` marks a result
+    measured disturbed, ``rows[i]["absent"]`` one unsupported for want of its device
+    (`absent_device`), folded away with ``absent`` as its line; ``details[j]`` says whether
     column j shows only with "all columns"."""
-    columns = (["run"] if labels else []) + [name for name, _, _ in RESULT_COLUMNS]
+    unit, scale = mem_unit
+    names = [f"{n} [{unit}]" if n == "peak mem" else n for n, _, _ in RESULT_COLUMNS]
+    columns = (["run"] if labels else []) + names
     details = ([False] if labels else []) + [detail for _, _, detail in RESULT_COLUMNS]
     rows = []
     for r in df.to_dict("records"):
@@ -234,7 +219,7 @@ def results_table(
                 cells.append(cell(pct, digits=3))
             elif name.startswith("peak mem"):
                 mem = r.get("peak_mem_bytes")
-                cells.append(cell(None if missing(mem) else mem / 2**20, digits=3))
+                cells.append(cell(None if missing(mem) else mem / scale, digits=3))
             else:
                 limit = tolerances.get(r["dtype"], math.inf)
                 err = r.get("rel_err")
@@ -242,9 +227,9 @@ def results_table(
         for c, detail in zip(cells, details, strict=True):
             if detail:
                 c["cls"] = f"{c['cls'] or ''} detail".strip()
-        flagged = not missing(r.get("disturbed")) and bool(r.get("disturbed"))
-        rows.append({"status": r["status"], "flagged": flagged, "cells": cells})
-    return {"columns": columns, "details": details, "rows": rows}
+        row = {"status": r["status"], "flagged": is_flagged(r), "absent": absent_device(r)}
+        rows.append(row | {"cells": cells})
+    return {"columns": columns, "details": details, "rows": rows, "absent": absent_summary(rows)}
 
 
 def comparison_table(cmp: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:

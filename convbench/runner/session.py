@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 
+from convbench.analysis.roofline import bandwidth_key
 from convbench.errors import UserError
 from convbench.measure.options import MeasureOptions
 from convbench.problem.files import load_suite
@@ -99,14 +100,20 @@ class RunPlan:
 def measure_peaks(
     worker: Worker, tasks: list[Task], warn: Callable[[str], None]
 ) -> dict[str, float | None]:
-    """The roofline's ceiling: a GEMM's GFLOP/s once per (device, dtype) of the run, measured
-    by the worker with the run's thread settings (see `convbench.measure.peak`)."""
+    """The roofline's ceilings, measured by the worker with the run's thread settings (see
+    `convbench.measure.peak`): a GEMM's GFLOP/s once per (device, dtype) of the run, and a
+    copy's memory bandwidth once per device (`convbench.analysis.roofline.bandwidth_key`)."""
     peaks: dict[str, float | None] = {}
     for device, dtype in sorted({(t.device, t.dtype) for t in tasks}):
         gflops, why_not = worker.call(("peak", device, dtype), 300)
         peaks[f"{device}/{dtype}"] = gflops
         if why_not:
             warn(f"[yellow]no peak GFLOP/s for {device}/{dtype}[/]: {why_not}")
+    for device in sorted({t.device for t in tasks}):
+        gbs, why_not = worker.call(("bandwidth", device), 300)
+        peaks[bandwidth_key(device)] = gbs
+        if why_not:
+            warn(f"[yellow]no memory bandwidth for {device}[/]: {why_not}")
     return peaks
 
 

@@ -73,14 +73,17 @@ def _worker_main(conn, threads: int | None, parent_pid: int) -> None:
 
             conn.send(adaptive_autorange_ms(*message[1:], threads=threads))
         elif kind == "peak":  # ("peak", device, dtype) -> GFLOP/s, or None and why not
-            conn.send(_peak(*message[1:]))
+            conn.send(_ceiling("measure_peak_gflops", *message[1:]))
+        elif kind == "bandwidth":  # ("bandwidth", device) -> GB/s, or None and why not
+            conn.send(_ceiling("measure_bandwidth_gbs", *message[1:]))
 
 
-def _peak(device: str, dtype: str) -> tuple[float | None, str | None]:
-    from convbench.measure.peak import measure_peak_gflops
+def _ceiling(name: str, *args) -> tuple[float | None, str | None]:
+    """A roofline ceiling (`convbench.measure.peak`: ``name``), or None and why not."""
+    from convbench.measure import peak
 
     try:
-        return measure_peak_gflops(device, dtype), None
+        return getattr(peak, name)(*args), None
     except Exception as exc:  # a device or dtype without a matmul: the run goes on
         return None, f"{type(exc).__name__}: {exc}"
 

@@ -64,10 +64,13 @@ def test_run_report_flag_writes_the_report_and_prints_its_path(reported_run):
     assert path.is_file()
     html = path.read_text(encoding="utf-8")
     assert run_id in html
-    # the run measured the roofline's ceiling once per (device, dtype)
+    # the run measured the roofline's ceilings: the GEMM once per (device, dtype), the
+    # memory bandwidth once per device
     with Store(db) as store:
         peaks = store.run(run_id)["peaks"]
-    assert set(peaks) == {"cpu/float32"} and peaks["cpu/float32"] > 0
+    assert set(peaks) == {"cpu/float32", "cpu/bandwidth_gbs"}
+    assert peaks["cpu/float32"] > 0 and peaks["cpu/bandwidth_gbs"] > 0
+    assert "memory roof" in html or "bandwidth" in html
 
 
 def test_report_command_is_self_contained_and_escaped(reported_run, tmp_path, capsys):
@@ -195,7 +198,7 @@ def test_report_in_a_real_browser(reported_run, tmp_path):
     assert 'data-report-script="ran"' in html_tag  # our script ran...
     assert "data-injected" not in html_tag  # ...and the suite name's did not
     results = re.search(r'<table[^>]*id="results-table"[^>]*>', dom).group(0)
-    assert 'data-sortable="ready"' in results and 'data-shown="8"' in results
+    assert 'data-sortable="ready"' in results and 'data-shown="6"' in results  # 2 cudnn rows folded
     assert re.search(r'<table[^>]*id="winner-table"[^>]*data-sortable="ready"', dom)
     assert dom.count("<svg") >= 5  # inline plots are in the live DOM
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # shown as text

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 from convbench import analysis
 from convbench.report import plots, render_report, script_hash
+from convbench.report.figure import to_svg
 from convbench.results import COLUMN_RENAMES
 from convbench.store import RESULT_FIELDS
 
@@ -65,7 +66,7 @@ def test_every_plot_function_returns_a_figure(row):
         plots.speedup_heatmap(sp.iloc[0:0]),  # nothing to show is a figure too
     ]
     assert all(isinstance(f, Figure) for f in figures)
-    svg = plots.to_svg(figures[0])
+    svg = to_svg(figures[0])
     assert svg.startswith("<svg") and "<!--" not in svg and "<script" not in svg
 
 

@@ -46,16 +46,21 @@
     table.setAttribute("data-sortable", "ready");
   }
 
-  function makeFilter(table, input, select, counter) {
+  // absent: the checkbox that shows the rows unsupported for want of their device (folded away
+  // by the stylesheet until it is ticked), or null where there are none.
+  function makeFilter(table, input, select, counter, absent) {
     var rows = Array.prototype.slice.call(table.tBodies[0].rows);
     function apply() {
       var terms = input.value.toLowerCase().split(/\s+/).filter(Boolean);
       var status = select ? select.value : "";
+      var showAbsent = absent ? absent.checked : true;
+      table.classList.toggle("show-absent", showAbsent);
       var shown = 0;
       rows.forEach(function (row) {
         var text = row.textContent.toLowerCase();
         var ok = terms.every(function (t) { return text.indexOf(t) >= 0; }) &&
-          (!status || row.getAttribute("data-status") === status);
+          (!status || row.getAttribute("data-status") === status) &&
+          (showAbsent || !row.classList.contains("absent"));
         row.hidden = !ok;
         if (ok) shown += 1;
       });
@@ -64,6 +69,7 @@
     }
     input.addEventListener("input", apply);
     if (select) select.addEventListener("change", apply);
+    if (absent) absent.addEventListener("change", apply);
     apply();
   }
 
@@ -77,7 +83,8 @@
   }
   if (results) {
     makeFilter(results, document.getElementById("results-filter"),
-      document.getElementById("results-status"), document.getElementById("results-count"));
+      document.getElementById("results-status"), document.getElementById("results-count"),
+      document.getElementById("results-absent"));
   }
   document.documentElement.setAttribute("data-report-script", "ran");
 })();
