@@ -4,6 +4,7 @@ write the decisions file, and time the model before and after (`convbench.runner
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from convbench.cli.common import csv_list
@@ -58,6 +59,15 @@ def add_parser(sub) -> None:
         metavar="S",
         help="end-to-end timing cap per model and mode in seconds (default: 10)",
     )
+    p.add_argument(
+        "--max-pace",
+        type=float,
+        default=DEFAULTS["max_pace"],
+        metavar="F",
+        help="flag a result, per layer or end to end, measured while the host ran a fixed "
+        f"reference kernel more than this share off its usual speed (default: "
+        f"{DEFAULTS['max_pace']}); the model is changed only on unflagged end-to-end evidence",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--report", action="store_true", help="write the HTML report at the end")
     p.set_defaults(func=cmd_tune)
@@ -69,12 +79,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from convbench.errors import UserError
-    from convbench.measure.config import TimingConfig
+    from convbench.measure.endtoend import DEFAULT_TIMING
     from convbench.report.terminal import print_tables
     from convbench.runner.tune import tune
 
     if args.max_time <= 0 or args.e2e_time <= 0:
         raise UserError("--max-time, --e2e-time: expected seconds > 0")
+    if not args.max_pace > 0:
+        raise UserError(f"--max-pace: expected a number > 0, got {args.max_pace}")
     console = Console(stderr=True)
     out = args.out or Path("results") / f"{args.factory.rpartition(':')[2].lower()}.decisions.json"
     with warnings.catch_warnings(record=True) as caught:
@@ -92,11 +104,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
             max_rel_err=args.max_rel_err,
             alpha=args.alpha,
             max_time_s=args.max_time,
-            end_to_end=TimingConfig(warmup_s=0.5, min_samples=10, max_time_s=args.e2e_time),
+            end_to_end=replace(DEFAULT_TIMING, max_time_s=args.e2e_time),
+            max_pace=args.max_pace,
             progress=not args.quiet,
             console=console,
             command=args.command_line,
-            say=console.print,
+            say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
         )
     for w in caught:
         console.print(f"[yellow]note[/]: {w.message}", markup=True, highlight=False)
@@ -108,6 +121,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tables = layer_tables(result.entries) + e2e_tables(result.variants, result.records)
     print_tables(tables, "table", NOTE)
     print(f"decisions: {result.path}")
+    if result.flagged:
+        console.print(flagged_line(result.flagged), markup=False, highlight=False, soft_wrap=True)
     if args.report:
         from convbench.report import write_report
 
@@ -118,11 +133,34 @@ def cmd_tune(args: argparse.Namespace) -> int:
 NOTE = (
     "a layer leaves torch only within tolerance and significantly faster (Mann–Whitney); "
     "end to end: original vs optimized in interleaved rounds, speedup = original / optimized; "
-    "the model keeps the contiguous variant unless another is significantly faster in every mode"
+    "the model keeps the contiguous variant unless another is significantly faster in every "
+    "mode, and stays as it was where the end-to-end evidence is flagged"
 )
+#: Flagged per-layer results named in full at the end of a tune; the rest are counted.
+NAMED = 5
+
+
+def flagged_line(flagged: list[dict]) -> str:
+    """What tune says of the flagged per-layer results its decisions rest on, and what to do
+    (`convbench.runner.tune.flagged_results`): one line."""
+    from convbench.analysis.flags import kinds
+
+    named = []
+    for f in flagged[:NAMED]:
+        why = ", ".join(kinds(f["reason"])) or "flagged"
+        named.append(f"{f['case']} {f['backend']} {f['direction']} ({why})")
+    more = f" and {len(flagged) - NAMED} more" if len(flagged) > NAMED else ""
+    return (
+        f"convbench: {len(flagged)} per-layer result(s) the decisions rest on were flagged: "
+        f"{', '.join(named)}{more}; those decisions may be wrong. Tune again on a quieter "
+        "host into a new store (--db NEW.sqlite): this store would resume the run and keep "
+        "these results; `convbench report` shows each one's reason"
+    )
 
 
 def layer_tables(entries: list[dict]) -> list:
+    from convbench.report.terminal import move_constant_columns
+
     rows = []
     for e in entries:
         saved = None
@@ -146,18 +184,20 @@ def layer_tables(entries: list[dict]) -> list:
         )
     columns = ["layers", "pass", "problem", "backend", "torch [ms]", "chosen [ms]"]
     columns += ["speedup [95% CI]", "saved [ms]", "rel. error"]
-    return [("decisions per layer and pass", columns, rows)]
+    # a pass that is the same everywhere goes to the title: the table fits a terminal
+    return [move_constant_columns("decisions per layer and pass", columns, rows, (1,))]
 
 
 def e2e_tables(results, marks: list[dict]) -> list:
     """``marks``: per result, its record as stored (`variant_text` reads variant, chosen,
     reverted)."""
     from convbench.report.tables import variant_text
+    from convbench.report.terminal import move_constant_columns
 
     rows = [
         [
             r.mode,
-            variant_text(mark),
+            variant_text(mark) + (" (flagged)" if r.flags else ""),
             _ms(r.original_ms),
             _ms(r.optimized_ms),
             f"{r.speedup:.3f}× [{r.ci_low:.3f}–{r.ci_high:.3f}]",
@@ -169,7 +209,9 @@ def e2e_tables(results, marks: list[dict]) -> list:
     ]
     columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup [95% CI]", "p"]
     columns += ["max rel. output diff", "samples"]
-    return [("the whole model, end to end", columns, rows)] if rows else []
+    if not rows:
+        return []
+    return [move_constant_columns("the whole model, end to end", columns, rows, (0,))]
 
 
 def _ms(value) -> str:

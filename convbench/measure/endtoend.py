@@ -6,6 +6,12 @@ two alternating in every round so that drift falls on both alike, and reports th
 (original / optimized) with its Hodges–Lehmann/Moses interval and the Mann–Whitney p — the
 statistics `convbench compare` uses — and the largest output difference between the two.
 
+The rounds are watched as per-layer rows are (`convbench.measure.task`): the device's
+disturbance probe sets disturbed samples apart (schedstat on the CPU, the SM clock on CUDA),
+the host's pace is read between rounds on the CPU, and each comparison carries the flags of
+its two measurements (`convbench.measure.flags`: disturbed, too few undisturbed samples,
+unsteady, off pace) — a decision about the model must not rest on a flagged one.
+
 ``inference`` is ``model(x)`` in eval mode under `torch.no_grad()`. ``train`` is one
 training step: forward, ``loss.backward()`` (loss: the mean square of the output) and an
 SGD step, each model with its own optimizer, so that both take the same steps.
@@ -17,24 +23,35 @@ compared with each other.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from convbench.analysis import stats
-from convbench.measure.clocks import clock_for
+from convbench.measure.clocks import Clock, clock_for
 from convbench.measure.config import TimingConfig
-from convbench.measure.engine import measure_interleaved
+from convbench.measure.disturbance import Probe, cpu_probe
+from convbench.measure.engine import Measurement, measure_interleaved
+from convbench.measure.flags import flag_reasons, probe_rule
+from convbench.measure.pace import PaceReference
+from convbench.measure.pace import reference as pace_reference
 from convbench.measure.probes.accuracy import accuracy
 
 MODES = ("inference", "train")
+ORIGINAL = "original"
+#: How a whole model is timed unless told otherwise: half a second of warmup (a model's first
+#: calls allocate, pick kernels, start threads), at least 10 samples, 10 s per model and mode.
+DEFAULT_TIMING = TimingConfig(warmup_s=0.5, min_samples=10, max_time_s=10.0)
 
 
 @dataclass(frozen=True)
 class EndToEnd:
-    """One mode's comparison; times are medians in ms, ``speedup`` = original / optimized."""
+    """One mode's comparison; times are medians in ms, ``speedup`` = original / optimized.
+    ``flags``: why the evidence is not to be trusted, each naming the model it concerns
+    (``original: off pace: …``); empty when neither measurement was flagged."""
 
     mode: str
     original_ms: float
@@ -47,15 +64,21 @@ class EndToEnd:
     n_samples: int
     variant: str = "tuned"
     samples_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    flags: tuple[str, ...] = ()
 
     @property
     def significant(self) -> bool:
         return self.p_value < 0.05
 
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
+
     def to_dict(self) -> dict:
         """The record (decisions file, store), without the samples."""
         record = dict(self.__dict__)
         del record["samples_ms"]
+        record["flags"] = list(self.flags)
         return record
 
 
@@ -76,27 +99,28 @@ def compare_models(
     return compare_variants(original, {"tuned": optimized}, x, mode, config)["tuned"]
 
 
-def compare_variants(
-    original: nn.Module,
-    variants: Mapping[str, nn.Module],
-    x: torch.Tensor,
-    mode: str = "inference",
-    config: TimingConfig | None = None,
-) -> dict[str, EndToEnd]:
-    """Time ``original`` and every one of ``variants`` (name -> optimized model) on ``x`` in
-    the same interleaved rounds; each variant's `EndToEnd` against the original, by name."""
-    if mode not in MODES:
-        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    if not variants:
-        raise ValueError("variants: nothing to compare")
-    config = config or TimingConfig(warmup_s=0.5, min_samples=10, max_time_s=10.0)
-    clock = clock_for(x.device)
-    models = [original, *variants.values()]
-    for model in models:
-        model.eval()
-    with torch.no_grad():
-        expected = original(x)
-        diffs = [accuracy(model(x), expected).rel_err for model in models[1:]]
+@contextlib.contextmanager
+def _watchers(
+    device: torch.device, usual_pace_us: float | None
+) -> Iterator[tuple[Probe | None, PaceReference | None]]:
+    """The disturbance probe and pace reference per-layer rows on ``device`` are timed with
+    (`convbench.measure.task`): schedstat (or CPU time) and the host pace, against
+    ``usual_pace_us`` where known, on the CPU; the SM clock, through the NVML sampler, on
+    CUDA."""
+    if device.type == "cpu":
+        yield cpu_probe(), pace_reference(usual_pace_us)
+    elif device.type == "cuda":
+        from convbench.measure.probes import WindowSampler
+
+        with WindowSampler(device, cpu_interval_s=None) as sampler:
+            nvml = sampler.nvml_sampler
+            yield (nvml.clock_probe() if nvml is not None else None), None
+    else:
+        yield None, None
+
+
+def _functions(models: list[nn.Module], x: torch.Tensor, mode: str) -> list:
+    """What one sample of each model calls: an inference or a training step."""
     if mode == "inference":
 
         def run(model):
@@ -106,14 +130,53 @@ def compare_variants(
 
             return fn
 
-        fns = [run(model) for model in models]
-    else:
-        fns = []
-        for model in models:
-            model.train()
-            optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
-            fns.append(lambda model=model, optimizer=optimizer: _step(model, x, optimizer))
-    base, *timed = measure_interleaved(fns, config, clock)
+        return [run(model) for model in models]
+    fns = []
+    for model in models:
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
+        fns.append(lambda model=model, optimizer=optimizer: _step(model, x, optimizer))
+    return fns
+
+
+def compare_variants(
+    original: nn.Module,
+    variants: Mapping[str, nn.Module],
+    x: torch.Tensor,
+    mode: str = "inference",
+    config: TimingConfig | None = None,
+    *,
+    clock: Clock | None = None,
+    probe: Probe | None = None,
+    pace: PaceReference | None = None,
+    usual_pace_us: float | None = None,
+) -> dict[str, EndToEnd]:
+    """Time ``original`` and every one of ``variants`` (name -> optimized model) on ``x`` in
+    the same interleaved rounds; each variant's `EndToEnd` against the original, by name.
+
+    ``usual_pace_us``: the machine's usual reading of the pace reference (from the store),
+    the baseline the rounds' pace is judged against; None: this process's readings.
+    ``clock``, ``probe`` and ``pace`` replace the device's own (`clock_for`, `_watchers`):
+    tests script them."""
+    if mode not in MODES:
+        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    if not variants:
+        raise ValueError("variants: nothing to compare")
+    config = config or DEFAULT_TIMING
+    clock = clock or clock_for(x.device)
+    models = [original, *variants.values()]
+    for model in models:
+        model.eval()
+    with torch.no_grad():
+        expected = original(x)
+        diffs = [accuracy(model(x), expected).rel_err for model in models[1:]]
+    fns = _functions(models, x, mode)
+    with _watchers(x.device, usual_pace_us) as (own_probe, own_pace):
+        probe = own_probe if probe is None else probe
+        pace = own_pace if pace is None else pace
+        base, *timed = measure_interleaved(fns, config, clock, probe=probe, pace=pace)
+    rule = probe_rule(probe, config.max_lost)
+    base_flags = _flags(ORIGINAL, base, rule, config)
     results = {}
     for name, m, diff in zip(variants, timed, diffs, strict=True):
         ratio = stats.ratio_ci(base.samples_ms, m.samples_ms, config.confidence)
@@ -129,5 +192,10 @@ def compare_variants(
             n_samples=min(base.n_samples, m.n_samples),
             variant=name,
             samples_ms=tuple(m.samples_ms),
+            flags=base_flags + _flags(name, m, rule, config),
         )
     return results
+
+
+def _flags(name: str, m: Measurement, rule: str, config: TimingConfig) -> tuple[str, ...]:
+    return tuple(f"{name}: {r}" for r in flag_reasons(m, rule, config.floor_samples))

@@ -48,9 +48,9 @@ from convbench.measure import probes
 from convbench.measure.clocks import clock_for
 from convbench.measure.disturbance import cpu_probe
 from convbench.measure.engine import Measurement, measure, measure_interleaved
+from convbench.measure.flags import flag_reasons, probe_rule
 from convbench.measure.flush import make_flush
 from convbench.measure.options import MeasureOptions
-from convbench.measure.pace import off_pace_reason
 from convbench.measure.pace import reference as pace_reference
 from convbench.measure.passes import pass_run, upstream_gradient
 from convbench.measure.reference import reference
@@ -374,21 +374,7 @@ def _record(setup: _Setup, m: Measurement, telemetry: dict, group, probe, max_lo
         round_group=group,
         gflops=row["flops"] / (s.median_ms * 1e-3) / 1e9 if s.median_ms > 0 else None,
     )
-    reasons = []  # every flag that applies, the probe's first
-    if m.disturbed:
-        rule = getattr(probe, "rule", "disturbed")
-        if probe is not None and probe.name == "schedstat":
-            rule = f"that lost over {max_lost:.0%} of their CPU time to other processes"
-        used = "; all of them used, nothing else there was" if not m.n_clean else ""
-        reasons.append(
-            f"disturbed: {m.n_discarded} of {m.n_discarded + m.n_clean} samples {rule}{used}"
-        )
-    if m.unsteady:
-        reasons.append(
-            f"unsteady: the median moved {m.drift:.0%} between stretches of the measurement"
-        )
-    if m.off_pace:
-        reasons.append(off_pace_reason(m.pace))
+    reasons = flag_reasons(m, probe_rule(probe, max_lost))
     if reasons:
         row["reason"] = "; ".join(reasons)
     setup.samples = Samples(m.samples_ms, m.rounds if group else (), m.discarded_ms)

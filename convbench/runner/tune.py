@@ -13,33 +13,41 @@ the model measured end to end with them.
 4. **measure the model end to end**: the original against `convbench.optimize`'s version, in
    interleaved rounds (`convbench.measure.endtoend`), for inference and, when asked, one
    training step; the record goes into the store for the report's "Tuned model" section.
-5. **choose the model's memory format** in the same rounds (`choose_variant`): for a model
-   with 2-D convolutions, the tuned model is also timed in ``channels_last`` — with the
-   decisions, and with torch throughout — and a variant replaces the contiguous one only if it
-   is significantly faster than it in every mode timed. The layout is a whole-model decision:
-   converting around each layer costs more than any layer gains, so it is never per layer.
+5. **choose at the model level** in the same rounds (`convbench.runner.variants`): the
+   memory format (contiguous, or ``channels_last`` with the decisions or with torch
+   throughout, kept only if significantly faster in every mode); the decisions back to
+   torch where the model came out slower; and the model as it was wherever the end-to-end
+   evidence is flagged (disturbed, too few undisturbed samples, unsteady, off pace).
+
+Flags the per-layer results the decisions rest on carry are counted in `TuneResult.flagged`.
+A `convbench` folder that shadows this package on the import path is refused up front: the
+measuring worker would import it instead (`check_not_shadowed`).
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 import hashlib
+import importlib.machinery
 import json
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 
-from convbench.analysis import stats
-from convbench.analysis.decisions import PASSES, Decision, decide
+from convbench.analysis.decisions import BASELINE, PASSES, Decision, decide
+from convbench.analysis.flags import is_flagged
 from convbench.errors import UserError
 from convbench.measure.config import TimingConfig
-from convbench.measure.endtoend import EndToEnd, compare_variants
-from convbench.measure.options import measure_options
+from convbench.measure.endtoend import DEFAULT_TIMING, EndToEnd, compare_variants
+from convbench.measure.options import DEFAULTS, measure_options
 from convbench.problem.axes import DTYPES
+from convbench.runner import variants
 from convbench.runner.envinfo import decision_context
 from convbench.runner.from_model import load_factory, suite_from_trace, trace_convs
 from convbench.runner.session import RunPlan, execute
@@ -59,6 +67,8 @@ class TuneResult:
     layout: dict | None = None
     variants: list[EndToEnd] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # the variants as stored, marked
+    #: The per-layer results the decisions rest on that were flagged (`flagged_results`).
+    flagged: list[dict] = field(default_factory=list)
 
 
 def _layers_by_problem(trace) -> dict[str, list[str]]:
@@ -111,139 +121,60 @@ def _entries(decisions: list[Decision], trace, device: str) -> list[dict]:
     return entries
 
 
-def slower(e: EndToEnd, alpha: float) -> bool:
-    """Was the optimized model significantly slower than the original?"""
-    return e.speedup < 1 and e.p_value < alpha
+def check_not_shadowed() -> None:
+    """`UserError` naming the folder where ``import convbench`` would not find this package:
+    a plain folder named ``convbench`` on ``sys.path`` (PYTHONPATH, or the current directory
+    that tune adds) becomes a namespace package ahead of an editable install's finder — in
+    this process, or in the worker process that measures, which inherits ``sys.path``."""
+    here = Path(__file__).resolve().parents[1]
+    module = sys.modules.get("convbench")
+    found = [] if getattr(module, "__file__", None) else list(getattr(module, "__path__", []))
+    spec = importlib.machinery.PathFinder.find_spec("convbench", sys.path)
+    if spec is not None and spec.origin is None:  # a namespace package: folders only
+        found += list(spec.submodule_search_locations or [])
+    elif spec is not None and Path(spec.origin).resolve().parent != here:
+        found.append(str(Path(spec.origin).parent))
+    if found:
+        folder = Path(found[0])
+        raise UserError(
+            f"{folder} shadows the convbench package ({here}): `import convbench` finds that "
+            f"folder; rename it, or take {folder.parent} off PYTHONPATH (or run elsewhere)"
+        )
 
 
-def revert_if_slower(entries: list[dict], e2e: Sequence[EndToEnd], alpha: float) -> str | None:
-    """The model-level guard: where the optimized model came out significantly slower end to
-    end than the original (Mann–Whitney p < ``alpha``), the decisions that mode uses go back
-    to ``torch`` — the forward passes for ``inference``, every pass for ``train`` — each with
-    the reason and the backend it had (``reverted_from``). Returns the line saying so, or None.
-
-    Per-layer wins need not add up: layers timed alone can lose end to end (caches shared
-    with the neighbours, threads, memory traffic between layers); a tuned model must never be
-    a loss."""
-    lines = []
-    for e in e2e:
-        if not slower(e, alpha):
-            continue
-        figure = f"{e.speedup:.3f}× [{e.ci_low:.3f}–{e.ci_high:.3f}], p={e.p_value:.2g}"
-        passes = ("forward",) if e.mode == "inference" else PASSES
-        n = 0
-        for entry in entries:
-            if entry["pass"] in passes and entry["backend"] != "torch":
-                entry["reverted_from"] = entry["backend"]
-                entry["backend"], entry["options"] = "torch", {}
-                entry["reason"] = f"reverted: the optimized model's {e.mode} was {figure}"
-                n += 1
-        if n:
-            lines.append(f"{e.mode} {figure}: {n} decision(s) of {'/'.join(passes)} reverted")
-    if not lines:
-        return None
-    return "optimized model slower end to end; back to torch: " + "; ".join(lines)
+def _model_and_input(factory, spec: str, input_shape, dtype: str, device: str):
+    """The model as the factory builds it, on ``device`` in ``dtype``, and a seeded input."""
+    original = factory()
+    if not isinstance(original, torch.nn.Module):
+        raise UserError(f"{spec}: the factory returned a {type(original).__name__}")
+    original = original.to(device=device, dtype=getattr(torch, dtype))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(tuple(input_shape), generator=gen, dtype=torch.float64)
+    return original, x.to(device=device, dtype=getattr(torch, dtype))
 
 
-#: The end-to-end variants: the decisions as they are; the decisions in channels_last; torch
-#: throughout in channels_last (the layout alone). The first is the default.
-TUNED, TUNED_CL, TORCH_CL = "tuned", "tuned, channels_last", "torch, channels_last"
-#: The model as decided after the guard sent decisions back to torch, timed again.
-GUARDED = "after the guard"
+def _compare(store: Store, device: str, threads: int | None):
+    """`compare_variants` with the machine's usual pace (from the store's CPU results, as the
+    per-layer rows are judged), where known."""
+    usual = None
+    if torch.device(device).type == "cpu":
+        threads = threads or torch.get_num_threads()
+        usual = store.usual_pace_us(socket.gethostname(), threads)
+    return functools.partial(compare_variants, usual_pace_us=usual)
 
 
-def _variants(original: torch.nn.Module, table: DecisionTable) -> dict[str, torch.nn.Module]:
-    from convbench.nn import optimize
-
-    def build(decisions, memory_format):
-        return optimize(copy.deepcopy(original), decisions, memory_format=memory_format)
-
-    variants = {TUNED: build(table, "contiguous")}
-    if any(isinstance(m, torch.nn.Conv2d) for m in original.modules()):
-        variants[TUNED_CL] = build(table, "channels_last")
-        if any(e["backend"] != "torch" for e in table.entries):
-            entries = [dict(e, backend="torch", options={}) for e in table.entries]
-            torch_only = DecisionTable(table.path, entries, table.model)
-            variants[TORCH_CL] = build(torch_only, "channels_last")
-    return variants
-
-
-def choose_variant(results: dict[str, dict[str, EndToEnd]], alpha: float) -> tuple[str, str]:
-    """The variant the model keeps, and why: ``results`` maps each mode timed to its
-    variants' comparisons (all from the same rounds). A variant replaces `TUNED` only if it is
-    significantly faster than it (Mann–Whitney p < ``alpha`` on their samples) in every mode;
-    of those, the one with the largest geometric-mean gain over it."""
-    best, best_gain, figures = TUNED, 1.0, []
-    names = [n for n in next(iter(results.values())) if n != TUNED]
-    for name in names:
-        gains, wins = [], True
-        for mode, by_name in results.items():
-            base, other = by_name[TUNED], by_name[name]
-            gain = base.optimized_ms / other.optimized_ms
-            p = stats.mannwhitney_p(base.samples_ms, other.samples_ms)
-            wins = wins and gain > 1 and p < alpha
-            gains.append(gain)
-            figures.append(f"{name} {gain:.3f}× the contiguous {mode} (p={p:.2g})")
-        gain = stats.geometric_mean(gains)
-        if wins and gain > best_gain:
-            best, best_gain = name, gain
-    if best == TUNED:
-        why = "no channels_last variant significantly faster in every mode"
-    else:
-        why = f"{best} significantly faster than the contiguous model in every mode"
-    return best, (f"{why}: " + "; ".join(figures)) if figures else why
-
-
-def _apply_variant(name: str, entries: list[dict], reason: str, device: str) -> dict:
-    """The layout record for variant ``name``; for `TORCH_CL`, every decision goes back to
-    torch, saying why."""
-    if name == TORCH_CL:
-        for entry in entries:
-            if entry["backend"] != "torch":
-                entry["reverted_from"] = entry["backend"]
-                entry["backend"], entry["options"] = "torch", {}
-                entry["reason"] = f"layout: {reason}"
-    from convbench.nn import device_name
-
-    memory_format = "contiguous" if name == TUNED else "channels_last"
-    context = decision_context(device)
-    return dict(memory_format=memory_format, device=device_name(device), context=context,
-                variant=name, reason=reason)  # fmt: skip
-
-
-def _end_to_end(original, table: DecisionTable, x, modes, config, alpha, device, say):
-    """Steps 4 and 5 of the module docstring, then the guard: the variants timed against the
-    original, the one kept chosen, its decisions (``table.entries``, edited in place) reverted
-    where it was slower — and then the model as finally decided timed again, so that the
-    figures kept are the kept model's. Returns its comparisons, the layout record, every
-    comparison made, and their records as stored (marked ``chosen`` / ``reverted``)."""
-    from convbench.nn import optimize
-
-    variants = _variants(original, table)
-    results = {m: compare_variants(original, variants, x, m, config) for m in modes}
-    chosen, why = choose_variant(results, alpha)
-    say(f"layout: {chosen} ({why})")
-    entries = table.entries
-    layout = _apply_variant(chosen, entries, why, device)
-    picked = [results[m][chosen] for m in modes]
-    every = [e for by_name in results.values() for e in by_name.values()]
-    e2e = picked
-    if any(slower(e, alpha) for e in picked):
-        line = revert_if_slower(entries, picked, alpha) or "optimized model slower end to end"
-        say(line)
-        layout.update(memory_format="contiguous", reason=f"{layout['reason']}; {line}")
-        final = optimize(copy.deepcopy(original), table, memory_format="contiguous")
-        e2e = [compare_variants(original, {GUARDED: final}, x, m, config)[GUARDED] for m in modes]
-        every += e2e
-    records = [
-        dict(
-            e.to_dict(),
-            chosen=any(e is c for c in e2e),
-            reverted=any(e is c for c in picked) and slower(e, alpha),
-        )  # fmt: skip
-        for e in every
-    ]
-    return e2e, layout, every, records
+def flagged_results(frame: pd.DataFrame, decisions: Sequence[Decision]) -> list[dict]:
+    """The per-layer results the ``decisions`` rest on — each decision's backend and torch —
+    that their measurement flagged (``disturbed``), with the flag's reason (pure)."""
+    rested = {(d.case, d.dtype, d.device, d.pass_, b) for d in decisions
+              for b in (d.backend, BASELINE)}  # fmt: skip
+    found = []
+    for row in frame.to_dict("records"):
+        key = (row["case"], row["dtype"], row["device"], row["direction"], row["backend"])
+        if key in rested and is_flagged(row):
+            found.append(dict(case=row["case"], backend=row["backend"], direction=key[3],
+                              reason=row.get("reason") or "flagged"))  # fmt: skip
+    return found
 
 
 def tune(
@@ -261,13 +192,17 @@ def tune(
     alpha: float = 0.05,
     max_time_s: float = 1.0,
     end_to_end: TimingConfig | None = None,
+    max_pace: float = DEFAULTS["max_pace"],
     progress: bool = True,
     console=None,
     command: str = "convbench tune",
     say: Callable[[str], None] = print,
 ) -> TuneResult:
     """Tune ``spec`` (``PACKAGE.MODULE:FACTORY``) at ``input_shape``; see the module doc.
-    ``train``: tune the backward passes too and time a training step end to end."""
+    ``train``: tune the backward passes too and time a training step end to end.
+    ``end_to_end``: how the whole model is timed (`DEFAULT_TIMING`); it too gets at least
+    `FLOOR_SAMPLES` undisturbed samples. ``max_pace``: the pace a result, per layer or end
+    to end, may be off by before it is flagged."""
     from convbench.backends import backend_names
 
     if dtype not in DTYPES:
@@ -278,6 +213,7 @@ def tune(
         torch.set_num_threads(threads)  # the end-to-end timing and the decisions' context
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the current directory imports
+    check_not_shadowed()
     factory = load_factory(spec)
     trace = trace_convs(factory, input_shape, label=spec)
     name = spec.rpartition(":")[2].lower()
@@ -288,7 +224,7 @@ def tune(
     suite = suite_from_trace(trace, name, dtype, source=f"{spec} at {list(input_shape)}")
     filters = {"backends": candidates, "dtypes": [dtype], "devices": [device]}
     filters["directions"] = list(passes)
-    options = measure_options(max_time_s=max_time_s, floor_samples=FLOOR_SAMPLES)
+    options = measure_options(max_time_s=max_time_s, max_pace=max_pace, floor_samples=FLOOR_SAMPLES)
     plan = RunPlan(suite, filters, options, threads=threads)
     run_id = run_id_for(
         spec, input_shape, dtype, device, passes, candidates, threads, options.to_dict()
@@ -308,18 +244,15 @@ def tune(
         decisions = decide(frame, alpha=alpha, max_rel_err=max_rel_err, weight_changes=train)
         entries = _entries(decisions, trace, device)
         path = write(out, entries, model=spec, input_shape=input_shape) if out else None
-        original = factory()
-        if not isinstance(original, torch.nn.Module):
-            raise UserError(f"{spec}: the factory returned a {type(original).__name__}")
-        original = original.to(device=device, dtype=getattr(torch, dtype))
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(tuple(input_shape), generator=gen, dtype=torch.float64)
-        x = x.to(device=device, dtype=getattr(torch, dtype))
+        original, x = _model_and_input(factory, spec, input_shape, dtype, device)
         modes = ("inference", "train") if train else ("inference",)
         table = DecisionTable(str(path or "<tune>"), entries, spec)
-        e2e, layout, every, records = _end_to_end(
-            original, table, x, modes, end_to_end, alpha, device, say
-        )
+        config = replace(end_to_end or DEFAULT_TIMING, max_pace=max_pace)
+        config = replace(config, floor_samples=max(config.floor_samples, FLOOR_SAMPLES))
+        e2e, layout, every, records = variants.end_to_end(
+            original, table, x, modes, config, alpha, device, say,
+            compare=_compare(store, device, threads),
+        )  # fmt: skip
         if path is not None:
             e2e_dicts = [e.to_dict() for e in e2e]
             path = write(out, entries, model=spec, input_shape=input_shape, end_to_end=e2e_dicts,
@@ -329,7 +262,8 @@ def tune(
             decisions=entries, end_to_end=records,
         )  # fmt: skip
         return TuneResult(
-            run_id, decisions, entries, path, e2e, layout=layout, variants=every, records=records
-        )
+            run_id, decisions, entries, path, e2e, layout=layout, variants=every,
+            records=records, flagged=flagged_results(frame, decisions),
+        )  # fmt: skip
     finally:
         store.close()

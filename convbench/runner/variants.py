@@ -1,0 +1,207 @@
+"""The model-level choices of `convbench tune`, made on the whole model timed end to end
+(`convbench.measure.endtoend`), after the per-layer decisions:
+
+* **the layout** (`choose_variant`): the tuned model is also timed in ``channels_last`` — with
+  the decisions, and with torch throughout — and a variant replaces the contiguous one only
+  if it is significantly faster than it in every mode timed. The layout is a whole-model
+  decision: converting around each layer costs more than any layer gains;
+* **the evidence** (`evidence_flags`): a choice that changes the model rests on rounds
+  convbench would not flag (disturbed, too few undisturbed samples, unsteady, off pace —
+  `convbench.measure.flags`). Where they are flagged, the model stays as it was: every
+  decision back to torch, contiguous (`keep_as_is`), and tune says why;
+* **the guard** (`revert_if_slower`): where the kept model came out significantly slower
+  than the original, the decisions of that mode go back to torch, and the model as finally
+  decided is timed again, so that the figures kept are the kept model's.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+
+from convbench.analysis import stats
+from convbench.analysis.decisions import BASELINE, PASSES
+from convbench.measure.endtoend import ORIGINAL, EndToEnd, compare_variants
+from convbench.runner.envinfo import decision_context
+from convbench.store.decisions import DecisionTable
+
+#: The end-to-end variants: the decisions as they are; the decisions in channels_last; torch
+#: throughout in channels_last (the layout alone). The first is the default.
+TUNED, TUNED_CL, TORCH_CL = "tuned", "tuned, channels_last", "torch, channels_last"
+#: The model as decided after the guard sent decisions back to torch, timed again.
+GUARDED = "after the guard"
+
+
+def _to_torch(entry: dict, reason: str) -> bool:
+    """Send one decision back to torch, keeping the backend it had; False if it was there."""
+    if entry["backend"] == BASELINE:
+        return False
+    entry["reverted_from"] = entry["backend"]
+    entry["backend"], entry["options"] = BASELINE, {}
+    entry["reason"] = reason
+    return True
+
+
+def slower(e: EndToEnd, alpha: float) -> bool:
+    """Was the optimized model significantly slower than the original?"""
+    return e.speedup < 1 and e.p_value < alpha
+
+
+def revert_if_slower(entries: list[dict], e2e: Sequence[EndToEnd], alpha: float) -> str | None:
+    """The model-level guard: where the optimized model came out significantly slower end to
+    end than the original (Mann–Whitney p < ``alpha``), the decisions that mode uses go back
+    to ``torch`` — the forward passes for ``inference``, every pass for ``train`` — each with
+    the reason and the backend it had (``reverted_from``). Returns the line saying so, or None.
+
+    Per-layer wins need not add up: layers timed alone can lose end to end (caches shared
+    with the neighbours, threads, memory traffic between layers); a tuned model must never be
+    a loss."""
+    lines = []
+    for e in e2e:
+        if not slower(e, alpha):
+            continue
+        figure = f"{e.speedup:.3f}× [{e.ci_low:.3f}–{e.ci_high:.3f}], p={e.p_value:.2g}"
+        passes = ("forward",) if e.mode == "inference" else PASSES
+        reason = f"reverted: the optimized model's {e.mode} was {figure}"
+        n = sum(_to_torch(entry, reason) for entry in entries if entry["pass"] in passes)
+        if n:
+            lines.append(f"{e.mode} {figure}: {n} decision(s) of {'/'.join(passes)} reverted")
+    if not lines:
+        return None
+    return "optimized model slower end to end; back to torch: " + "; ".join(lines)
+
+
+def evidence_flags(results: dict[str, dict[str, EndToEnd]], chosen: str) -> list[str]:
+    """The flags of the comparisons the choice of ``chosen`` rests on (``results``: each
+    mode's comparisons, by variant): the chosen variant's against the original in every mode,
+    and where a channels_last variant was chosen, the contiguous model's it beat. Each once,
+    prefixed with its mode; empty when the evidence is clean."""
+    names = [chosen] if chosen == TUNED else [chosen, TUNED]
+    flags: list[str] = []
+    for mode, by_name in results.items():
+        for name in names:
+            flags += [f for f in (f"{mode}: {flag}" for flag in by_name[name].flags)
+                      if f not in flags]  # fmt: skip
+    return flags
+
+
+def keep_as_is(entries: list[dict], flags: Sequence[str]) -> str:
+    """The model as it was, where the end-to-end evidence is flagged: every decision back to
+    torch, saying why (the layout stays contiguous). Returns the line that says so."""
+    why = f"end-to-end evidence flagged ({'; '.join(flags)})"
+    n = sum(_to_torch(entry, f"not kept: {why}") for entry in entries)
+    kept = "kept contiguous" + (f", {n} decision(s) back to torch" if n else " and on torch")
+    return f"layout: {kept} — {why}; rerun on a quieter host"
+
+
+def _variants(original: torch.nn.Module, table: DecisionTable) -> dict[str, torch.nn.Module]:
+    from convbench.nn import optimize
+
+    def build(decisions, memory_format):
+        return optimize(copy.deepcopy(original), decisions, memory_format=memory_format)
+
+    variants = {TUNED: build(table, "contiguous")}
+    if any(isinstance(m, torch.nn.Conv2d) for m in original.modules()):
+        variants[TUNED_CL] = build(table, "channels_last")
+        if any(e["backend"] != BASELINE for e in table.entries):
+            entries = [dict(e, backend=BASELINE, options={}) for e in table.entries]
+            torch_only = DecisionTable(table.path, entries, table.model)
+            variants[TORCH_CL] = build(torch_only, "channels_last")
+    return variants
+
+
+def choose_variant(results: dict[str, dict[str, EndToEnd]], alpha: float) -> tuple[str, str]:
+    """The variant the model keeps, and why: ``results`` maps each mode timed to its
+    variants' comparisons (all from the same rounds). A variant replaces `TUNED` only if it is
+    significantly faster than it (Mann–Whitney p < ``alpha`` on their samples) in every mode;
+    of those, the one with the largest geometric-mean gain over it."""
+    best, best_gain, figures = TUNED, 1.0, []
+    names = [n for n in next(iter(results.values())) if n != TUNED]
+    for name in names:
+        gains, wins = [], True
+        for mode, by_name in results.items():
+            base, other = by_name[TUNED], by_name[name]
+            gain = base.optimized_ms / other.optimized_ms
+            p = stats.mannwhitney_p(base.samples_ms, other.samples_ms)
+            wins = wins and gain > 1 and p < alpha
+            gains.append(gain)
+            figures.append(f"{name} {gain:.3f}× the contiguous {mode} (p={p:.2g})")
+        gain = stats.geometric_mean(gains)
+        if wins and gain > best_gain:
+            best, best_gain = name, gain
+    if best == TUNED:
+        why = "no channels_last variant significantly faster in every mode"
+    else:
+        why = f"{best} significantly faster than the contiguous model in every mode"
+    return best, (f"{why}: " + "; ".join(figures)) if figures else why
+
+
+def _layout(name: str, reason: str, device: str, **extra) -> dict:
+    """The layout record (decisions file) of variant ``name``."""
+    from convbench.nn import device_name
+
+    memory_format = "channels_last" if name in (TUNED_CL, TORCH_CL) else "contiguous"
+    context = decision_context(device)
+    return dict(memory_format=memory_format, device=device_name(device), context=context,
+                variant=name, reason=reason, **extra)  # fmt: skip
+
+
+def _apply_variant(name: str, entries: list[dict], reason: str, device: str) -> dict:
+    """The layout record for variant ``name``; for `TORCH_CL`, every decision goes back to
+    torch, saying why."""
+    if name == TORCH_CL:
+        for entry in entries:
+            _to_torch(entry, f"layout: {reason}")
+    return _layout(name, reason, device)
+
+
+def _records(every: list[EndToEnd], kept: list[EndToEnd], reverted: list[EndToEnd]) -> list:
+    """The comparisons as stored, marked ``chosen`` (the model keeps it) and ``reverted``
+    (the guard sent its decisions back)."""
+    return [
+        dict(
+            e.to_dict(), chosen=any(e is k for k in kept), reverted=any(e is r for r in reverted)
+        )  # fmt: skip
+        for e in every
+    ]
+
+
+Compare = Callable[..., dict[str, EndToEnd]]
+
+
+def end_to_end(
+    original, table: DecisionTable, x, modes, config, alpha, device, say,
+    compare: Compare = compare_variants,
+):  # fmt: skip
+    """The model-level choices of the module docstring: the variants timed against the
+    original (by ``compare``, `compare_variants` or a stand-in), the one kept chosen and its
+    evidence checked — flagged, the model stays as it was — its decisions (``table.entries``,
+    edited in place) reverted where it was slower, and then the model as finally decided
+    timed again. Returns the kept model's comparisons, the layout record, every comparison
+    made, and their records as stored (`_records`)."""
+    from convbench.nn import optimize
+
+    variants = _variants(original, table)
+    results = {m: compare(original, variants, x, m, config) for m in modes}
+    every = [e for by_name in results.values() for e in by_name.values()]
+    chosen, why = choose_variant(results, alpha)
+    entries = table.entries
+    if flags := evidence_flags(results, chosen):
+        line = keep_as_is(entries, flags)
+        say(line)
+        return [], _layout(ORIGINAL, line, device, flags=flags), every, _records(every, [], [])
+    say(f"layout: {chosen} ({why})")
+    layout = _apply_variant(chosen, entries, why, device)
+    picked = [results[m][chosen] for m in modes]
+    e2e, reverted = picked, []
+    if any(slower(e, alpha) for e in picked):
+        line = revert_if_slower(entries, picked, alpha) or "optimized model slower end to end"
+        say(line)
+        layout.update(memory_format="contiguous", reason=f"{layout['reason']}; {line}")
+        final = optimize(copy.deepcopy(original), table, memory_format="contiguous")
+        e2e = [compare(original, {GUARDED: final}, x, m, config)[GUARDED] for m in modes]
+        reverted = [e for e in picked if slower(e, alpha)]
+        every += e2e
+    return e2e, layout, every, _records(every, e2e, reverted)
