@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +43,7 @@ from torch import nn
 from convbench.backends import get_backend
 from convbench.errors import UnknownBackend, UserError
 from convbench.problem.spec import ConvArgs
-from convbench.runner.from_model import describe_call
+from convbench.runner.from_model import describe_call, layer_names
 from convbench.store.decisions import MEMORY_FORMATS, DecisionTable, read
 
 
@@ -164,7 +165,7 @@ class _TunedConv:
                 warnings.warn(
                     f"convbench: layer {tuning.name!r}: no decision for input shape "
                     f"{list(input.shape)} ({key[1]}, {key[2]}): it runs torch",
-                    stacklevel=4,
+                    stacklevel=_user_stacklevel(),
                 )
             chosen = ["torch"] * 3
         forward = chosen[0]
@@ -219,6 +220,21 @@ _PASSES = ("forward", "backward_data", "backward_weight")
 _TUNED = {nn.Conv1d: TunedConv1d, nn.Conv2d: TunedConv2d}
 
 
+#: Where the frames a warning should skip live: torch's package and convbench's.
+_LIBRARIES = tuple(
+    str(Path(m.__file__).resolve().parent) for m in (torch, sys.modules[__package__])
+)
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside torch and
+    convbench: the user's line that called the model, not `nn.Module.__call__`."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_LIBRARIES):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def device_name(device: str | torch.device) -> str:
     """``cpu``, or ``cuda:N`` (``cuda`` alone is device 0): how decisions name devices."""
     dev = torch.device(device)
@@ -252,7 +268,8 @@ def optimize(
     table = load_decisions(decisions)
     _set_layout(model, memory_format or table.memory_format)
     lookup = {key: entry["backend"] for key, entry in table.lookup().items()}
-    for name, module in model.named_modules():
+    names = layer_names(model)  # as `convbench tune` and the decisions file name them
+    for module in list(names):
         tuned = _TUNED.get(type(module))
         if tuned is None and isinstance(module, _TunedConv):
             module._convbench = _Tuning(module._convbench.name, lookup)  # re-optimised
@@ -260,7 +277,7 @@ def optimize(
         if tuned is None:
             continue
         module.__class__ = tuned
-        module._convbench = _Tuning(name or type(module).__name__, lookup)
+        module._convbench = _Tuning(names[module], lookup)
     return model
 
 

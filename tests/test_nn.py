@@ -73,6 +73,21 @@ def assert_trains_alike(model, tuned, steps: int, lr: float, loss) -> None:
             assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
 
 
+def test_fallback_warnings_name_layers_as_tune_does_and_point_at_the_caller():
+    """A bare Sequential's layers are named as the trace names them (``conv1@0``, the names a
+    decisions file lists), and the warning points at the line that called the model."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    tuned = optimize(copy.deepcopy(model), table(model, X, forward="im2col"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuned(torch.randn(1, 3, 5, 5))
+    assert [str(w.message).split(":")[1].strip() for w in caught] == [
+        "layer 'conv1@0'",
+        "layer 'conv2@2'",
+    ]
+    assert {w.filename for w in caught} == {__file__}
+
+
 def test_every_conv_runs_its_decided_backend(monkeypatch):
     model = Net()
     reference = model(X).detach()

@@ -162,7 +162,7 @@ def describe_call(path: str, module: nn.Conv1d | nn.Conv2d, input_shape: Sequenc
     return ConvCall(path, problem, note)
 
 
-def _conv_modules(model: nn.Module) -> dict[nn.Module, str]:
+def layer_names(model: nn.Module) -> dict[nn.Module, str]:
     """Each conv module and the name its layer gets: its module path, or where the path is
     only indexes (an ``nn.Sequential``'s ``"0"``, ``"2"``, ``"3.1"``), ``conv1``, ``conv2`` …
     in model order, followed by the path: ``conv2@2``."""
@@ -183,7 +183,7 @@ def _run_hooked(model: nn.Module, forward: Callable[[], object]) -> tuple[ConvCa
     """Run ``forward()`` with a pre-hook on every conv of ``model``; the calls in order."""
     calls: list[ConvCall] = []
     handles = []
-    for module, path in _conv_modules(model).items():
+    for module, path in layer_names(model).items():
 
         def hook(mod, args, kwargs, path=path):
             x = args[0] if args else kwargs.get("input")
