@@ -90,3 +90,28 @@ def test_readme_example_runs(name, workdir):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
     assert expected in output, output[-4000:]
+
+
+def _block_after(marker: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split(marker, 1)[1].split("```", 2)[1].strip()
+
+
+def test_the_set_up_command_leaves_convbench_on_the_path():
+    """The README's commands say `convbench …`: after the set-up command, as pasted into a
+    shell, that is the venv's."""
+    setup = _block_after("<!-- setup-command -->")
+    assert setup.rstrip().endswith(". .venv/bin/activate")
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="git")
+def test_what_the_examples_write_is_ignored_by_git():
+    """Nothing a README example writes is left untracked in the checkout: every ``--out``
+    and every file a Python example saves lies under a path .gitignore ignores."""
+    code = "\n".join(c for _, c in examples().values())
+    written = re.findall(r"--out\s+(\S+)", code)
+    written += re.findall(r"""(?:torch\.save|open)\([^)]*?["']([\w./-]+)["']""", code)
+    assert written, "no example writes a file: this test checks nothing"
+    for path in written:
+        done = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "--no-index", path])
+        assert done.returncode == 0, f"{path}: written by a README example, not ignored by git"
