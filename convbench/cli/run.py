@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from convbench.cli.common import csv_list, int_list
+from convbench.cli.common import add_max_pace, csv_list, int_list
 from convbench.errors import UserError
 from convbench.measure.config import ConfigError
 from convbench.measure.options import DEFAULTS, measure_options
@@ -75,14 +75,7 @@ def add_parser(sub) -> None:
         help="a CPU sample whose threads waited for a core more than this share of the time "
         f"is disturbed and set aside (default: {DEFAULTS['max_lost']})",
     )
-    p.add_argument(
-        "--max-pace",
-        type=float,
-        default=DEFAULTS["max_pace"],
-        metavar="F",
-        help="flag a CPU result measured while the host ran a fixed reference kernel more "
-        f"than this share off its usual speed (default: {DEFAULTS['max_pace']})",
-    )
+    add_max_pace(p)
     p.add_argument(
         "--no-interleave",
         dest="interleave",

@@ -7,7 +7,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from convbench.cli.common import csv_list
+from convbench.cli.common import add_max_pace, csv_list
 from convbench.measure.options import DEFAULTS
 from convbench.store import DEFAULT_DB
 
@@ -59,15 +59,8 @@ def add_parser(sub) -> None:
         metavar="S",
         help="end-to-end timing cap per model and mode in seconds (default: 10)",
     )
-    p.add_argument(
-        "--max-pace",
-        type=float,
-        default=DEFAULTS["max_pace"],
-        metavar="F",
-        help="flag a result, per layer or end to end, measured while the host ran a fixed "
-        f"reference kernel more than this share off its usual speed (default: "
-        f"{DEFAULTS['max_pace']}); the model is changed only on unflagged end-to-end evidence",
-    )
+    # the model is changed only on unflagged end-to-end evidence
+    add_max_pace(p, "a result, per layer or end to end,")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--report", action="store_true", help="write the HTML report at the end")
     p.set_defaults(func=cmd_tune)
