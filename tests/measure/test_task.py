@@ -20,3 +20,19 @@ def test_rotating_inputs_cycle_through_copies_that_fill_twice_the_cache():
     per_copy = x.numel() * 4
     assert f"{MAX_ROTATING_COPIES} rotating copies" in note  # tiny inputs: the cap
     assert MAX_ROTATING_COPIES * per_copy < flush_size_bytes("cpu") and "some stay cached" in note
+
+
+def test_the_backends_of_one_problem_compute_on_the_same_tensors():
+    """Two backends that run one kernel must not differ by where their copies of the inputs
+    landed in memory: the tasks of one case and pass share one set of inputs."""
+    from convbench.measure.task import _inputs
+    from convbench.problem.files import load_suite
+
+    tasks = load_suite("smoke").tasks(backends=["torch", "onednn"], directions=["forward"])
+    torch_task, onednn_task = tasks[0], tasks[1]
+    assert torch_task.case == onednn_task.case and torch_task.backend != onednn_task.backend
+    shared = _inputs(torch_task)
+    assert all(a is b for a, b in zip(shared, _inputs(onednn_task), strict=True))
+    assert shared[3] is None  # no upstream gradient for the forward
+    other = next(t for t in tasks if t.case != torch_task.case)
+    assert _inputs(other)[0] is not shared[0]
