@@ -238,27 +238,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _summary(out: Console, store: Store, run_id: str, result) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
     from convbench.analysis import flags
+    from convbench.report.terminal import print_table
 
     rows = store.result_rows(run_id)
-    table = Table(title=f"run {run_id}", show_lines=False)
-    table.add_column("backend")
-    for status in STATUSES:
-        table.add_column(status, justify="right")
-    table.add_column("flagged", justify="right")
-    table.add_column("median ms (geomean of ok)", justify="right")
+    columns = ["backend", *STATUSES, "flagged", "median [ms] (geomean of ok)"]
     by_backend: dict[str, list[dict]] = {}
     for row in rows:
         by_backend.setdefault(row["backend"], []).append(row)
+    table = []
     for backend, group in by_backend.items():
         counts = [sum(r["status"] == s for r in group) for s in STATUSES]
         medians = [r["median_ms"] for r in group if r["status"] == "ok" and r["median_ms"]]
         geo = math.exp(sum(map(math.log, medians)) / len(medians)) if medians else None
         n_flagged = flags.count(group).n_flagged
-        table.add_row(backend, *map(str, counts), str(n_flagged), f"{geo:.4g}" if geo else "—")
-    out.print(table)
+        table.append([backend, *map(str, counts), str(n_flagged), f"{geo:.4g}" if geo else "—"])
+    print_table(out, f"run {run_id}", columns, table, text_columns=1)
     flagged = flags.count(rows).line()
     if flagged:
         out.print(f"[yellow]{escape(flagged)}[/]", soft_wrap=True)
