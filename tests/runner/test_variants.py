@@ -125,6 +125,15 @@ def decided() -> DecisionTable:
     return DecisionTable("<t>", rows)
 
 
+def end_to_end_of_a_conv(table, said: list, compare):
+    """`variants.end_to_end` of a one-conv model, inference only, timed by ``compare``."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3))
+    return variants.end_to_end(
+        model, table, torch.zeros(1, 3, 8, 8), ("inference",), None, 0.05, "cpu", said.append,
+        compare=compare,
+    )  # fmt: skip
+
+
 def test_a_kept_model_slower_than_the_original_is_reverted_and_timed_again():
     calls = []
 
@@ -136,11 +145,7 @@ def test_a_kept_model_slower_than_the_original_is_reverted_and_timed_again():
         return {name: timed(mode, name, times[name]) for name in by_name}
 
     table, said = decided(), []
-    model = nn.Sequential(nn.Conv2d(3, 4, 3))
-    e2e_, layout, every, records = variants.end_to_end(
-        model, table, torch.zeros(1, 3, 8, 8), ("inference",), None, 0.05, "cpu", said.append,
-        compare=fake,
-    )  # fmt: skip
+    e2e_, layout, every, records = end_to_end_of_a_conv(table, said, fake)
     assert calls == [[TUNED, TUNED_CL, TORCH_CL], [GUARDED]]
     assert said[0].startswith("layout: tuned (no channels_last") and "back to torch" in said[1]
     assert [e.variant for e in e2e_] == [GUARDED]
@@ -188,11 +193,7 @@ def test_a_significantly_faster_layout_on_flagged_evidence_leaves_the_model_as_i
         return {n: timed(mode, n, times[n], flags=(OFF_PACE,)) for n in by_name}
 
     table, said = decided(), []
-    model = nn.Sequential(nn.Conv2d(3, 4, 3))
-    e2e_, layout, every, records = variants.end_to_end(
-        model, table, torch.zeros(1, 3, 8, 8), ("inference",), None, 0.05, "cpu", said.append,
-        compare=fake,
-    )  # fmt: skip
+    e2e_, layout, every, records = end_to_end_of_a_conv(table, said, fake)
     assert len(said) == 1 and said[0].startswith("layout: kept contiguous, 2 decision(s)")
     assert OFF_PACE in said[0] and "quieter host" in said[0]
     assert layout["memory_format"] == "contiguous" and layout["variant"] == "original"
