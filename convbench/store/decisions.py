@@ -22,7 +22,9 @@ A JSON document, indented and with sorted keys so that two tunes diff line by li
         }, …
       ],
       "layout": {"memory_format": "channels_last", "device": "cpu", "context": {…},
-                 "reason": "…"},               # optional: the whole model's memory format
+                 "reason": "…", "variant": "tuned, compiled",
+                 "folds": [["layer1.0.conv1", "layer1.0.bn1"], …],
+                 "compile": {"options": {"freezing": true}}},   # optional: see below
       "end_to_end": [{"mode": "inference", "speedup": 1.31, "ci_low": 1.27, …}]
     }
 
@@ -36,7 +38,10 @@ naming the file, the entry and the field.
 and 4-D weights are kept in (``contiguous``, PyTorch's default NCHW, or ``channels_last``,
 NHWC). `tune` makes it end to end, since a layout pays only when every layer keeps it (a
 conversion before and after each layer costs more than a layer gains); it is made stale by
-its ``context`` as the entries are. Absent: ``contiguous``.
+its ``context`` as the entries are. Absent: ``contiguous``. The same record holds the other
+model-level choices of the kept variant: ``folds``, the [convolution, BatchNorm] pairs whose
+BatchNorm is folded into the convolution's plan at inference, and ``compile``, the keyword
+arguments of `torch.compile` it was measured with (null or absent: not compiled).
 """
 
 from __future__ import annotations
@@ -79,6 +84,18 @@ class DecisionTable:
     def memory_format(self) -> str:
         """The model's memory format (`MEMORY_FORMATS`): the layout's, else contiguous."""
         return (self.layout or {}).get("memory_format", "contiguous")
+
+    @property
+    def folds(self) -> list[list[str]]:
+        """The BatchNorms folded into the convolution before them: [convolution, BatchNorm]
+        name pairs (the layout's ``folds``; none where absent)."""
+        return list((self.layout or {}).get("folds") or [])
+
+    @property
+    def compile(self) -> dict | None:
+        """The keyword arguments of `torch.compile` the kept model was measured with (the
+        layout's ``compile``), or None: not compiled."""
+        return (self.layout or {}).get("compile")
 
     def lookup(self) -> dict[tuple[str, str, str, str], dict]:
         """(problem, dtype, device, pass) -> entry."""
@@ -209,4 +226,19 @@ def _layout(layout: object, where: str) -> dict | None:
     if not isinstance(layout, Mapping):
         raise UserError(f"{where}: field 'layout': expected an object, got {layout!r}")
     _check(layout, _LAYOUT_FIELDS, f"{where}: layout", "memory_format", MEMORY_FORMATS)
+    folds = layout.get("folds") or []
+    if not isinstance(folds, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(n, str) for n in pair)
+        for pair in folds
+    ):
+        raise UserError(
+            f"{where}: layout: field 'folds': expected [convolution, BatchNorm] name pairs, "
+            f"got {folds!r}"
+        )
+    compile_options = layout.get("compile")
+    if compile_options is not None and not isinstance(compile_options, Mapping):
+        raise UserError(
+            f"{where}: layout: field 'compile': expected an object (torch.compile's keyword "
+            f"arguments) or null, got {compile_options!r}"
+        )
     return dict(layout)

@@ -15,7 +15,6 @@ import convbench
 from convbench.errors import UserError
 from convbench.nn import TunedConv1d, TunedConv2d, optimize
 from convbench.runner.envinfo import decision_context
-from convbench.runner.from_model import describe_call
 from convbench.store.decisions import DecisionTable, write
 
 
@@ -35,31 +34,6 @@ class Net(nn.Module):
 X = torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
 
 
-def table(model: nn.Module, x: torch.Tensor, **passes) -> DecisionTable:
-    """Decisions for every conv call of ``model`` on ``x``: pass -> backend (or per layer:
-    pass -> {layer name: backend})."""
-    calls = []
-
-    def hook(module, args):
-        calls.append(describe_call(names[module], module, tuple(args[0].shape)))
-
-    names = {m: n for n, m in model.named_modules() if isinstance(m, nn.Conv1d | nn.Conv2d)}
-    handles = [m.register_forward_pre_hook(hook) for m in names]
-    with torch.no_grad():
-        model(x)
-    for h in handles:
-        h.remove()
-    entries = []
-    for call in calls:
-        for name, choice in passes.items():
-            backend = choice.get(call.path, "torch") if isinstance(choice, dict) else choice
-            entries.append(
-                {"problem": call.problem.key, "dtype": "float32", "device": "cpu",
-                 "pass": name, "backend": backend, "context": decision_context("cpu")}
-            )  # fmt: skip
-    return DecisionTable("<test>", entries)
-
-
 def assert_trains_alike(model, tuned, steps: int, lr: float, loss) -> None:
     """SGD steps on both models: their parameters stay alike after every step."""
     opt_a = torch.optim.SGD(model.parameters(), lr=lr)
@@ -73,11 +47,11 @@ def assert_trains_alike(model, tuned, steps: int, lr: float, loss) -> None:
             assert torch.allclose(p, q, rtol=1e-4, atol=1e-5), name
 
 
-def test_fallback_warnings_name_layers_as_tune_does_and_point_at_the_caller():
+def test_fallback_warnings_name_layers_as_tune_does_and_point_at_the_caller(decisions_for):
     """A bare Sequential's layers are named as the trace names them (``conv1@0``, the names a
     decisions file lists), and the warning points at the line that called the model."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
-    tuned = optimize(copy.deepcopy(model), table(model, X, forward="im2col"))
+    tuned = optimize(copy.deepcopy(model), decisions_for(model, X, forward="im2col"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tuned(torch.randn(1, 3, 5, 5))
@@ -88,10 +62,10 @@ def test_fallback_warnings_name_layers_as_tune_does_and_point_at_the_caller():
     assert {w.filename for w in caught} == {__file__}
 
 
-def test_every_conv_runs_its_decided_backend(monkeypatch):
+def test_every_conv_runs_its_decided_backend(monkeypatch, decisions_for):
     model = Net()
     reference = model(X).detach()
-    tuned = optimize(copy.deepcopy(model), table(model, X, forward="winograd"))
+    tuned = optimize(copy.deepcopy(model), decisions_for(model, X, forward="winograd"))
     assert isinstance(tuned.a, TunedConv2d) and isinstance(tuned.c, TunedConv1d)
     assert isinstance(tuned.a, nn.Conv2d)  # still what it was
     used = []
@@ -108,9 +82,9 @@ def test_every_conv_runs_its_decided_backend(monkeypatch):
     assert torch.allclose(out, reference, rtol=1e-4, atol=1e-5)
 
 
-def test_layers_without_a_decision_fall_back_to_torch_with_one_warning():
+def test_layers_without_a_decision_fall_back_to_torch_with_one_warning(decisions_for):
     model = Net()
-    tuned = optimize(copy.deepcopy(model), table(model, X, forward="im2col"))
+    tuned = optimize(copy.deepcopy(model), decisions_for(model, X, forward="im2col"))
     other = torch.randn(1, 3, 10, 10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -123,9 +97,9 @@ def test_layers_without_a_decision_fall_back_to_torch_with_one_warning():
     assert torch.allclose(out, model(other), rtol=1e-5, atol=1e-6)
 
 
-def test_state_dict_round_trips_with_the_untouched_model():
+def test_state_dict_round_trips_with_the_untouched_model(decisions_for):
     model = Net()
-    tuned = optimize(copy.deepcopy(model), table(model, X, forward="fft"))
+    tuned = optimize(copy.deepcopy(model), decisions_for(model, X, forward="fft"))
     assert list(tuned.state_dict()) == list(model.state_dict())
     fresh = Net()
     for p in fresh.parameters():
@@ -140,9 +114,9 @@ def test_state_dict_round_trips_with_the_untouched_model():
     assert torch.allclose(tuned(X), fresh(X), rtol=1e-4, atol=1e-5)
 
 
-def test_training_through_the_optimized_model_matches_the_original():
+def test_training_through_the_optimized_model_matches_the_original(decisions_for):
     model = Net()
-    decisions = table(
+    decisions = decisions_for(
         model, X, forward="winograd", backward_data="fft", backward_weight={"a": "im2col"}
     )
     tuned = optimize(copy.deepcopy(model), decisions)
@@ -150,9 +124,9 @@ def test_training_through_the_optimized_model_matches_the_original():
     assert_trains_alike(model, tuned, steps=3, lr=0.1, loss=lambda y: y.square().sum())
 
 
-def test_no_grad_eval_train_and_to_behave_as_on_the_original():
+def test_no_grad_eval_train_and_to_behave_as_on_the_original(decisions_for):
     model = Net()
-    tuned = optimize(copy.deepcopy(model), table(model, X, forward="winograd"))
+    tuned = optimize(copy.deepcopy(model), decisions_for(model, X, forward="winograd"))
     tuned.eval()
     with torch.no_grad():
         y = tuned(X)
@@ -167,21 +141,22 @@ def test_no_grad_eval_train_and_to_behave_as_on_the_original():
     assert torch.allclose(out, copy.deepcopy(model).double()(X.double()), rtol=1e-9, atol=1e-10)
 
 
-def test_pickles_and_deep_copies_without_its_plans():
+def test_pickles_and_deep_copies_without_its_plans(decisions_for):
     model = Net()
-    tuned = optimize(copy.deepcopy(model), table(model, X, forward="winograd"))
+    tuned = optimize(copy.deepcopy(model), decisions_for(model, X, forward="winograd"))
     with torch.no_grad():
         expected = tuned(X)
-    assert tuned.a._convbench.calls
+    assert tuned.a._convbench.plans.entries
     again = pickle.loads(pickle.dumps(tuned))
-    assert not again.a._convbench.calls
+    assert not again.a._convbench.plans.entries
+    assert again.a._convbench.key != tuned.a._convbench.key
     with torch.no_grad():
         assert torch.allclose(again(X), expected)
 
 
-def test_stale_and_broken_decisions(tmp_path):
+def test_stale_and_broken_decisions(tmp_path, decisions_for):
     model = Net()
-    decisions = table(model, X, forward="im2col")
+    decisions = decisions_for(model, X, forward="im2col")
     for e in decisions.entries:
         e["context"] = {**e["context"], "torch": "0.0.1"}
     path = write(tmp_path / "d.json", decisions.entries, model="x:y", input_shape=[2, 3, 12, 12])
@@ -200,22 +175,24 @@ def test_stale_and_broken_decisions(tmp_path):
         optimize(copy.deepcopy(model), DecisionTable("d.json", decisions.entries))
 
 
-def test_a_backend_serving_one_pass_redoes_only_that_pass_after_a_step():
+def test_a_backend_serving_one_pass_redoes_only_that_pass_after_a_step(decisions_for):
     """Winograd only for the weight gradient: its plan prepares that pass alone, and an
     optimizer step re-prepares that pass alone (no filter transforms nobody uses)."""
     model = Net()
     tuned = optimize(
         copy.deepcopy(model),
-        table(model, X, forward="torch", backward_data="torch", backward_weight="winograd"),
+        decisions_for(model, X, forward="torch", backward_data="torch", backward_weight="winograd"),
     )
     optimizer = torch.optim.SGD(tuned.parameters(), lr=0.1)
     for _ in range(2):
         optimizer.zero_grad()
         tuned(X).square().mean().backward()
         optimizer.step()
-    (call,) = tuned.a._convbench.calls.values()
-    assert call.backends == ("torch", "torch", "winograd")
-    plan = call.plans[2][0]
+    ((backends, _),) = tuned.a._convbench.routes.values()
+    assert backends == ("torch", "torch", "winograd")
+    plans = {index[0]: entry[0] for index, entry in tuned.a._convbench.plans.entries.items()}
+    assert sorted(plans) == ["torch", "winograd"]  # one plan per backend, shared by its passes
+    plan = plans["winograd"]
     assert plan.passes.intent == "backward_weight"
     assert plan._ready == {"backward_weight"}
     # the gradients still match PyTorch's after the steps
@@ -242,9 +219,9 @@ class Maps(nn.Module):
         return self.b(torch.relu(self.bn(self.a(x))))
 
 
-def test_a_channels_last_layout_keeps_values_keys_and_gradients():
+def test_a_channels_last_layout_keeps_values_keys_and_gradients(decisions_for):
     model = Maps()
-    decisions = table(model, X, forward={"a": "winograd"}, backward_data="fft",
+    decisions = decisions_for(model, X, forward={"a": "winograd"}, backward_data="fft",
                       backward_weight={"b": "im2col"})  # fmt: skip
     tuned = optimize(copy.deepcopy(model), decisions, memory_format="channels_last")
     assert tuned.a.weight.is_contiguous(memory_format=torch.channels_last)
@@ -259,9 +236,9 @@ def test_a_channels_last_layout_keeps_values_keys_and_gradients():
     assert_trains_alike(model, tuned, steps=2, lr=0.05, loss=lambda y: y.square().mean())
 
 
-def test_optimising_again_or_a_copy_never_stacks_the_layout_hooks(tmp_path):
+def test_optimising_again_or_a_copy_never_stacks_the_layout_hooks(tmp_path, decisions_for):
     model = Maps()
-    decisions = table(model, X, forward="im2col")
+    decisions = decisions_for(model, X, forward="im2col")
     tuned = optimize(copy.deepcopy(model), decisions, memory_format="channels_last")
     copied = copy.deepcopy(tuned)
     for m in (tuned, copied):
@@ -279,9 +256,9 @@ def test_optimising_again_or_a_copy_never_stacks_the_layout_hooks(tmp_path):
         optimize(copy.deepcopy(model), decisions, memory_format="nhwc")
 
 
-def test_the_decisions_file_layout_is_applied_unless_stale(tmp_path):
+def test_the_decisions_file_layout_is_applied_unless_stale(tmp_path, decisions_for):
     model = Maps()
-    decisions = table(model, X, forward="torch")
+    decisions = decisions_for(model, X, forward="torch")
     layout = {"memory_format": "channels_last", "device": "cpu",
               "context": decision_context("cpu"), "reason": "faster"}  # fmt: skip
     path = write(tmp_path / "d.json", decisions.entries, model="x:y", input_shape=[2, 3, 12, 12],

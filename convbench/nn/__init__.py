@@ -1,0 +1,103 @@
+"""`convbench.optimize`: a model whose convolutions run the backends `convbench tune` chose.
+
+    import convbench
+    model = convbench.optimize(model, "vgg16.decisions.json")   # in place; returns the model
+
+Every `nn.Conv1d`/`nn.Conv2d` of the model (of exactly those classes; subclasses with their own
+forward are left alone) becomes a `TunedConv1d`/`TunedConv2d`: the same object, its class
+swapped, so parameters, buffers, hooks, the state dict's keys and ``isinstance`` checks are
+untouched. At each call it looks up the decision for the problem its input makes (problem key,
+dtype, device, pass), once per input shape (`convbench.nn.layers`):
+
+* **forward** through the decided backend's plan, prepared once per input shape, device and
+  dtype and kept; when the weight changes (an optimizer step bumps its version, or
+  `load_state_dict` copies into it) the plan is re-prepared in place (`Plan.refresh`);
+* **backward** (when autograd records) through the backends decided for ``backward_data`` and
+  ``backward_weight`` — the forward's backend where the decisions hold no backward pass — so
+  ``loss.backward()`` uses their own gradient passes;
+* a layer whose call has no decision (an input shape that was not tuned) runs PyTorch's own
+  convolution, with one warning per layer naming it and why.
+
+The passes run as PyTorch custom operators (`convbench.backends.library`), so
+``torch.compile(model, fullgraph=True)`` compiles the optimized model without a graph break,
+and `torch.export` exports it. `model.to(...)`, ``eval()``/``train()`` and `torch.no_grad()`
+behave as on the original: plans follow the tensors they are called with.
+
+The decisions' model-level record (``layout``, `convbench.store.decisions`) may also hold:
+
+* a ``channels_last`` memory format: the model's 4-D parameters and buffers are converted to
+  it, and two hooks on the model itself convert a 4-D input to it and a 4-D output back to
+  PyTorch's default layout (`convbench.nn.layout`);
+* ``folds``: BatchNorms folded into the tuned convolution before them at inference
+  (`convbench.nn.fold`);
+* ``compile``: the options of `torch.compile` the kept model was measured with. ``optimize``'s
+  ``compile`` argument says what to do with it: ``None`` compiles in place
+  (`nn.Module.compile`, so the module object and its state-dict keys stay) where the file
+  says so, ``False`` never, ``True`` always (with the file's options, else torch's defaults).
+
+The values, shapes and state-dict keys are those of the original throughout.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from torch import nn
+
+from convbench.backends import get_backend
+from convbench.errors import UnknownBackend, UserError
+from convbench.nn import fold
+from convbench.nn.layers import TUNED, TunedConv1d, TunedConv2d, Tuning, device_name, tune_layer
+from convbench.nn.layout import set_layout
+from convbench.runner.from_model import layer_names
+from convbench.store.decisions import DecisionTable, read
+
+
+def load_decisions(decisions: str | Path | DecisionTable, *, warn: bool = True) -> DecisionTable:
+    """A decisions file (or a loaded table) with its stale entries dropped — each with one
+    warning saying which and why — and every backend checked to be registered."""
+    from convbench.runner.envinfo import decision_context
+
+    table = decisions if isinstance(decisions, DecisionTable) else read(decisions)
+    table = table.fresh(decision_context)
+    for line in table.ignored if warn else []:
+        warnings.warn(f"convbench: {line}", stacklevel=3)
+    for i, entry in enumerate(table.entries, start=1):
+        try:
+            get_backend(entry["backend"])
+        except UnknownBackend as exc:
+            raise UserError(f"{table.path}: entry #{i}: field 'backend': {exc}") from None
+    return table
+
+
+def optimize(
+    model: nn.Module,
+    decisions: str | Path | DecisionTable,
+    *,
+    memory_format: str | None = None,
+    compile: bool | None = None,
+) -> nn.Module:
+    """Make every `nn.Conv1d`/`nn.Conv2d` of ``model`` run the backends ``decisions`` chose
+    (a decisions file's path, or the table `load_decisions` returns), in the decisions'
+    memory format (or ``memory_format``: ``contiguous`` or ``channels_last``), with the
+    decisions' BatchNorm folds, and compiled as ``compile`` and the decisions say (see the
+    module docstring). In place; returns the model."""
+    table = load_decisions(decisions)
+    set_layout(model, memory_format or table.memory_format)
+    lookup = {key: entry["backend"] for key, entry in table.lookup().items()}
+    try:
+        folded = fold.resolve(model, table.folds, f"{table.path}: layout")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    for module, name in layer_names(model).items():  # named as `convbench tune` names them
+        if type(module) in TUNED or isinstance(module, tuple(TUNED.values())):
+            tune_layer(module, Tuning(name, lookup, folded.get(module)))
+    fold.mark(model, folded)
+    options = table.compile
+    if compile is True or (compile is None and options is not None):
+        model.compile(**(options or {}))
+    return model
+
+
+__all__ = ["TunedConv1d", "TunedConv2d", "device_name", "load_decisions", "optimize"]
