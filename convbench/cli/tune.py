@@ -59,6 +59,13 @@ def add_parser(sub) -> None:
         metavar="S",
         help="end-to-end timing cap per model and mode in seconds (default: 10)",
     )
+    p.add_argument(
+        "--no-compile",
+        dest="compiled",
+        action="store_false",
+        help="do not time the compiled variants (torch.compile of the original and of the "
+        "tuned model)",
+    )
     # the model is changed only on unflagged end-to-end evidence
     add_max_pace(p, "a result, per layer or end to end,")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -99,6 +106,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             max_time_s=args.max_time,
             end_to_end=replace(DEFAULT_TIMING, max_time_s=args.e2e_time),
             max_pace=args.max_pace,
+            compiled=args.compiled,
             progress=not args.quiet,
             console=console,
             command=args.command_line,
@@ -126,8 +134,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 NOTE = (
     "a layer leaves torch only within tolerance and significantly faster (Mann–Whitney); "
     "end to end: original vs optimized in interleaved rounds, speedup = original / optimized; "
-    "the model keeps the contiguous variant unless another is significantly faster in every "
-    "mode, and stays as it was where the end-to-end evidence is flagged"
+    "the model keeps the tuned variant unless another is significantly faster in every mode "
+    "timed, and stays as it was where the end-to-end evidence is flagged; "
+    "torch.compile(original) is what one line of torch.compile gives"
 )
 #: Flagged per-layer results named in full at the end of a tune; the rest are counted.
 NAMED = 5
@@ -197,11 +206,12 @@ def e2e_tables(results, marks: list[dict]) -> list:
             f"{r.p_value:.2g}",
             f"{r.max_rel_diff:.1e}",
             str(r.n_samples),
+            "—" if r.compile_s is None else f"{r.compile_s:.1f}",
         ]
         for r, mark in zip(results, marks, strict=True)
     ]
     columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup [95% CI]", "p"]
-    columns += ["max rel. output diff", "samples"]
+    columns += ["max rel. output diff", "samples", "compile [s]"]
     if not rows:
         return []
     return [move_constant_columns("the whole model, end to end", columns, rows, (0,))]

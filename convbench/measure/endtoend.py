@@ -65,6 +65,8 @@ class EndToEnd:
     variant: str = "tuned"
     samples_ms: tuple[float, ...] = field(default=(), repr=False, compare=False)
     flags: tuple[str, ...] = ()
+    #: A compiled variant's compile time in this mode (its first call), in seconds.
+    compile_s: float | None = None
 
     @property
     def significant(self) -> bool:

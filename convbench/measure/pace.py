@@ -116,3 +116,14 @@ def reference(usual_us: float | None = None) -> PaceReference:
         _REFERENCE = PaceReference()
     _REFERENCE.usual_ns = usual_us * 1e3 if usual_us else None
     return _REFERENCE
+
+
+class FakePace:
+    """A scripted `PaceReference` for tests of the engine: every reading ``reading_ns``
+    against a baseline of ``baseline_ns`` (1300 against 1000: the host 30% slow)."""
+
+    def __init__(self, reading_ns: int, baseline_ns: float = 1000.0):
+        self.reading_ns, self.baseline_ns = reading_ns, baseline_ns
+
+    def take(self) -> int:
+        return self.reading_ns

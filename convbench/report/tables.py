@@ -300,7 +300,7 @@ def tune_tables(record: Mapping) -> dict:
     """A `convbench tune` record (`Store.tunes`): the end-to-end rows and the per-layer
     decisions, largest saving first."""
     e2e_columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup", "95% CI"]
-    e2e_columns += ["p", "max rel. output diff", "samples"]
+    e2e_columns += ["p", "max rel. output diff", "samples", "compile [s]"]
     e2e_rows = [
         [
             cell(r["mode"]),
@@ -312,6 +312,7 @@ def tune_tables(record: Mapping) -> dict:
             cell(r["p_value"], digits=2),
             cell(r["max_rel_diff"], digits=2),
             cell(r["n_samples"]),
+            cell(r.get("compile_s"), digits=1),
         ]
         for r in record["end_to_end"]
     ]

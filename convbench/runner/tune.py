@@ -193,6 +193,7 @@ def tune(
     max_time_s: float = 1.0,
     end_to_end: TimingConfig | None = None,
     max_pace: float = DEFAULTS["max_pace"],
+    compiled: bool = True,
     progress: bool = True,
     console=None,
     command: str = "convbench tune",
@@ -202,7 +203,8 @@ def tune(
     ``train``: tune the backward passes too and time a training step end to end.
     ``end_to_end``: how the whole model is timed (`DEFAULT_TIMING`); it too gets at least
     `FLOOR_SAMPLES` undisturbed samples. ``max_pace``: the pace a result, per layer or end
-    to end, may be off by before it is flagged."""
+    to end, may be off by before it is flagged. ``compiled``: also time the compiled variants
+    (`convbench.runner.build`)."""
     from convbench.backends import backend_names
 
     if dtype not in DTYPES:
@@ -251,7 +253,7 @@ def tune(
         config = replace(config, floor_samples=max(config.floor_samples, FLOOR_SAMPLES))
         e2e, layout, every, records = variants.end_to_end(
             original, table, x, modes, config, alpha, device, say,
-            compare=_compare(store, device, threads),
+            compare=_compare(store, device, threads), compiled=compiled,
         )  # fmt: skip
         if path is not None:
             e2e_dicts = [e.to_dict() for e in e2e]

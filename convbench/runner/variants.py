@@ -1,9 +1,11 @@
 """The model-level choices of `convbench tune`, made on the whole model timed end to end
 (`convbench.measure.endtoend`), after the per-layer decisions:
 
-* **the layout** (`choose_variant`): the tuned model is also timed in ``channels_last`` — with
-  the decisions, and with torch throughout — and a variant replaces the contiguous one only
-  if it is significantly faster than it in every mode timed. The layout is a whole-model
+* **the variant** (`choose_variant`): the tuned model is timed beside its variants
+  (`convbench.runner.build`): in ``channels_last`` — with the decisions, and with torch
+  throughout —, with the BatchNorms after tuned layers folded into them, and compiled, beside
+  ``torch.compile`` of the original. A variant replaces the contiguous tuned model only if it
+  is significantly faster than it in every mode it was timed in. The layout is a whole-model
   decision: converting around each layer costs more than any layer gains;
 * **the evidence** (`evidence_flags`): a choice that changes the model rests on rounds
   convbench would not flag (disturbed, too few undisturbed samples, unsteady, off pace —
@@ -17,19 +19,16 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable, Sequence
-
-import torch
 
 from convbench.analysis import stats
 from convbench.analysis.decisions import BASELINE, PASSES
-from convbench.measure.endtoend import ORIGINAL, EndToEnd, compare_variants
-from convbench.runner.envinfo import decision_context
+from convbench.measure.endtoend import EndToEnd, compare_variants
+from convbench.runner import build
+from convbench.runner.build import TUNED, VARIANTS
 from convbench.store.decisions import DecisionTable
 
-#: The end-to-end variants: the decisions as they are; the decisions in channels_last; torch
-#: throughout in channels_last (the layout alone). The first is the default.
-TUNED, TUNED_CL, TORCH_CL = "tuned", "tuned, channels_last", "torch, channels_last"
 #: The model as decided after the guard sent decisions back to torch, timed again.
 GUARDED = "after the guard"
 
@@ -81,7 +80,7 @@ def evidence_flags(results: dict[str, dict[str, EndToEnd]], chosen: str) -> list
     names = [chosen] if chosen == TUNED else [chosen, TUNED]
     flags: list[str] = []
     for mode, by_name in results.items():
-        for name in names:
+        for name in (n for n in names if n in by_name):
             flags += [f for f in (f"{mode}: {flag}" for flag in by_name[name].flags)
                       if f not in flags]  # fmt: skip
     return flags
@@ -96,65 +95,42 @@ def keep_as_is(entries: list[dict], flags: Sequence[str]) -> str:
     return f"layout: {kept} — {why}; rerun on a quieter host"
 
 
-def _variants(original: torch.nn.Module, table: DecisionTable) -> dict[str, torch.nn.Module]:
-    from convbench.nn import optimize
-
-    def build(decisions, memory_format):
-        return optimize(copy.deepcopy(original), decisions, memory_format=memory_format)
-
-    variants = {TUNED: build(table, "contiguous")}
-    if any(isinstance(m, torch.nn.Conv2d) for m in original.modules()):
-        variants[TUNED_CL] = build(table, "channels_last")
-        if any(e["backend"] != BASELINE for e in table.entries):
-            entries = [dict(e, backend=BASELINE, options={}) for e in table.entries]
-            torch_only = DecisionTable(table.path, entries, table.model)
-            variants[TORCH_CL] = build(torch_only, "channels_last")
-    return variants
-
-
 def choose_variant(results: dict[str, dict[str, EndToEnd]], alpha: float) -> tuple[str, str]:
     """The variant the model keeps, and why: ``results`` maps each mode timed to its
     variants' comparisons (all from the same rounds). A variant replaces `TUNED` only if it is
-    significantly faster than it (Mann–Whitney p < ``alpha`` on their samples) in every mode;
-    of those, the one with the largest geometric-mean gain over it."""
+    significantly faster than it (Mann–Whitney p < ``alpha`` on their samples) in every mode
+    it was timed in; of those, the one with the largest geometric-mean gain over it."""
     best, best_gain, figures = TUNED, 1.0, []
-    names = [n for n in next(iter(results.values())) if n != TUNED]
+    names = list(dict.fromkeys(n for by_name in results.values() for n in by_name if n != TUNED))
     for name in names:
         gains, wins = [], True
         for mode, by_name in results.items():
+            if name not in by_name:
+                continue
             base, other = by_name[TUNED], by_name[name]
             gain = base.optimized_ms / other.optimized_ms
             p = stats.mannwhitney_p(base.samples_ms, other.samples_ms)
             wins = wins and gain > 1 and p < alpha
             gains.append(gain)
-            figures.append(f"{name} {gain:.3f}× the contiguous {mode} (p={p:.2g})")
+            figures.append(f"{name} {gain:.3f}× the tuned model's {mode} (p={p:.2g})")
         gain = stats.geometric_mean(gains)
         if wins and gain > best_gain:
             best, best_gain = name, gain
     if best == TUNED:
-        why = "no channels_last variant significantly faster in every mode"
+        why = "no variant significantly faster than the tuned model in every mode"
     else:
-        why = f"{best} significantly faster than the contiguous model in every mode"
+        why = f"{best} significantly faster than the tuned model in every mode"
     return best, (f"{why}: " + "; ".join(figures)) if figures else why
 
 
-def _layout(name: str, reason: str, device: str, **extra) -> dict:
-    """The layout record (decisions file) of variant ``name``."""
-    from convbench.nn import device_name
-
-    memory_format = "channels_last" if name in (TUNED_CL, TORCH_CL) else "contiguous"
-    context = decision_context(device)
-    return dict(memory_format=memory_format, device=device_name(device), context=context,
-                variant=name, reason=reason, **extra)  # fmt: skip
-
-
-def _apply_variant(name: str, entries: list[dict], reason: str, device: str) -> dict:
-    """The layout record for variant ``name``; for `TORCH_CL`, every decision goes back to
-    torch, saying why."""
-    if name == TORCH_CL:
+def _apply_variant(name: str, entries: list[dict], reason: str, device: str, **how) -> dict:
+    """The layout record for variant ``name`` (``how``: the folds and compile options it
+    was built with); a variant of torch throughout sends every decision back, saying why."""
+    variant = VARIANTS[name]
+    if not variant.tuned:
         for entry in entries:
             _to_torch(entry, f"layout: {reason}")
-    return _layout(name, reason, device)
+    return build.layout_record(variant, reason, device, **how)
 
 
 def _records(every: list[EndToEnd], kept: list[EndToEnd], reverted: list[EndToEnd]) -> list:
@@ -173,35 +149,76 @@ Compare = Callable[..., dict[str, EndToEnd]]
 
 def end_to_end(
     original, table: DecisionTable, x, modes, config, alpha, device, say,
-    compare: Compare = compare_variants,
+    compare: Compare = compare_variants, compiled: bool = True,
 ):  # fmt: skip
     """The model-level choices of the module docstring: the variants timed against the
-    original (by ``compare``, `compare_variants` or a stand-in), the one kept chosen and its
-    evidence checked — flagged, the model stays as it was — its decisions (``table.entries``,
-    edited in place) reverted where it was slower, and then the model as finally decided
-    timed again. Returns the kept model's comparisons, the layout record, every comparison
-    made, and their records as stored (`_records`)."""
+    original (by ``compare``, `compare_variants` or a stand-in; the compiled ones only where
+    ``compiled`` and Inductor runs), the one kept chosen and its evidence checked — flagged,
+    the model stays as it was — its decisions (``table.entries``, edited in place) reverted
+    where it was slower, and then the model as finally decided timed again. Returns the kept
+    model's comparisons, the layout record, every comparison made, and their records as
+    stored (`_records`)."""
     from convbench.nn import optimize
 
-    variants = _variants(original, table)
-    results = {m: compare(original, variants, x, m, config) for m in modes}
+    how = dict(folds=folds_of(original, table, x), compile_kwargs=build.compile_options(modes))
+    results = _timed(original, table, x, modes, config, device, say, compare, compiled, how)
     every = [e for by_name in results.values() for e in by_name.values()]
     chosen, why = choose_variant(results, alpha)
     entries = table.entries
     if flags := evidence_flags(results, chosen):
         line = keep_as_is(entries, flags)
         say(line)
-        return [], _layout(ORIGINAL, line, device, flags=flags), every, _records(every, [], [])
+        layout = build.layout_record(None, line, device, flags=flags)
+        return [], layout, every, _records(every, [], [])
     say(f"layout: {chosen} ({why})")
-    layout = _apply_variant(chosen, entries, why, device)
-    picked = [results[m][chosen] for m in modes]
+    layout = _apply_variant(chosen, entries, why, device, **how)
+    picked = [results[m][chosen] for m in modes if chosen in results[m]]
     e2e, reverted = picked, []
     if any(slower(e, alpha) for e in picked):
         line = revert_if_slower(entries, picked, alpha) or "optimized model slower end to end"
         say(line)
-        layout.update(memory_format="contiguous", reason=f"{layout['reason']}; {line}")
+        reason = f"{layout['reason']}; {line}"
+        layout.update(memory_format="contiguous", folds=[], compile=None, reason=reason)
         final = optimize(copy.deepcopy(original), table, memory_format="contiguous")
         e2e = [compare(original, {GUARDED: final}, x, m, config)[GUARDED] for m in modes]
         reverted = [e for e in picked if slower(e, alpha)]
         every += e2e
     return e2e, layout, every, _records(every, e2e, reverted)
+
+
+def folds_of(original, table: DecisionTable, x) -> list[tuple[str, str]]:
+    """The BatchNorms that may fold into a layer the decisions take off torch
+    (`convbench.nn.fold.foldable`)."""
+    from convbench.nn.fold import foldable
+
+    tuned = {layer for e in table.entries if e["pass"] == "forward" and e["backend"] != BASELINE
+             for layer in e.get("layers") or []}  # fmt: skip
+    return [pair for pair in foldable(original, x) if pair[0] in tuned] if tuned else []
+
+
+def _timed(original, table, x, modes, config, device, say, compare, compiled, how) -> dict:
+    """Each mode's comparisons of the applicable variants (`build.applicable`), by name; a
+    compiled variant's figures carry its compile time (its first call in that mode), and one
+    Inductor cannot compile is left out, with one line saying why."""
+    if compiled and (why := build.inductor_unavailable(device)):
+        say(f"compiled variants skipped: {why}")
+        compiled = False
+    kinds = build.applicable(original, table, how["folds"], compiled)
+    models = {v.name: build.build(original, table, v, device, **how) for v in kinds}
+    results = {}
+    for mode in modes:
+        compile_s = {}
+        for v in kinds:
+            if v.compiled and v.name in models:
+                try:
+                    compile_s[v.name] = build.first_call_s(models[v.name], x, mode)
+                except Exception as exc:  # noqa: BLE001 — a failed compile is one line, not a crash
+                    say(f"{v.name}: skipped — compiling it failed: {str(exc).splitlines()[0]}")
+                    del models[v.name]
+        timed = {v.name: models[v.name] for v in kinds if v.name in models
+                 and not (v.inference_only and mode != "inference")}  # fmt: skip
+        results[mode] = {
+            name: dataclasses.replace(e, compile_s=compile_s.get(name))
+            for name, e in compare(original, timed, x, mode, config).items()
+        }
+    return results

@@ -14,6 +14,7 @@ from convbench.measure.clocks import FakeClock
 from convbench.measure.config import TimingConfig
 from convbench.measure.disturbance import FakeProbe
 from convbench.measure.endtoend import compare_models, compare_variants
+from convbench.measure.pace import FakePace
 
 FAST = TimingConfig(warmup_s=0.01, min_samples=5, max_samples=8, max_time_s=0.2)
 
@@ -66,16 +67,6 @@ def test_bad_calls_say_what_is_wrong():
 MS = 1_000_000
 
 
-class ScriptedPace:
-    """What the engine needs of a `PaceReference`: ``take()`` and ``baseline_ns``."""
-
-    def __init__(self, reading_ns: int, baseline_ns: float = 1000.0):
-        self.reading_ns, self.baseline_ns = reading_ns, baseline_ns
-
-    def take(self) -> int:
-        return self.reading_ns
-
-
 def scripted(probe, pace, config=FAST) -> dict:
     """One variant against the original on a scripted clock, probe and host pace."""
     original = model()
@@ -86,28 +77,28 @@ def scripted(probe, pace, config=FAST) -> dict:
 
 
 def test_clean_rounds_carry_no_flag():
-    result = scripted(FakeProbe([0.0]), ScriptedPace(1000))
+    result = scripted(FakeProbe([0.0]), FakePace(1000))
     assert result.flags == () and not result.flagged and result.to_dict()["flags"] == []
     assert result.speedup == 1.0 and result.n_samples >= FAST.min_samples
 
 
 def test_disturbed_rounds_are_flagged_as_per_layer_rows_are():
-    result = scripted(FakeProbe([0.5]), ScriptedPace(1000))  # every sample disturbed
+    result = scripted(FakeProbe([0.5]), FakePace(1000))  # every sample disturbed
     assert result.flagged and [f.split(":")[0] for f in result.flags] == ["original", "same"]
     assert all(": disturbed: " in f and "scripted as disturbed" in f for f in result.flags)
     assert result.to_dict()["flags"] == list(result.flags)
 
 
 def test_off_pace_rounds_are_flagged_against_max_pace():
-    result = scripted(FakeProbe([0.0]), ScriptedPace(1300))  # the host 30% slow
+    result = scripted(FakeProbe([0.0]), FakePace(1300))  # the host 30% slow
     assert len(result.flags) == 2 and all("off pace: the host ran" in f for f in result.flags)
     loose = replace(FAST, max_pace=0.5)
-    assert scripted(FakeProbe([0.0]), ScriptedPace(1300), loose).flags == ()
+    assert scripted(FakeProbe([0.0]), FakePace(1300), loose).flags == ()
 
 
 def test_too_few_undisturbed_samples_for_a_decision_are_flagged():
     # three of four samples disturbed, sampling given up at 2 × max_samples: 4–5 clean, over
     # min_samples 2 (not "disturbed"), under the floor of 6 a decision needs
     config = replace(FAST, min_samples=2, floor_samples=6)
-    result = scripted(FakeProbe([0.0, 0.5, 0.5, 0.5]), ScriptedPace(1000), config)
+    result = scripted(FakeProbe([0.0, 0.5, 0.5, 0.5]), FakePace(1000), config)
     assert any("too few samples" in f and "the 6 a decision needs" in f for f in result.flags)

@@ -13,13 +13,12 @@ from convbench.measure.clocks import FakeClock
 from convbench.measure.config import TimingConfig
 from convbench.measure.disturbance import FakeProbe
 from convbench.measure.endtoend import EndToEnd, compare_variants
+from convbench.measure.pace import FakePace
 from convbench.runner import variants
+from convbench.runner.build import TORCH_CL, TUNED, TUNED_CL
 from convbench.runner.envinfo import decision_context
 from convbench.runner.variants import (
     GUARDED,
-    TORCH_CL,
-    TUNED,
-    TUNED_CL,
     _apply_variant,
     choose_variant,
     evidence_flags,
@@ -81,15 +80,15 @@ def test_a_layout_is_kept_only_if_significantly_faster_in_every_mode():
     faster = results(inference={TUNED: 9.0, TUNED_CL: 7.5, TORCH_CL: 8.0})
     name, why = choose_variant(faster, alpha=0.05)
     assert name == TUNED_CL  # both beat the contiguous model; the larger gain is kept
-    assert why.startswith(f"{TUNED_CL} significantly faster") and "1.200× the contiguous" in why
+    assert why.startswith(f"{TUNED_CL} significantly faster") and "1.200× the tuned model's" in why
     mixed = results(inference={TUNED: 9.0, TUNED_CL: 7.5}, train={TUNED: 30.0, TUNED_CL: 31.0})
     name, why = choose_variant(mixed, alpha=0.05)
-    assert name == TUNED and why.startswith("no channels_last variant")
+    assert name == TUNED and why.startswith("no variant significantly faster")
     tie = results(inference={TUNED: 9.0, TUNED_CL: 9.0})
     assert choose_variant(tie, alpha=0.05)[0] == TUNED
     assert choose_variant(results(inference={TUNED: 9.0}), alpha=0.05) == (
         TUNED,
-        "no channels_last variant significantly faster in every mode",
+        "no variant significantly faster than the tuned model in every mode",
     )
 
 
@@ -130,7 +129,7 @@ def end_to_end_of_a_conv(table, said: list, compare):
     model = nn.Sequential(nn.Conv2d(3, 4, 3))
     return variants.end_to_end(
         model, table, torch.zeros(1, 3, 8, 8), ("inference",), None, 0.05, "cpu", said.append,
-        compare=compare,
+        compare=compare, compiled=False,
     )  # fmt: skip
 
 
@@ -147,7 +146,10 @@ def test_a_kept_model_slower_than_the_original_is_reverted_and_timed_again():
     table, said = decided(), []
     e2e_, layout, every, records = end_to_end_of_a_conv(table, said, fake)
     assert calls == [[TUNED, TUNED_CL, TORCH_CL], [GUARDED]]
-    assert said[0].startswith("layout: tuned (no channels_last") and "back to torch" in said[1]
+    assert (
+        said[0].startswith("layout: tuned (no variant significantly faster")
+        and "back to torch" in said[1]
+    )
     assert [e.variant for e in e2e_] == [GUARDED]
     assert table.entries[0]["backend"] == "torch" and layout["memory_format"] == "contiguous"
     marks = {r["variant"]: (r["chosen"], r["reverted"]) for r in records}
@@ -208,16 +210,6 @@ def tiny() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
 
 
-class ScriptedPace:
-    """What the engine needs of a `PaceReference`: ``take()`` and ``baseline_ns``."""
-
-    def __init__(self, reading_ns: int, baseline_ns: float = 1000.0):
-        self.reading_ns, self.baseline_ns = reading_ns, baseline_ns
-
-    def take(self) -> int:
-        return self.reading_ns
-
-
 def tuned_table() -> DecisionTable:
     """One real decision off torch (im2col for the 3×3 layer) that the model would keep."""
     from convbench.problem.spec import ConvProblem
@@ -238,13 +230,13 @@ def run_tune_end_to_end(probe, pace) -> tuple[DecisionTable, dict, list[str], li
     compare = functools.partial(compare_variants, clock=FakeClock(MS), probe=probe, pace=pace)
     _, layout, _, records = variants.end_to_end(
         tiny(), table, torch.randn(2, 3, 8, 8), ("inference",), FAST, 0.05, "cpu", said.append,
-        compare=compare,
+        compare=compare, compiled=False,
     )  # fmt: skip
     return table, layout, said, records
 
 
 def test_clean_scripted_rounds_keep_the_decisions():
-    table, layout, said, records = run_tune_end_to_end(FakeProbe([0.0]), ScriptedPace(1000))
+    table, layout, said, records = run_tune_end_to_end(FakeProbe([0.0]), FakePace(1000))
     assert table.entries[0]["backend"] == "im2col" and layout["variant"] == TUNED
     assert said[0].startswith("layout: tuned") and not any(r["flags"] for r in records)
 
@@ -252,7 +244,7 @@ def test_clean_scripted_rounds_keep_the_decisions():
 def test_disturbed_scripted_rounds_leave_the_model_as_it_is():
     """The acceptance test of the evidence rule: every sample disturbed (a scripted probe on a
     scripted clock) — the decision goes back to torch, contiguous, and the line says why."""
-    table, layout, said, records = run_tune_end_to_end(FakeProbe([0.5]), ScriptedPace(1000))
+    table, layout, said, records = run_tune_end_to_end(FakeProbe([0.5]), FakePace(1000))
     assert table.entries[0]["backend"] == "torch" and table.entries[0]["reverted_from"] == "im2col"
     assert layout["memory_format"] == "contiguous" and len(said) == 1
     assert said[0].startswith("layout: kept contiguous, 1 decision(s) back to torch")
@@ -261,6 +253,6 @@ def test_disturbed_scripted_rounds_leave_the_model_as_it_is():
 
 
 def test_off_pace_scripted_rounds_leave_the_model_as_it_is():
-    table, layout, said, _ = run_tune_end_to_end(FakeProbe([0.0]), ScriptedPace(3100))
+    table, layout, said, _ = run_tune_end_to_end(FakeProbe([0.0]), FakePace(3100))
     assert table.entries[0]["backend"] == "torch" and layout["memory_format"] == "contiguous"
     assert "off pace: the host ran the reference kernel 210% slower than usual" in said[0]

@@ -1,0 +1,116 @@
+"""The variants `convbench tune` times end to end (`convbench.runner.build`): the compiled ones
+with their compile time, the folded one at inference alone, the kept variant's record as
+`convbench.optimize` applies it, and the compiled ones skipped where Inductor cannot run."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+from torch import nn
+
+from convbench.measure.clocks import FakeClock
+from convbench.measure.config import TimingConfig
+from convbench.measure.disturbance import FakeProbe
+from convbench.measure.endtoend import EndToEnd, compare_variants
+from convbench.measure.pace import FakePace
+from convbench.nn import optimize
+from convbench.problem.spec import ConvProblem
+from convbench.runner import build, variants
+from convbench.runner.build import COMPILED, FOLDED, TUNED, TUNED_COMPILED
+from convbench.runner.envinfo import decision_context
+from convbench.store.decisions import DecisionTable
+
+X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+FAST = TimingConfig(warmup_s=0, min_samples=5, max_samples=8, max_time_s=0.02)
+
+
+def conv_bn() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    with torch.no_grad():
+        model[1].running_var.uniform_(0.5, 2)
+    return model
+
+
+def decisions() -> DecisionTable:
+    """im2col for the 3×3 layer, which a BatchNorm follows."""
+    problem = ConvProblem(batch=2, in_channels=3, out_channels=4, spatial=(8, 8), kernel=(3, 3),
+                          padding=(1, 1))  # fmt: skip
+    entry = dict(problem=problem.key, dtype="float32", device="cpu", backend="im2col")
+    entry.update({"pass": "forward", "options": {}, "reason": "won", "layers": ["conv1@0"]})
+    entry["context"] = decision_context("cpu")
+    return DecisionTable("<t>", [entry])
+
+
+def run(compare, modes=("inference",)) -> tuple:
+    table, said = decisions(), []
+    e2e, layout, every, records = variants.end_to_end(
+        conv_bn(), table, X, modes, FAST, 0.05, "cpu", said.append, compare=compare
+    )
+    return table, layout, every, said
+
+
+def test_the_compiled_variants_are_timed_beside_the_others_with_their_compile_time():
+    """Real compiles (Inductor, a tiny model) on a scripted clock: every variant is timed,
+    each compiled one with the seconds its first call took."""
+    scripted = functools.partial(
+        compare_variants, clock=FakeClock(1_000_000), probe=FakeProbe([0]), pace=FakePace(1000)
+    )
+    _, layout, every, said = run(scripted)
+    names = {e.variant for e in every}
+    assert {TUNED, FOLDED, COMPILED, TUNED_COMPILED} <= names
+    for e in every:
+        compiled = e.variant in (COMPILED, TUNED_COMPILED)
+        assert (e.compile_s is not None and e.compile_s > 0) == compiled, e
+        assert e.max_rel_diff < 1e-5  # folded and compiled alike answer as the original
+    assert layout["variant"] == TUNED and layout["compile"] is None, said  # a tie: the default
+
+
+def faster(name: str, ms: float = 5.0):
+    """A stand-in for `compare_variants`: ``name`` at ``ms``, the rest at 9 ms (the original
+    at 10 ms), every sample clean."""
+
+    def compare(original, by_name, x, mode, config):
+        out = {}
+        for n in by_name:
+            t = ms if n == name else 9.0
+            samples = tuple(t * (1 + 0.01 * ((i * 7) % 11 - 5) / 5) for i in range(20))
+            out[n] = EndToEnd(mode, 10.0, t, 10.0 / t, 0, 0, 1e-6, 0, 20, n, samples)
+        return out
+
+    return compare
+
+
+def test_a_kept_compiled_variant_is_recorded_as_optimize_applies_it():
+    table, layout, every, said = run(faster(TUNED_COMPILED))
+    assert layout["variant"] == TUNED_COMPILED
+    assert layout["compile"] == {"options": {"freezing": True}}  # inference alone: frozen
+    assert layout["folds"] == [["conv1@0", "1"]] and table.entries[0]["backend"] == "im2col"
+    kept = DecisionTable("<t>", table.entries, layout=layout)
+    model = conv_bn().eval()
+    again = optimize(copy.deepcopy(model), kept)  # compile=None: as the file says
+    assert again._compiled_call_impl is not None
+    with torch.no_grad():
+        assert torch.allclose(again(X), model(X), rtol=1e-5, atol=1e-6)
+
+
+def test_the_compiled_original_sends_every_decision_back_to_torch():
+    table, layout, _, _ = run(faster(COMPILED))
+    assert layout["variant"] == COMPILED and layout["folds"] == []
+    assert table.entries[0]["backend"] == "torch" and table.entries[0]["reverted_from"] == "im2col"
+
+
+def test_a_training_tune_times_the_fold_at_inference_alone_and_compiles_without_freezing():
+    table, layout, every, _ = run(faster(TUNED_COMPILED), modes=("inference", "train"))
+    timed = {(e.mode, e.variant) for e in every}
+    assert ("inference", FOLDED) in timed and ("train", FOLDED) not in timed
+    assert layout["variant"] == TUNED_COMPILED and layout["compile"] == {}
+
+
+def test_without_inductor_the_compiled_variants_are_skipped_with_one_line(monkeypatch):
+    monkeypatch.setattr(build, "inductor_unavailable", lambda device: "no C++ compiler (g++)")
+    _, layout, every, said = run(faster(TUNED))
+    assert "compiled variants skipped: no C++ compiler (g++)" in said
+    assert not {COMPILED, TUNED_COMPILED} & {e.variant for e in every}
