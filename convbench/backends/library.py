@@ -219,10 +219,10 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, dy):
     x, weight, bias = ctx.saved_tensors
-    forward, data, grads = ctx.backends
+    _, data, grads = ctx.backends
     if torch.is_grad_enabled() and not torch.compiler.is_compiling():
         raise RuntimeError(
-            f"{forward}/{data}/{grads}: double backward (create_graph=True) is not supported "
+            f"{'/'.join(ctx.backends)}: double backward (create_graph=True) is not supported "
             "through a tuned convolution"
         )
     need_x, need_w, need_b = ctx.needs_input_grad[:3]

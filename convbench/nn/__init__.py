@@ -43,6 +43,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from convbench.backends import get_backend
@@ -96,8 +97,31 @@ def optimize(
     fold.mark(model, folded)
     options = table.compile
     if compile is True or (compile is None and options is not None):
-        model.compile(**(options or {}))
+        compile_in_place(model, **(options or {}))
     return model
 
 
-__all__ = ["TunedConv1d", "TunedConv2d", "device_name", "load_decisions", "optimize"]
+def compile_in_place(model: nn.Module, **options) -> nn.Module:
+    """``torch.compile`` the whole of ``model`` in place, as `nn.Module.compile` does (the
+    module object, its hooks and state-dict keys stay; a deep copy or a pickle drops it), with
+    ``options`` (`torch.compile`'s keyword arguments). Unlike `nn.Module.compile`, this also
+    compiles a model whose own forward is torch's (an `nn.Sequential`): Dynamo skips
+    torch.nn's frames at the top of a compile, so ``nn.Sequential(...).compile()`` compiles
+    nothing of its own, and each layer's Python is compiled on its own instead. Here the top
+    frame is this module's, and the model's call is traced whole from it."""
+
+    def call(*args, **kwargs):
+        return model._call_impl(*args, **kwargs)
+
+    model._compiled_call_impl = torch.compile(call, **options)
+    return model
+
+
+__all__ = [
+    "TunedConv1d",
+    "TunedConv2d",
+    "compile_in_place",
+    "device_name",
+    "load_decisions",
+    "optimize",
+]

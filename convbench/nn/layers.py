@@ -50,6 +50,7 @@ class Tuning:
         self.layer: Callable[[], nn.Module | None] = lambda: None  # set by `tune_layer`
         self.routes: dict = {}
         self.warned: set[str] = set()
+        self.pads: list[int] = []  # explicit (before, after) padding pairs, set by `tune_layer`
         self.plans = library.LayerPlans()
         self.key = self.plans.key
         _TUNINGS[self.key] = self
@@ -63,10 +64,10 @@ _TUNINGS: weakref.WeakValueDictionary[int, Tuning] = weakref.WeakValueDictionary
 
 @torch._dynamo.assume_constant_result
 def route(key: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> tuple:
-    """``(backends, padding)`` of a tuned layer's call: the backends of its three passes (the
-    forward's where the decisions hold no backward pass; ``torch`` throughout, with one
-    warning per layer, where they hold nothing for this input shape) and its explicit padding
-    pairs, flattened. Worked out once per input shape; a constant of the traced graph."""
+    """The backends of a tuned layer's three passes for a call (the forward's where the
+    decisions hold no backward pass; ``torch`` throughout, with one warning per layer, where
+    they hold nothing for this input shape). Worked out once per input shape; a constant of
+    the traced graph."""
     tuning = _TUNINGS[key]
     found = tuning.routes.get((shape, dtype, device))
     if found is None:
@@ -92,11 +93,16 @@ def _new_route(tuning: Tuning, shape, dtype, device) -> tuple:
                 stacklevel=_user_stacklevel(),
             )
         chosen = list(TORCH_ONLY)
-    backends = (chosen[0], chosen[1] or chosen[0], chosen[2] or chosen[0])
+    return (chosen[0], chosen[1] or chosen[0], chosen[2] or chosen[0])
+
+
+def _pads(module: nn.Module) -> list[int]:
+    """The module's padding as explicit (before, after) pairs, flattened (none where it pads
+    by itself: a ``padding_mode`` other than zeros)."""
     nd = module.weight.dim() - 2
     padding = 0 if module.padding_mode != "zeros" else module.padding
     pairs = resolve_padding(padding, nd, module.kernel_size, module.stride, module.dilation)
-    return backends, tuple(v for pair in pairs for v in pair)
+    return [v for pair in pairs for v in pair]
 
 
 class _TunedConv:
@@ -106,7 +112,7 @@ class _TunedConv:
 
     def _conv_forward(self, input, weight, bias):
         tuning = self._convbench
-        backends, pads = route(tuning.key, tuple(input.shape), input.dtype, input.device)
+        backends = route(tuning.key, tuple(input.shape), input.dtype, input.device)
         if self.padding_mode != "zeros":  # as nn.Conv does: pad first, then convolve
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
         bn = tuning.bn
@@ -123,7 +129,7 @@ class _TunedConv:
             )
         folded = () if bn is None else (bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
         return torch.ops.convbench.conv(
-            input, weight, bias, list(self.stride), list(pads), list(self.dilation),
+            input, weight, bias, list(self.stride), tuning.pads, list(self.dilation),
             self.groups, ",".join(backends), tuning.key, *folded,
         )  # fmt: skip
 
@@ -131,6 +137,7 @@ class _TunedConv:
         super().__setstate__(state)
         if "_convbench" in state:
             self._convbench.layer = weakref.ref(self)
+            self._convbench.pads = _pads(self)
 
 
 class TunedConv1d(_TunedConv, nn.Conv1d):
@@ -150,6 +157,7 @@ def tune_layer(module: nn.Module, tuning: Tuning) -> None:
         module.__class__ = TUNED[type(module)]
     module._convbench = tuning
     tuning.layer = weakref.ref(module)
+    tuning.pads = _pads(module)
 
 
 #: Where the frames a warning should skip live: torch's package and convbench's.

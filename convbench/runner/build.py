@@ -80,8 +80,12 @@ def applicable(model: nn.Module, table: DecisionTable, folds, compiled: bool) ->
 
 
 def compile_options(modes) -> dict:
-    """The keyword arguments of `torch.compile` for the compiled variants (module doc)."""
-    return {"options": {"freezing": True}} if tuple(modes) == ("inference",) else {}
+    """The keyword arguments of `torch.compile` for the compiled variants (module doc):
+    static shapes — a tuned layer's decision is a constant of the graph only for a static
+    input shape, so a new shape compiles again rather than breaking the graph."""
+    if tuple(modes) == ("inference",):
+        return {"dynamic": False, "options": {"freezing": True}}
+    return {"dynamic": False}
 
 
 def layout_record(
@@ -108,14 +112,14 @@ def build(
     original: nn.Module, table: DecisionTable, variant: Variant, device: str, folds, compile_kwargs
 ) -> nn.Module:
     """A copy of ``original`` made into ``variant`` (with ``table``'s decisions)."""
-    from convbench.nn import optimize
+    from convbench.nn import compile_in_place, optimize
 
     entries = table.entries if variant.tuned else torch_throughout(table.entries)
     layout = layout_record(variant, "", device, folds, compile_kwargs)
     decisions = DecisionTable(table.path, entries, table.model, layout=layout)
     model = optimize(copy.deepcopy(original), decisions, compile=False)
     if variant.compiled:
-        model.compile(**compile_kwargs)
+        compile_in_place(model, **compile_kwargs)
     return model
 
 

@@ -30,7 +30,8 @@ def no_convs():
     return nn.Sequential(nn.Flatten(), nn.Linear(12, 2))
 """
 
-FAST = ["--threads", "1", "--max-time", "0.05", "--e2e-time", "0.3", "--quiet"]
+# the compiled variants are tested on their own (tests/runner/test_build.py)
+FAST = ["--threads", "1", "--max-time", "0.05", "--e2e-time", "0.3", "--quiet", "--no-compile"]
 
 
 @pytest.fixture
@@ -137,12 +138,17 @@ def test_the_printed_tables_keep_their_units(capsys, monkeypatch):
     result = EndToEnd("inference", 10.0, 8.0, 1.25, 1.2, 1.3, 1e-4, 0.0, 20, "tuned")
     flagged = EndToEnd("inference", 10.0, 8.0, 1.25, 1.2, 1.3, 1e-4, 0.0, 20, "tuned, x",
                        flags=("original: off pace: …",))  # fmt: skip
-    marks = [{"variant": "tuned", "chosen": True}, {"variant": "tuned, x", "chosen": False}]
-    tables = layer_tables([entry]) + e2e_tables([result, flagged], marks)
+    compiled = EndToEnd("inference", 10.0, 7.0, 1.43, 1.4, 1.5, 1e-4, 0.0, 20,
+                        "torch.compile(original)", compile_s=31.46)  # fmt: skip
+    marks = [{"variant": "tuned", "chosen": True}, {"variant": "tuned, x", "chosen": False},
+             {"variant": "torch.compile(original)", "chosen": False}]  # fmt: skip
+    tables = layer_tables([entry]) + e2e_tables([result, flagged, compiled], marks)
     print_tables(tables, "table", NOTE)
     out = capsys.readouterr().out
-    for header in ("torch [ms]", "chosen [ms]", "saved [ms]", "original [ms]", "optimized [ms]"):
+    headers = ("torch [ms]", "chosen [ms]", "saved [ms]", "original [ms]", "optimized [ms]")
+    for header in (*headers, "compile [s]"):
         assert header in out
+    assert "torch.compile(original)" in out and " 31.5 " in out
     assert "\\[" not in out and "tuned (kept)" in out and "tuned, x (flagged)" in out
     assert "decisions per layer and pass · forward" in out  # one pass: in the title
 

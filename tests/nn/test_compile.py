@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from convbench.nn import optimize
+from convbench.nn import compile_in_place, optimize
 from convbench.store.decisions import DecisionTable
 
 
@@ -114,3 +114,35 @@ def test_double_backward_is_refused_naming_the_backends(tuned_block):
     x = X.clone().requires_grad_(True)
     with pytest.raises(RuntimeError, match="im2col/torch/winograd: double backward"):
         torch.autograd.grad(tuned(x).square().sum(), x, create_graph=True)
+
+
+def test_static_shapes_compile_each_tuned_input_shape_once(tuned_block):
+    """A tuned layer's decision is a constant of the graph for a static input shape: each
+    batch size compiles once, the tuned one through the operators, another on torch (with the
+    layer's one warning); calling either again compiles nothing."""
+    model, tuned, _ = tuned_block
+    counter = CompileCounterWithBackend("inductor")
+    compiled = torch.compile(tuned, fullgraph=True, dynamic=False, backend=counter)
+    model.eval(), tuned.eval()
+    with torch.no_grad(), pytest.warns(UserWarning, match="no decision for input shape"):
+        for batch in (2, 3, 2, 3):
+            x = torch.randn(batch, 3, 12, 12)
+            assert torch.allclose(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    assert counter.frame_count == 2
+    assert [targets(g).count(CONVBENCH_CONV) for g in counter.graphs] == [2, 0]
+
+
+def test_compiling_in_place_traces_a_sequential_whole(decisions_for):
+    """`nn.Module.compile` compiles nothing of an `nn.Sequential`'s own (Dynamo skips
+    torch.nn's frames at the top), and each tuned layer's Python would become a frame of its
+    own, recompiled per layer; `compile_in_place` traces the model whole, in one frame."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    tuned = optimize(copy.deepcopy(model), decisions_for(model, X, forward="im2col"))
+    counter = CompileCounterWithBackend("eager")
+    compile_in_place(tuned, backend=counter, fullgraph=True)
+    with torch.no_grad():
+        for _ in range(2):
+            assert torch.allclose(tuned(X), model(X), rtol=1e-4, atol=1e-5)
+    assert counter.frame_count == 1
+    assert targets(counter.graphs[0]).count(CONVBENCH_CONV) == 2

@@ -188,7 +188,7 @@ def test_a_backend_serving_one_pass_redoes_only_that_pass_after_a_step(decisions
         optimizer.zero_grad()
         tuned(X).square().mean().backward()
         optimizer.step()
-    ((backends, _),) = tuned.a._convbench.routes.values()
+    (backends,) = tuned.a._convbench.routes.values()
     assert backends == ("torch", "torch", "winograd")
     plans = {index[0]: entry[0] for index, entry in tuned.a._convbench.plans.entries.items()}
     assert sorted(plans) == ["torch", "winograd"]  # one plan per backend, shared by its passes

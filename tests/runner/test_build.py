@@ -86,7 +86,7 @@ def faster(name: str, ms: float = 5.0):
 def test_a_kept_compiled_variant_is_recorded_as_optimize_applies_it():
     table, layout, every, said = run(faster(TUNED_COMPILED))
     assert layout["variant"] == TUNED_COMPILED
-    assert layout["compile"] == {"options": {"freezing": True}}  # inference alone: frozen
+    assert layout["compile"] == {"dynamic": False, "options": {"freezing": True}}
     assert layout["folds"] == [["conv1@0", "1"]] and table.entries[0]["backend"] == "im2col"
     kept = DecisionTable("<t>", table.entries, layout=layout)
     model = conv_bn().eval()
@@ -106,7 +106,7 @@ def test_a_training_tune_times_the_fold_at_inference_alone_and_compiles_without_
     table, layout, every, _ = run(faster(TUNED_COMPILED), modes=("inference", "train"))
     timed = {(e.mode, e.variant) for e in every}
     assert ("inference", FOLDED) in timed and ("train", FOLDED) not in timed
-    assert layout["variant"] == TUNED_COMPILED and layout["compile"] == {}
+    assert layout["variant"] == TUNED_COMPILED and layout["compile"] == {"dynamic": False}
 
 
 def test_without_inductor_the_compiled_variants_are_skipped_with_one_line(monkeypatch):
