@@ -13,7 +13,11 @@ Three operators, one per pass, each naming the backend that computes it:
   (``db`` is empty without a bias).
 
 ``conv`` has autograd registered with the two others, so ``loss.backward()`` runs each
-backend's own gradient algorithm, eager or compiled. Double backward is refused with a
+backend's own gradient algorithm, eager or compiled. With ``keep`` (a training forward whose
+backend also computes the weight gradient), the forward keeps what that gradient may reuse
+(Winograd's transformed input tiles, FFT's input spectra) behind the operator, and the weight
+gradient takes it — only for the very input it was kept from, unmodified since; otherwise it
+computes its own. Double backward is refused with a
 `RuntimeError` naming the backend. Each operator has a fake implementation that gives its
 outputs' shapes (contiguous strides: the real ones make their outputs contiguous too).
 
@@ -47,6 +51,9 @@ class LayerPlans:
     def __init__(self):
         self.key = next(_KEYS)
         self.entries: dict[tuple, list] = {}
+        #: What a training forward kept for the weight gradient (`Plan.forward_train`), per
+        #: plan, with the input it was computed from (`_token`); taken by the backward.
+        self.kept: dict[tuple, tuple] = {}
         _LAYERS[self.key] = self
 
     def plan(self, backend, direction, input, weight, bias, conv: Conv, bn=None) -> Plan:
@@ -58,7 +65,7 @@ class LayerPlans:
         state = tuple(
             (t.data_ptr(), t._version) if isinstance(t, torch.Tensor) else t for t in tensors
         )
-        index = (backend, tuple(input.shape), input.dtype, input.device, bn is not None)
+        index = self.index(backend, input, bn is not None)
         entry = self.entries.get(index)
         if entry is not None and entry[1] == state:
             return entry[0]
@@ -75,6 +82,16 @@ class LayerPlans:
             entry[0].refresh(weight.detach(), None if bias is None else bias.detach())
             entry[1] = state
         return entry[0]
+
+    @staticmethod
+    def index(backend: str, input: torch.Tensor, folded: bool = False) -> tuple:
+        return backend, tuple(input.shape), input.dtype, input.device, folded
+
+
+def _token(x: torch.Tensor) -> tuple:
+    """Which tensor, in which state: the weight gradient reuses what the forward kept only for
+    the very input it was kept from, unmodified since."""
+    return x.data_ptr(), x._version, tuple(x.shape)
 
 
 _KEYS = itertools.count(1)
@@ -149,15 +166,23 @@ def conv(
     bn_mean: Optional[torch.Tensor] = None,  # noqa: UP045
     bn_var: Optional[torch.Tensor] = None,  # noqa: UP045
     bn_eps: float = 1e-5,
+    keep: bool = False,
 ) -> torch.Tensor:
     bn = None if bn_mean is None else (bn_weight, bn_bias, bn_mean, bn_var, bn_eps)
     args = _conv(stride, padding, dilation, groups)
-    plan = plans_of(key).plan(backends.split(",")[0], PASS_NAMES[0], x, weight, bias, args, bn)
-    return plan.forward(x).contiguous()
+    plans, backend = plans_of(key), backends.split(",")[0]
+    # a plan that serves the weight gradient too is prepared for both, as tune measured it
+    plan = plans.plan(backend, "train" if keep else PASS_NAMES[0], x, weight, bias, args, bn)
+    if not keep:
+        return plan.forward(x).contiguous()
+    y, saved = plan.forward_train(x)
+    if saved is not None:  # one per plan: a second forward before the backward replaces it
+        plans.kept[plans.index(backend, x)] = (_token(x), saved)
+    return y.contiguous()
 
 
 @conv.register_fake
-def _conv_fake(x, weight, bias, stride, padding, dilation, groups, backends, key, *bn):
+def _conv_fake(x, weight, bias, stride, padding, dilation, groups, backends, key, *extra):
     return x.new_empty(_output_shape(x, weight, _conv(stride, padding, dilation, groups)))
 
 
@@ -199,8 +224,13 @@ def conv_backward_weight(
     key: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     args = _conv(stride, padding, dilation, groups)
-    plan = plans_of(key).plan(backend, PASS_NAMES[2], x, weight, bias, args)
-    dw, db = plan.backward_weight(x, dy.contiguous())
+    plans = plans_of(key)
+    plan = plans.plan(backend, PASS_NAMES[2], x, weight, bias, args)
+    token, saved = plans.kept.pop(plans.index(backend, x), (None, None))
+    if token == _token(x):
+        _, dw, db = plan.backward(x, dy.contiguous(), saved, need_data=False)
+    else:
+        dw, db = plan.backward_weight(x, dy.contiguous())
     return dw.contiguous(), (db if db is not None else weight.new_empty(0))
 
 
@@ -231,7 +261,7 @@ def _backward(ctx, dy):
         dx = conv_backward_data(dy, weight, bias, list(x.shape), *ctx.conv, data, ctx.key)
     if need_w or need_b:
         dw, db = conv_backward_weight(x, dy, weight, bias, *ctx.conv, grads, ctx.key)
-    return (dx, dw if need_w else None, db if need_b else None) + (None,) * 11
+    return (dx, dw if need_w else None, db if need_b else None) + (None,) * 12
 
 
 conv.register_autograd(_backward, setup_context=_setup)

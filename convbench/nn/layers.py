@@ -128,9 +128,10 @@ class _TunedConv:
                 y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
             )
         folded = () if bn is None else (bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+        keep = backends[0] == backends[2] and torch.is_grad_enabled() and weight.requires_grad
         return torch.ops.convbench.conv(
             input, weight, bias, list(self.stride), tuning.pads, list(self.dilation),
-            self.groups, ",".join(backends), tuning.key, *folded,
+            self.groups, ",".join(backends), tuning.key, *folded, keep=keep,
         )  # fmt: skip
 
     def __setstate__(self, state):  # a copy, or an unpickled layer

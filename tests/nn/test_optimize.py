@@ -274,3 +274,24 @@ def test_the_decisions_file_layout_is_applied_unless_stale(tmp_path, decisions_f
     (line,) = [str(w.message) for w in caught]
     assert "layout channels_last on cpu ignored (the model stays contiguous)" in line
     assert "threads 99" in line
+
+
+def test_the_weight_gradient_reuses_what_the_training_forward_kept(decisions_for):
+    """Winograd for the forward and the weight gradient: the forward keeps its input tiles
+    behind the operator and the backward takes them; a second forward before the backward
+    replaces them, and the first call's gradient is then computed afresh — right either way."""
+    model = Net()
+    decisions = decisions_for(model, X, forward="winograd", backward_weight="winograd")
+    tuned = optimize(copy.deepcopy(model), decisions)
+    kept = tuned.a._convbench.plans.kept
+    y = tuned(X)
+    assert len(kept) == 1
+    y.square().mean().backward()
+    assert not kept  # taken by the weight gradient
+    model(X).square().mean().backward()
+    assert torch.allclose(tuned.a.weight.grad, model.a.weight.grad, rtol=1e-4, atol=1e-6)
+    for m in (model, tuned):
+        m.zero_grad()
+        (m(X).square().mean() + m(2 * X).square().mean()).backward()
+    assert torch.allclose(tuned.a.weight.grad, model.a.weight.grad, rtol=1e-4, atol=1e-6)
+    assert not kept
