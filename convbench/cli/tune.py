@@ -136,7 +136,8 @@ NOTE = (
     "end to end: original vs optimized in interleaved rounds, speedup = original / optimized; "
     "the model keeps the tuned variant unless another is significantly faster in every mode "
     "timed, and stays as it was where the end-to-end evidence is flagged; "
-    "torch.compile(original) is what one line of torch.compile gives"
+    'torch.compile(original) is what one line of torch.compile gives, and "vs '
+    "torch.compile\" each variant's speedup over it, from the same rounds"
 )
 #: Flagged per-layer results named in full at the end of a tune; the rest are counted.
 NAMED = 5
@@ -207,11 +208,12 @@ def e2e_tables(results, marks: list[dict]) -> list:
             f"{r.max_rel_diff:.1e}",
             str(r.n_samples),
             "—" if r.compile_s is None else f"{r.compile_s:.1f}",
+            "—" if r.vs_compiled is None else "{:.3f}× [{:.3f}–{:.3f}]".format(*r.vs_compiled),
         ]
         for r, mark in zip(results, marks, strict=True)
     ]
     columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup [95% CI]", "p"]
-    columns += ["max rel. output diff", "samples", "compile [s]"]
+    columns += ["max rel. output diff", "samples", "compile [s]", "vs torch.compile [95% CI]"]
     if not rows:
         return []
     return [move_constant_columns("the whole model, end to end", columns, rows, (0,))]

@@ -67,6 +67,10 @@ class EndToEnd:
     flags: tuple[str, ...] = ()
     #: A compiled variant's compile time in this mode (its first call), in seconds.
     compile_s: float | None = None
+    #: This variant against ``torch.compile`` of the original, from the same rounds
+    #: (compiled original / this; > 1: faster than it), with its 95% interval; None where
+    #: the compiled original was not timed.
+    vs_compiled: tuple[float, float, float] | None = None
 
     @property
     def significant(self) -> bool:

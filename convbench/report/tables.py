@@ -300,7 +300,7 @@ def tune_tables(record: Mapping) -> dict:
     """A `convbench tune` record (`Store.tunes`): the end-to-end rows and the per-layer
     decisions, largest saving first."""
     e2e_columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup", "95% CI"]
-    e2e_columns += ["p", "max rel. output diff", "samples", "compile [s]"]
+    e2e_columns += ["p", "max rel. output diff", "samples", "compile [s]", "vs torch.compile"]
     e2e_rows = [
         [
             cell(r["mode"]),
@@ -313,6 +313,7 @@ def tune_tables(record: Mapping) -> dict:
             cell(r["max_rel_diff"], digits=2),
             cell(r["n_samples"]),
             cell(r.get("compile_s"), digits=1),
+            _vs_cell(r.get("vs_compiled")),
         ]
         for r in record["end_to_end"]
     ]
@@ -348,6 +349,13 @@ def tune_tables(record: Mapping) -> dict:
         "end_to_end": {"columns": e2e_columns, "rows": e2e_rows},
         "layers": {"columns": layer_columns, "rows": [r for _, r in rows]},
     }
+
+
+def _vs_cell(vs) -> dict:
+    """A variant against torch.compile of the original: ratio [95% interval]."""
+    if not vs:
+        return cell(None)
+    return cell(vs[0], text=f"{vs[0]:.3f}× [{fmt(vs[1], 3)} – {fmt(vs[2], 3)}]")
 
 
 def variant_text(record: Mapping) -> str:

@@ -26,7 +26,7 @@ from convbench.analysis import stats
 from convbench.analysis.decisions import BASELINE, PASSES
 from convbench.measure.endtoend import EndToEnd, compare_variants
 from convbench.runner import build
-from convbench.runner.build import TUNED, VARIANTS
+from convbench.runner.build import COMPILED, TUNED, VARIANTS
 from convbench.store.decisions import DecisionTable
 
 #: The model as decided after the guard sent decisions back to torch, timed again.
@@ -217,8 +217,19 @@ def _timed(original, table, x, modes, config, device, say, compare, compiled, ho
                     del models[v.name]
         timed = {v.name: models[v.name] for v in kinds if v.name in models
                  and not (v.inference_only and mode != "inference")}  # fmt: skip
+        compared = compare(original, timed, x, mode, config)
         results[mode] = {
-            name: dataclasses.replace(e, compile_s=compile_s.get(name))
-            for name, e in compare(original, timed, x, mode, config).items()
+            name: dataclasses.replace(
+                e, compile_s=compile_s.get(name), vs_compiled=_vs(compared.get(COMPILED), e)
+            )
+            for name, e in compared.items()
         }
     return results
+
+
+def _vs(compiled: EndToEnd | None, e: EndToEnd) -> tuple[float, float, float] | None:
+    """``e`` against the compiled original, from their samples in the same rounds."""
+    if compiled is None or not compiled.samples_ms or not e.samples_ms:
+        return None
+    r = stats.ratio_ci(compiled.samples_ms, e.samples_ms)
+    return (r.ratio, r.ci_low, r.ci_high)

@@ -139,7 +139,8 @@ def test_the_printed_tables_keep_their_units(capsys, monkeypatch):
     flagged = EndToEnd("inference", 10.0, 8.0, 1.25, 1.2, 1.3, 1e-4, 0.0, 20, "tuned, x",
                        flags=("original: off pace: …",))  # fmt: skip
     compiled = EndToEnd("inference", 10.0, 7.0, 1.43, 1.4, 1.5, 1e-4, 0.0, 20,
-                        "torch.compile(original)", compile_s=31.46)  # fmt: skip
+                        "torch.compile(original)", compile_s=31.46,
+                        vs_compiled=(1.0, 0.98, 1.02))  # fmt: skip
     marks = [{"variant": "tuned", "chosen": True}, {"variant": "tuned, x", "chosen": False},
              {"variant": "torch.compile(original)", "chosen": False}]  # fmt: skip
     tables = layer_tables([entry]) + e2e_tables([result, flagged, compiled], marks)
@@ -149,6 +150,7 @@ def test_the_printed_tables_keep_their_units(capsys, monkeypatch):
     for header in (*headers, "compile [s]"):
         assert header in out
     assert "torch.compile(original)" in out and " 31.5 " in out
+    assert "vs torch.compile [95% CI]" in out and "1.000× [0.980–1.020]" in out
     assert "\\[" not in out and "tuned (kept)" in out and "tuned, x (flagged)" in out
     assert "decisions per layer and pass · forward" in out  # one pass: in the title
 

@@ -65,6 +65,7 @@ def test_the_compiled_variants_are_timed_beside_the_others_with_their_compile_ti
         compiled = e.variant in (COMPILED, TUNED_COMPILED)
         assert (e.compile_s is not None and e.compile_s > 0) == compiled, e
         assert e.max_rel_diff < 1e-5  # folded and compiled alike answer as the original
+        assert e.vs_compiled is not None and e.vs_compiled[1] <= e.vs_compiled[0]
     assert layout["variant"] == TUNED and layout["compile"] is None, said  # a tie: the default
 
 
@@ -109,8 +110,16 @@ def test_a_training_tune_times_the_fold_at_inference_alone_and_compiles_without_
     assert layout["variant"] == TUNED_COMPILED and layout["compile"] == {"dynamic": False}
 
 
+def test_every_variant_is_set_against_the_compiled_original():
+    _, _, every, _ = run(faster(TUNED_COMPILED))  # compiled tuned at 5 ms, the others at 9
+    vs = {e.variant: e.vs_compiled for e in every}
+    assert vs[COMPILED][0] == 1.0 and 1.7 < vs[TUNED_COMPILED][0] < 1.9
+    assert vs[TUNED][0] == 1.0
+
+
 def test_without_inductor_the_compiled_variants_are_skipped_with_one_line(monkeypatch):
     monkeypatch.setattr(build, "inductor_unavailable", lambda device: "no C++ compiler (g++)")
     _, layout, every, said = run(faster(TUNED))
     assert "compiled variants skipped: no C++ compiler (g++)" in said
     assert not {COMPILED, TUNED_COMPILED} & {e.variant for e in every}
+    assert all(e.vs_compiled is None for e in every)
