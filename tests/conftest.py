@@ -313,3 +313,24 @@ def rounds_data():
     """Samples of two functions measured in interleaved rounds through drift (see
     `_rounds_data`): ``rounds_data(shift_b)`` -> a, b, rounds of a, rounds of b."""
     return _rounds_data
+
+
+# -- decisions -------------------------------------------------------------------------------
+def _im2col_decision(layers=("conv1@0",)):
+    """One decision off torch that a model would keep: im2col for the forward of a 3→4 3×3
+    convolution on a 2×3×8×8 input (``nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), …)``)."""
+    from convbench.problem.spec import ConvProblem
+    from convbench.runner.envinfo import decision_context
+    from convbench.store.decisions import DecisionTable
+
+    problem = ConvProblem(batch=2, in_channels=3, out_channels=4, spatial=(8, 8), kernel=(3, 3),
+                          padding=(1, 1))  # fmt: skip
+    entry = dict(problem=problem.key, dtype="float32", device="cpu", backend="im2col")
+    entry.update({"pass": "forward", "options": {}, "reason": "won", "layers": list(layers)})
+    entry["context"] = decision_context("cpu")
+    return DecisionTable("<t>", [entry])
+
+
+@pytest.fixture(scope="session")
+def im2col_decision():
+    return _im2col_decision

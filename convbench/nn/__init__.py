@@ -40,6 +40,8 @@ The values, shapes and state-dict keys are those of the original throughout.
 
 from __future__ import annotations
 
+import itertools
+import types
 import warnings
 from pathlib import Path
 
@@ -113,8 +115,15 @@ def compile_in_place(model: nn.Module, **options) -> nn.Module:
     def call(*args, **kwargs):
         return model._call_impl(*args, **kwargs)
 
-    model._compiled_call_impl = torch.compile(call, **options)
+    # Dynamo keeps its compiled graphs per code object, up to its recompile limit (8): each
+    # model gets a code object of its own, so that compiling many never spends one budget.
+    code = call.__code__.replace(co_name=f"{type(model).__name__}_{next(_COMPILED)}")
+    own = types.FunctionType(code, call.__globals__, code.co_name, None, call.__closure__)
+    model._compiled_call_impl = torch.compile(own, **options)
     return model
+
+
+_COMPILED = itertools.count(1)
 
 
 __all__ = [

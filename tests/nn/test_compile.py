@@ -146,3 +146,13 @@ def test_compiling_in_place_traces_a_sequential_whole(decisions_for):
             assert torch.allclose(tuned(X), model(X), rtol=1e-4, atol=1e-5)
     assert counter.frame_count == 1
     assert targets(counter.graphs[0]).count(CONVBENCH_CONV) == 2
+
+
+def test_compiling_many_models_in_place_never_runs_out_of_dynamo_s_budget():
+    """Dynamo keeps up to 8 graphs per code object; each model compiled in place has its own."""
+    counter = CompileCounterWithBackend("eager")
+    with torch.no_grad():
+        for _ in range(10):
+            model = compile_in_place(nn.Sequential(nn.Conv2d(3, 4, 3)).eval(), backend=counter)
+            model(X)
+    assert counter.frame_count == 10

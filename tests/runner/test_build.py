@@ -16,10 +16,8 @@ from convbench.measure.disturbance import FakeProbe
 from convbench.measure.endtoend import EndToEnd, compare_variants
 from convbench.measure.pace import FakePace
 from convbench.nn import optimize
-from convbench.problem.spec import ConvProblem
 from convbench.runner import build, variants
 from convbench.runner.build import COMPILED, FOLDED, TUNED, TUNED_COMPILED
-from convbench.runner.envinfo import decision_context
 from convbench.store.decisions import DecisionTable
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -34,31 +32,21 @@ def conv_bn() -> nn.Module:
     return model
 
 
-def decisions() -> DecisionTable:
-    """im2col for the 3×3 layer, which a BatchNorm follows."""
-    problem = ConvProblem(batch=2, in_channels=3, out_channels=4, spatial=(8, 8), kernel=(3, 3),
-                          padding=(1, 1))  # fmt: skip
-    entry = dict(problem=problem.key, dtype="float32", device="cpu", backend="im2col")
-    entry.update({"pass": "forward", "options": {}, "reason": "won", "layers": ["conv1@0"]})
-    entry["context"] = decision_context("cpu")
-    return DecisionTable("<t>", [entry])
-
-
-def run(compare, modes=("inference",)) -> tuple:
-    table, said = decisions(), []
+def run(table: DecisionTable, compare, modes=("inference",)) -> tuple:
+    said: list[str] = []
     e2e, layout, every, records = variants.end_to_end(
         conv_bn(), table, X, modes, FAST, 0.05, "cpu", said.append, compare=compare
     )
     return table, layout, every, said
 
 
-def test_the_compiled_variants_are_timed_beside_the_others_with_their_compile_time():
+def test_the_compiled_variants_are_timed_beside_the_others_with_their_compile_time(im2col_decision):
     """Real compiles (Inductor, a tiny model) on a scripted clock: every variant is timed,
     each compiled one with the seconds its first call took."""
     scripted = functools.partial(
         compare_variants, clock=FakeClock(1_000_000), probe=FakeProbe([0]), pace=FakePace(1000)
     )
-    _, layout, every, said = run(scripted)
+    _, layout, every, said = run(im2col_decision(), scripted)
     names = {e.variant for e in every}
     assert {TUNED, FOLDED, COMPILED, TUNED_COMPILED} <= names
     for e in every:
@@ -84,8 +72,8 @@ def faster(name: str, ms: float = 5.0):
     return compare
 
 
-def test_a_kept_compiled_variant_is_recorded_as_optimize_applies_it():
-    table, layout, every, said = run(faster(TUNED_COMPILED))
+def test_a_kept_compiled_variant_is_recorded_as_optimize_applies_it(im2col_decision):
+    table, layout, every, said = run(im2col_decision(), faster(TUNED_COMPILED))
     assert layout["variant"] == TUNED_COMPILED
     assert layout["compile"] == {"dynamic": False, "options": {"freezing": True}}
     assert layout["folds"] == [["conv1@0", "1"]] and table.entries[0]["backend"] == "im2col"
@@ -97,29 +85,37 @@ def test_a_kept_compiled_variant_is_recorded_as_optimize_applies_it():
         assert torch.allclose(again(X), model(X), rtol=1e-5, atol=1e-6)
 
 
-def test_the_compiled_original_sends_every_decision_back_to_torch():
-    table, layout, _, _ = run(faster(COMPILED))
+def test_the_compiled_original_sends_every_decision_back_to_torch(im2col_decision):
+    table, layout, _, _ = run(im2col_decision(), faster(COMPILED))
     assert layout["variant"] == COMPILED and layout["folds"] == []
     assert table.entries[0]["backend"] == "torch" and table.entries[0]["reverted_from"] == "im2col"
 
 
-def test_a_training_tune_times_the_fold_at_inference_alone_and_compiles_without_freezing():
-    table, layout, every, _ = run(faster(TUNED_COMPILED), modes=("inference", "train"))
+def test_a_training_tune_times_the_fold_at_inference_alone_and_compiles_without_freezing(
+    im2col_decision,
+):
+    table, layout, every, _ = run(
+        im2col_decision(), faster(TUNED_COMPILED), modes=("inference", "train")
+    )
     timed = {(e.mode, e.variant) for e in every}
     assert ("inference", FOLDED) in timed and ("train", FOLDED) not in timed
     assert layout["variant"] == TUNED_COMPILED and layout["compile"] == {"dynamic": False}
 
 
-def test_every_variant_is_set_against_the_compiled_original():
-    _, _, every, _ = run(faster(TUNED_COMPILED))  # compiled tuned at 5 ms, the others at 9
+def test_every_variant_is_set_against_the_compiled_original(im2col_decision):
+    _, _, every, _ = run(
+        im2col_decision(), faster(TUNED_COMPILED)
+    )  # compiled tuned at 5 ms, the others at 9
     vs = {e.variant: e.vs_compiled for e in every}
     assert vs[COMPILED][0] == 1.0 and 1.7 < vs[TUNED_COMPILED][0] < 1.9
     assert vs[TUNED][0] == 1.0
 
 
-def test_without_inductor_the_compiled_variants_are_skipped_with_one_line(monkeypatch):
+def test_without_inductor_the_compiled_variants_are_skipped_with_one_line(
+    monkeypatch, im2col_decision
+):
     monkeypatch.setattr(build, "inductor_unavailable", lambda device: "no C++ compiler (g++)")
-    _, layout, every, said = run(faster(TUNED))
+    _, layout, every, said = run(im2col_decision(), faster(TUNED))
     assert "compiled variants skipped: no C++ compiler (g++)" in said
     assert not {COMPILED, TUNED_COMPILED} & {e.variant for e in every}
     assert all(e.vs_compiled is None for e in every)

@@ -210,23 +210,11 @@ def tiny() -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
 
 
-def tuned_table() -> DecisionTable:
-    """One real decision off torch (im2col for the 3×3 layer) that the model would keep."""
-    from convbench.problem.spec import ConvProblem
-
-    problem = ConvProblem(batch=2, in_channels=3, out_channels=4, spatial=(8, 8), kernel=(3, 3),
-                          padding=(1, 1))  # fmt: skip
-    entry = dict(problem=problem.key, dtype="float32", device="cpu", backend="im2col")
-    entry.update({"pass": "forward", "options": {}, "reason": "won", "layers": ["0"]})
-    entry["context"] = decision_context("cpu")
-    return DecisionTable("<t>", [entry])
-
-
 FAST = TimingConfig(warmup_s=0, min_samples=5, max_samples=8, max_time_s=0.02)
 
 
-def run_tune_end_to_end(probe, pace) -> tuple[DecisionTable, dict, list[str], list]:
-    table, said = tuned_table(), []
+def run_tune_end_to_end(table, probe, pace) -> tuple[DecisionTable, dict, list[str], list]:
+    said: list[str] = []
     compare = functools.partial(compare_variants, clock=FakeClock(MS), probe=probe, pace=pace)
     _, layout, _, records = variants.end_to_end(
         tiny(), table, torch.randn(2, 3, 8, 8), ("inference",), FAST, 0.05, "cpu", said.append,
@@ -235,16 +223,20 @@ def run_tune_end_to_end(probe, pace) -> tuple[DecisionTable, dict, list[str], li
     return table, layout, said, records
 
 
-def test_clean_scripted_rounds_keep_the_decisions():
-    table, layout, said, records = run_tune_end_to_end(FakeProbe([0.0]), FakePace(1000))
+def test_clean_scripted_rounds_keep_the_decisions(im2col_decision):
+    table, layout, said, records = run_tune_end_to_end(
+        im2col_decision(), FakeProbe([0.0]), FakePace(1000)
+    )
     assert table.entries[0]["backend"] == "im2col" and layout["variant"] == TUNED
     assert said[0].startswith("layout: tuned") and not any(r["flags"] for r in records)
 
 
-def test_disturbed_scripted_rounds_leave_the_model_as_it_is():
+def test_disturbed_scripted_rounds_leave_the_model_as_it_is(im2col_decision):
     """The acceptance test of the evidence rule: every sample disturbed (a scripted probe on a
     scripted clock) — the decision goes back to torch, contiguous, and the line says why."""
-    table, layout, said, records = run_tune_end_to_end(FakeProbe([0.5]), FakePace(1000))
+    table, layout, said, records = run_tune_end_to_end(
+        im2col_decision(), FakeProbe([0.5]), FakePace(1000)
+    )
     assert table.entries[0]["backend"] == "torch" and table.entries[0]["reverted_from"] == "im2col"
     assert layout["memory_format"] == "contiguous" and len(said) == 1
     assert said[0].startswith("layout: kept contiguous, 1 decision(s) back to torch")
@@ -252,7 +244,9 @@ def test_disturbed_scripted_rounds_leave_the_model_as_it_is():
     assert all(r["flags"] and not r["chosen"] for r in records)
 
 
-def test_off_pace_scripted_rounds_leave_the_model_as_it_is():
-    table, layout, said, _ = run_tune_end_to_end(FakeProbe([0.0]), FakePace(3100))
+def test_off_pace_scripted_rounds_leave_the_model_as_it_is(im2col_decision):
+    table, layout, said, _ = run_tune_end_to_end(
+        im2col_decision(), FakeProbe([0.0]), FakePace(3100)
+    )
     assert table.entries[0]["backend"] == "torch" and layout["memory_format"] == "contiguous"
     assert "off pace: the host ran the reference kernel 210% slower than usual" in said[0]
