@@ -312,7 +312,7 @@ def tune_tables(record: Mapping) -> dict:
             cell(r["p_value"], digits=2),
             cell(r["max_rel_diff"], digits=2),
             cell(r["n_samples"]),
-            cell(r.get("compile_s"), digits=1),
+            cell(r.get("compile_s"), text=_seconds(r.get("compile_s"))),
             _vs_cell(r.get("vs_compiled")),
         ]
         for r in record["end_to_end"]
@@ -331,7 +331,14 @@ def tune_tables(record: Mapping) -> dict:
                     cell(", ".join(e.get("layers") or []) or e.get("case")),
                     cell(e["pass"]),
                     cell(_problem_text(e.get("shape") or {})),
-                    cell(e["backend"]),
+                    cell(
+                        e["backend"]
+                        + (
+                            f" (reverted from {e['reverted_from']})"
+                            if e.get("reverted_from")
+                            else ""
+                        )
+                    ),  # fmt: skip
                     cell(e.get("torch_ms")),
                     cell(e.get("median_ms")),
                     cell(e.get("speedup"), text=f"{e.get('speedup', 1.0):.3g}×"),
@@ -349,6 +356,10 @@ def tune_tables(record: Mapping) -> dict:
         "end_to_end": {"columns": e2e_columns, "rows": e2e_rows},
         "layers": {"columns": layer_columns, "rows": [r for _, r in rows]},
     }
+
+
+def _seconds(value) -> str:
+    return "—" if value is None else f"{value:.1f}"
 
 
 def _vs_cell(vs) -> dict:

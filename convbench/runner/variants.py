@@ -127,9 +127,9 @@ def _apply_variant(name: str, entries: list[dict], reason: str, device: str, **h
     """The layout record for variant ``name`` (``how``: the folds and compile options it
     was built with); a variant of torch throughout sends every decision back, saying why."""
     variant = VARIANTS[name]
-    if not variant.tuned:
+    if not variant.tuned:  # each entry names the variant; the layout record says why
         for entry in entries:
-            _to_torch(entry, f"layout: {reason}")
+            _to_torch(entry, f"the model keeps {name}, which runs torch here")
     return build.layout_record(variant, reason, device, **how)
 
 
