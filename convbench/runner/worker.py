@@ -21,11 +21,14 @@ held back until the child has its start-up data (`_defer_sigint`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import multiprocessing as mp
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing import resource_tracker
 
 
@@ -48,34 +51,50 @@ def _worker_main(conn, threads: int | None, parent_pid: int) -> None:
 
     if threads:
         torch.set_num_threads(threads)
-    from convbench.measure.task import measure_task, measure_tasks
-    from convbench.runner import envinfo
-
+    handlers = _handlers(threads, malloc)
     conn.send(("ready", os.getpid()))
     while True:
         try:
             message = conn.recv()
         except EOFError:
             return
-        kind = message[0]
+        kind, args = message[0], message[1:]
         if kind == "stop":
             return
-        if kind == "env":
-            conn.send(envinfo.collect_env() | {"malloc": malloc})
-        elif kind == "task":
-            _, task, options = message
-            conn.send(measure_task(task, options))
-        elif kind == "tasks":  # ("tasks", [task, ...], options, beside): interleaved
-            _, tasks, options, beside = message
-            conn.send(measure_tasks(tasks, options, beside))
-        elif kind == "torch_timer":  # ("torch_timer", [task, ...], options, max_run_time_s)
-            from convbench.measure.torch_timer import adaptive_autorange_ms
+        handler = handlers.get(kind)
+        conn.send(handler(*args) if handler else UnknownMessage(kind, sorted(handlers)))
 
-            conn.send(adaptive_autorange_ms(*message[1:], threads=threads))
-        elif kind == "peak":  # ("peak", device, dtype) -> GFLOP/s, or None and why not
-            conn.send(_ceiling("measure_peak_gflops", *message[1:]))
-        elif kind == "bandwidth":  # ("bandwidth", device) -> GB/s, or None and why not
-            conn.send(_ceiling("measure_bandwidth_gbs", *message[1:]))
+
+def _handlers(threads: int | None, malloc: str) -> dict[str, Callable]:
+    """What the worker answers, by message kind: ``(kind, *args)`` -> ``handler(*args)``."""
+    from convbench.measure.task import measure_tasks
+    from convbench.runner import envinfo
+
+    def torch_timer(tasks, options, max_run_time_s):
+        from convbench.measure.torch_timer import adaptive_autorange_ms
+
+        return adaptive_autorange_ms(tasks, options, max_run_time_s, threads=threads)
+
+    return {
+        "env": lambda: envinfo.collect_env() | {"malloc": malloc},
+        "tasks": measure_tasks,  # (tasks, options, beside): interleaved rounds
+        "torch_timer": torch_timer,  # (tasks, options, max_run_time_s)
+        "peak": functools.partial(_ceiling, "measure_peak_gflops"),  # (device, dtype)
+        "bandwidth": functools.partial(_ceiling, "measure_bandwidth_gbs"),  # (device,)
+    }
+
+
+@dataclass(frozen=True)
+class UnknownMessage:
+    """The worker's answer to a message of a kind it has no handler for."""
+
+    kind: str
+    known: list[str]
+
+    def error(self) -> ValueError:
+        return ValueError(
+            f"worker: unknown message kind {self.kind!r} (known: {', '.join(self.known)}, stop)"
+        )
 
 
 def _ceiling(name: str, *args) -> tuple[float | None, str | None]:
@@ -175,16 +194,20 @@ class Worker:
             self.start()
 
     def call(self, message: tuple, timeout_s: float):
-        """Send a message, wait for the answer. Raises TimeoutError or WorkerDied."""
+        """Send a message, wait for the answer. Raises TimeoutError or WorkerDied, or
+        ValueError for a message of a kind the worker does not know."""
         self.ensure()
         self.conn.send(message)
         deadline = time.monotonic() + timeout_s
         while True:
             if self.conn.poll(0.05):
                 try:
-                    return self.conn.recv()
+                    answer = self.conn.recv()
                 except EOFError:
                     break
+                if isinstance(answer, UnknownMessage):
+                    raise answer.error()
+                return answer
             if not self.proc.is_alive():
                 break
             if time.monotonic() > deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from multiprocessing.context import SpawnProcess
 
 import psutil
@@ -136,3 +137,15 @@ def test_ctrl_c_to_the_process_group_at_spawn_in_a_fresh_process(tiny_suite, tmp
     assert "Traceback" not in proc.stderr and "Fatal Python error" not in proc.stderr
     assert "interrupted before the run started; nothing was stored" in proc.stderr
     assert not db.exists()
+
+
+def test_a_message_of_an_unknown_kind_is_answered_at_once_with_the_known_ones():
+    worker = Worker(threads=1)
+    try:
+        start = time.monotonic()
+        with pytest.raises(ValueError, match=r"unknown message kind 'nope' \(known: bandwidth"):
+            worker.call(("nope", 1), timeout_s=600)
+        assert time.monotonic() - start < 120  # the start-up, not the time limit
+        assert "malloc" in worker.call(("env",), timeout_s=120)  # and it goes on serving
+    finally:
+        worker.stop()
