@@ -26,9 +26,9 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from torch._dynamo.utils import counters
 
 from convbench.backends import get_backend
+from convbench.measure.envinfo import decision_context
 from convbench.nn import optimize
-from convbench.runner.envinfo import decision_context
-from convbench.runner.from_model import trace_convs
+from convbench.problem.trace import trace_convs
 from convbench.store.decisions import PASSES, DecisionTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/, beside this folder

@@ -23,10 +23,10 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from convbench.flows import build
 from convbench.nn import load_decisions
 from convbench.nn.fold import foldable
-from convbench.runner import build
-from convbench.runner.from_model import load_factory
+from convbench.problem.trace import load_factory
 from convbench.store.decisions import DecisionTable
 
 GROUPS = (
@@ -62,7 +62,11 @@ def profiled(model, x, calls: int) -> tuple[float, dict, list]:
     for e in events:
         groups[group_of(e.key)] += e.self_cpu_time_total / calls / 1e3
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:10]
-    return total, dict(groups), [(e.key, e.count // calls, e.self_cpu_time_total / calls / 1e3) for e in top]
+    return (
+        total,
+        dict(groups),
+        [(e.key, e.count // calls, e.self_cpu_time_total / calls / 1e3) for e in top],
+    )
 
 
 def main() -> None:

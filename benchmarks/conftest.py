@@ -60,6 +60,7 @@ def selected_tasks(config: pytest.Config):
     )
     batch_sizes = [int(b) for b in get["batch_sizes"]] if get["batch_sizes"] else None
     return suite, suite.tasks(
+        registered=backend_names(),
         backends=backends,
         dtypes=get["dtypes"],
         devices=get["devices"],

@@ -319,8 +319,8 @@ def rounds_data():
 def _im2col_decision(layers=("conv1@0",)):
     """One decision off torch that a model would keep: im2col for the forward of a 3→4 3×3
     convolution on a 2×3×8×8 input (``nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), …)``)."""
+    from convbench.measure.envinfo import decision_context
     from convbench.problem.spec import ConvProblem
-    from convbench.runner.envinfo import decision_context
     from convbench.store.decisions import DecisionTable
 
     problem = ConvProblem(batch=2, in_channels=3, out_channels=4, spatial=(8, 8), kernel=(3, 3),

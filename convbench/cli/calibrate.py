@@ -64,7 +64,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _interference(args: argparse.Namespace, console) -> None:
-    from convbench.runner.interference import CONDITIONS, METHODS, interference
+    from convbench.flows.interference import CONDITIONS, METHODS, interference
 
     def on_pass(method: str, condition: str) -> None:
         console.print(f"  measuring: {method}, {condition}", style="dim")

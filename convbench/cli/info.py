@@ -16,8 +16,8 @@ def cmd_env(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from convbench.measure.envinfo import collect_env
     from convbench.report.format import format_env
-    from convbench.runner.envinfo import collect_env
 
     table = Table(title="environment", show_header=False)
     table.add_column("key", style="bold")

@@ -23,7 +23,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from convbench.runner.selftest import FAIL, PASS, passed, selftest
+    from convbench.flows.selftest import FAIL, PASS, passed, selftest
 
     console = Console()
     marks = {PASS: "[green]PASS[/]", FAIL: "[red]FAIL[/]"}

@@ -28,8 +28,8 @@ def cmd_from_model(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from convbench.problem.axes import DTYPES
+    from convbench.problem.trace import load_factory, suite_from_trace, trace_convs
     from convbench.problem.write import suite_to_toml
-    from convbench.runner.from_model import load_factory, suite_from_trace, trace_convs
 
     out = Console(soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)

@@ -1,5 +1,5 @@
 """`convbench tune MODULE:FACTORY --input-shape ...`: choose each layer's backend per pass,
-write the decisions file, and time the model before and after (`convbench.runner.tune`)."""
+write the decisions file, and time the model before and after (`convbench.flows.tune`)."""
 
 from __future__ import annotations
 
@@ -79,9 +79,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from convbench.errors import UserError
+    from convbench.flows.tune import tune
     from convbench.measure.endtoend import DEFAULT_TIMING
     from convbench.report.terminal import print_tables
-    from convbench.runner.tune import tune
 
     if args.max_time <= 0 or args.e2e_time <= 0:
         raise UserError("--max-time, --e2e-time: expected seconds > 0")
@@ -145,7 +145,7 @@ NAMED = 5
 
 def flagged_line(flagged: list[dict]) -> str:
     """What tune says of the flagged per-layer results its decisions rest on, and what to do
-    (`convbench.runner.tune.flagged_results`): one line."""
+    (`convbench.flows.tune.flagged_results`): one line."""
     from convbench.analysis.flags import kinds
 
     named = []

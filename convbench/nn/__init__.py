@@ -53,14 +53,14 @@ from convbench.errors import UnknownBackend, UserError
 from convbench.nn import fold
 from convbench.nn.layers import TUNED, TunedConv1d, TunedConv2d, Tuning, device_name, tune_layer
 from convbench.nn.layout import set_layout
-from convbench.runner.from_model import layer_names
+from convbench.problem.trace import layer_names
 from convbench.store.decisions import DecisionTable, read
 
 
 def load_decisions(decisions: str | Path | DecisionTable, *, warn: bool = True) -> DecisionTable:
     """A decisions file (or a loaded table) with its stale entries dropped — each with one
     warning saying which and why — and every backend checked to be registered."""
-    from convbench.runner.envinfo import decision_context
+    from convbench.measure.envinfo import decision_context
 
     table = decisions if isinstance(decisions, DecisionTable) else read(decisions)
     table = table.fresh(decision_context)

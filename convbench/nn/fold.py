@@ -23,7 +23,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from convbench.runner.from_model import layer_names
+from convbench.problem.trace import layer_names
 
 BATCHNORMS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
 

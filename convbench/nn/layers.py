@@ -32,7 +32,7 @@ from torch import nn
 
 from convbench.backends import library
 from convbench.problem.shapes import resolve_padding
-from convbench.runner.from_model import describe_call
+from convbench.problem.trace import describe_call
 
 PASSES = ("forward", "backward_data", "backward_weight")
 TORCH_ONLY = ("torch",) * 3

@@ -119,15 +119,17 @@ class Suite:
         devices: Sequence[str] | None = None,
         directions: Sequence[str] | None = None,
         batch_sizes: Sequence[int] | None = None,
+        *,
+        registered: Sequence[str],
     ) -> list[Task]:
         """Expand the suite; an argument that is not None overrides the suite's axis.
+        ``registered`` is the backends that exist (`convbench.backends.backend_names`): the
+        backends axis defaults to them, and a name outside them is refused.
 
         Order is deterministic: case (file order) > batch size > device > dtype > direction >
         backend, so the backends for one problem run back to back and partial runs compare.
         """
-        from convbench.backends import backend_names  # here: backends may come to use suites
-
-        registered = backend_names()
+        registered = tuple(registered)
         names = self._axis("backends", backends)
         names = registered if names is None else names
         unknown = [b for b in names if b not in registered]

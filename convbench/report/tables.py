@@ -370,7 +370,7 @@ def _vs_cell(vs) -> dict:
 
 
 def variant_text(record: Mapping) -> str:
-    """An end-to-end record's variant (`convbench.runner.tune`), marked where it is the one the
+    """An end-to-end record's variant (`convbench.flows.tune`), marked where it is the one the
     model keeps — or the one whose decisions the model-level guard sent back to torch, being
     slower than the original; records from before the variants are the tuned model, kept."""
     mark = ""

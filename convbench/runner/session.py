@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from rich.console import Console
 
 from convbench.analysis.roofline import bandwidth_key
+from convbench.backends import backend_names
 from convbench.errors import UserError
 from convbench.measure.options import MeasureOptions
 from convbench.problem.files import load_suite
@@ -59,7 +60,9 @@ class RunPlan:
 
     def tasks(self) -> list[Task]:
         """The suite's tasks after the filters and the shard; a UserError if none is left."""
-        tasks = self.suite.tasks(**{k: self.filters.get(k) for k in FILTERS})
+        tasks = self.suite.tasks(
+            registered=backend_names(), **{k: self.filters.get(k) for k in FILTERS}
+        )
         if not tasks:
             raise UserError(f"{self.suite.path or self.suite.name}: the filters leave no task")
         return shard_tasks(tasks, *self.shard) if self.shard else tasks

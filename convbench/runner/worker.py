@@ -67,8 +67,8 @@ def _worker_main(conn, threads: int | None, parent_pid: int) -> None:
 
 def _handlers(threads: int | None, malloc: str) -> dict[str, Callable]:
     """What the worker answers, by message kind: ``(kind, *args)`` -> ``handler(*args)``."""
+    from convbench.measure import envinfo
     from convbench.measure.task import measure_tasks
-    from convbench.runner import envinfo
 
     def torch_timer(tasks, options, max_run_time_s):
         from convbench.measure.torch_timer import adaptive_autorange_ms

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from convbench import results
+from convbench.backends import backend_names
 from convbench.cli import main
 from convbench.problem import load_suite
 
@@ -23,7 +24,7 @@ def test_run_stores_one_row_per_task(tiny_suite, tmp_path, capsys, fast):
     assert out.startswith("run ")
     run_id = out.split()[1].rstrip(":")
     df = results.load(db, run_id)
-    tasks = load_suite(tiny_suite).tasks()
+    tasks = load_suite(tiny_suite).tasks(registered=backend_names())
     assert len(df) == len(tasks) == 2 * 2 * 4
     assert sorted(df.result_key) == sorted(t.key for t in tasks)
     ok = df[df.status == "ok"]
@@ -131,7 +132,7 @@ def test_sigkill_mid_sweep_then_resume(tiny_suite, tmp_path, run_cli):
     first_line = proc.stdout.read().splitlines()[0]
     run_id = first_line.split()[1].rstrip(":")
     partial = _count_rows(db)
-    total = len(load_suite(tiny_suite).tasks())
+    total = len(load_suite(tiny_suite).tasks(registered=backend_names()))
     assert 3 <= partial < total
 
     done = run_cli(["run", "--db", str(db), "--resume", run_id, "--quiet"])
@@ -139,7 +140,9 @@ def test_sigkill_mid_sweep_then_resume(tiny_suite, tmp_path, run_cli):
     df = results.load(db, run_id)
     assert len(df) == total
     assert df.result_key.is_unique
-    assert sorted(df.result_key) == sorted(t.key for t in load_suite(tiny_suite).tasks())
+    assert sorted(df.result_key) == sorted(
+        t.key for t in load_suite(tiny_suite).tasks(registered=backend_names())
+    )
 
 
 def test_user_errors_are_one_line_exit_2(tmp_path, capsys):
@@ -313,4 +316,6 @@ def test_a_killed_run_shows_as_stale_and_resume_takes_it_over(tiny_suite, tmp_pa
     assert main(["run", "--db", str(db), "--resume", run_id, "--quiet"]) == 0
     with Store(db) as store:
         assert store.run(run_id)["status"] == "finished"
-    assert len(results.load(db)) == len(load_suite(tiny_suite).tasks(backends=["naive"]))
+    assert len(results.load(db)) == len(
+        load_suite(tiny_suite).tasks(registered=backend_names(), backends=["naive"])
+    )

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from convbench.runner.envinfo import decision_context
-from convbench.runner.from_model import describe_call
+from convbench.measure.envinfo import decision_context
+from convbench.problem.trace import describe_call
 from convbench.store.decisions import DecisionTable
 
 

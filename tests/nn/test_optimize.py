@@ -13,8 +13,8 @@ from torch import nn
 
 import convbench
 from convbench.errors import UserError
+from convbench.measure.envinfo import decision_context
 from convbench.nn import TunedConv1d, TunedConv2d, optimize
-from convbench.runner.envinfo import decision_context
 from convbench.store.decisions import DecisionTable, write
 
 

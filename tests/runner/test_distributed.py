@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from convbench import results
+from convbench.backends import backend_names
 from convbench.errors import UserError
 from convbench.problem import load_suite
 from convbench.problem.shard import parse_shard, shard_tasks
@@ -16,7 +17,11 @@ from convbench.store.merge import merge
 
 def test_shards_partition_the_sweep_deterministically():
     suite = load_suite("resnet50")
-    tasks = suite.tasks(backends=["naive", "im2col", "onednn"], directions=["forward", "backward"])
+    tasks = suite.tasks(
+        registered=backend_names(),
+        backends=["naive", "im2col", "onednn"],
+        directions=["forward", "backward"],
+    )
     n = 4
     shards = [shard_tasks(tasks, k, n) for k in range(1, n + 1)]
     keys = [t.key for s in shards for t in s]
@@ -66,7 +71,9 @@ def test_sharded_runs_merge_to_the_unsharded_rows(tiny_suite, tmp_path, fast, ru
     assert proc.returncode == 0, proc.stderr
     assert "duplicates skipped" in proc.stdout
     df = results.load(out)
-    want = load_suite(tiny_suite).tasks(backends=["naive", "cudnn"], directions=["forward"])
+    want = load_suite(tiny_suite).tasks(
+        registered=backend_names(), backends=["naive", "cudnn"], directions=["forward"]
+    )
     assert sorted(df.result_key) == sorted(t.key for t in want)
     assert set(df.run_id) == {"sweep-1"}
     assert df.node_json.notna().all()

@@ -2,7 +2,7 @@
 decisions it runs (the tuned ones, or torch throughout), its memory format, whether the
 BatchNorms that follow tuned layers are folded into them, and whether it is compiled.
 
-`convbench.runner.variants` chooses among them; this module says which apply to a model
+`convbench.flows.variants` chooses among them; this module says which apply to a model
 (`applicable`), builds them (`build`) and records the kept one (`layout_record`: what
 `convbench.optimize` applies from the decisions file).
 
@@ -28,7 +28,7 @@ from torch import nn
 
 from convbench.analysis.decisions import BASELINE
 from convbench.measure.endtoend import ORIGINAL
-from convbench.runner.envinfo import decision_context
+from convbench.measure.envinfo import decision_context
 from convbench.store.decisions import DecisionTable
 
 TUNED, FOLDED = "tuned", "tuned, folded"

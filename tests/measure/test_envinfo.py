@@ -15,16 +15,16 @@ import pytest
 import torch
 
 import convbench
+from convbench.measure import envinfo
 from convbench.measure.caches import cpu_llc_bytes, parse_cache_size
-from convbench.report.format import format_bytes, format_env
-from convbench.runner import envinfo
-from convbench.runner.envinfo import (
+from convbench.measure.envinfo import (
     collect_env,
     cpu_model_name,
     cuda_device_info,
     git_commit,
     nvidia_driver_version,
 )
+from convbench.report.format import format_bytes, format_env
 
 EXPECTED_KEYS = {
     "convbench_version", "python", "torch", "cuda", "cudnn", "cuda_available",

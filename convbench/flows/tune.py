@@ -13,7 +13,7 @@ the model measured end to end with them.
 4. **measure the model end to end**: the original against `convbench.optimize`'s version, in
    interleaved rounds (`convbench.measure.endtoend`), for inference and, when asked, one
    training step; the record goes into the store for the report's "Tuned model" section.
-5. **choose at the model level** in the same rounds (`convbench.runner.variants`): the
+5. **choose at the model level** in the same rounds (`convbench.flows.variants`): the
    memory format (contiguous, or ``channels_last`` with the decisions or with torch
    throughout, kept only if significantly faster in every mode); the decisions back to
    torch where the model came out slower; and the model as it was wherever the end-to-end
@@ -43,13 +43,13 @@ import torch
 from convbench.analysis.decisions import BASELINE, PASSES, Decision, decide
 from convbench.analysis.flags import is_flagged
 from convbench.errors import UserError
+from convbench.flows import variants
 from convbench.measure.config import TimingConfig
 from convbench.measure.endtoend import DEFAULT_TIMING, EndToEnd, compare_variants
+from convbench.measure.envinfo import decision_context
 from convbench.measure.options import DEFAULTS, measure_options
 from convbench.problem.axes import DTYPES
-from convbench.runner import variants
-from convbench.runner.envinfo import decision_context
-from convbench.runner.from_model import load_factory, suite_from_trace, trace_convs
+from convbench.problem.trace import load_factory, suite_from_trace, trace_convs
 from convbench.runner.session import RunPlan, execute
 from convbench.store import Store
 from convbench.store.decisions import DecisionTable, write
@@ -204,7 +204,7 @@ def tune(
     ``end_to_end``: how the whole model is timed (`DEFAULT_TIMING`); it too gets at least
     `FLOOR_SAMPLES` undisturbed samples. ``max_pace``: the pace a result, per layer or end
     to end, may be off by before it is flagged. ``compiled``: also time the compiled variants
-    (`convbench.runner.build`)."""
+    (`convbench.flows.build`)."""
     from convbench.backends import backend_names
 
     if dtype not in DTYPES:

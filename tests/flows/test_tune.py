@@ -1,4 +1,4 @@
-"""`convbench.runner.tune` apart from the model-level choices (`tests/runner/test_variants.py`):
+"""`convbench.flows.tune` apart from the model-level choices (`tests/runner/test_variants.py`):
 the per-layer results its decisions rest on that were flagged, and a folder that shadows the
 package refused up front."""
 
@@ -12,7 +12,7 @@ import pytest
 
 from convbench.analysis.decisions import Decision
 from convbench.errors import UserError
-from convbench.runner.tune import check_not_shadowed, flagged_results
+from convbench.flows.tune import check_not_shadowed, flagged_results
 
 
 def decision(case: str, backend: str) -> Decision:

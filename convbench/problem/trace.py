@@ -1,6 +1,6 @@
 """Suites from a model: the convolution problems an `nn.Module` actually runs.
 
-    from convbench.runner.from_model import suite_from_model
+    from convbench.problem.trace import suite_from_model
     suite = suite_from_model(my_model_factory, (1, 3, 224, 224), name="mynet")
 
 How: build the model, register a forward pre-hook on every `nn.Conv1d`/`nn.Conv2d`, run one

@@ -2,7 +2,7 @@
 (`convbench.measure.endtoend`), after the per-layer decisions:
 
 * **the variant** (`choose_variant`): the tuned model is timed beside its variants
-  (`convbench.runner.build`): in ``channels_last`` — with the decisions, and with torch
+  (`convbench.flows.build`): in ``channels_last`` — with the decisions, and with torch
   throughout —, with the BatchNorms after tuned layers folded into them, and compiled, beside
   ``torch.compile`` of the original. A variant replaces the contiguous tuned model only if it
   is significantly faster than it in every mode it was timed in. The layout is a whole-model
@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 
 from convbench.analysis import stats
 from convbench.analysis.decisions import BASELINE, PASSES
+from convbench.flows import build
+from convbench.flows.build import COMPILED, TUNED, VARIANTS
 from convbench.measure.endtoend import EndToEnd, compare_variants
-from convbench.runner import build
-from convbench.runner.build import COMPILED, TUNED, VARIANTS
 from convbench.store.decisions import DecisionTable
 
 #: The model as decided after the guard sent decisions back to torch, timed again.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from convbench.cli import main
+from convbench.flows import interference as mod
 from convbench.measure.load import BurstLoad
-from convbench.runner import interference as mod
 
 
 def test_interference_measures_each_method_in_each_condition(tiny_suite):

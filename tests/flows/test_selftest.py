@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from convbench.cli import main
-from convbench.runner import selftest as mod
+from convbench.flows import selftest as mod
 
 
 def test_selftest_on_the_cpu_passes_end_to_end(tmp_path, capsys):

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from convbench.analysis.agreement import Agreement, agreement, at_equal_pace, relative
+from convbench.backends import backend_names
 from convbench.measure.load import BurstLoad
 from convbench.measure.options import MeasureOptions, measure_options
 from convbench.problem.files import load_suite
@@ -132,7 +133,7 @@ def interference(
 ) -> InterferenceReport:
     """Measure ``suite`` per method and condition (see the module doc)."""
     loaded = load_suite(suite)
-    tasks = loaded.tasks(directions=list(directions), backends=backends)
+    tasks = loaded.tasks(registered=backend_names(), directions=list(directions), backends=backends)
     load = load or BurstLoad()
     unknown = [m for m in methods if m not in METHODS]
     if unknown:

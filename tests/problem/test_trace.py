@@ -10,7 +10,7 @@ from torch import nn
 
 from convbench.errors import UserError
 from convbench.problem import parse_suite, suite_to_toml
-from convbench.runner.from_model import (
+from convbench.problem.trace import (
     cases_from_calls,
     describe_call,
     load_factory,
@@ -328,7 +328,7 @@ def test_counts_weight_the_flops_of_the_model():
 def test_layers_of_a_bare_sequential_get_readable_names():
     from torch import nn
 
-    from convbench.runner.from_model import suite_from_model
+    from convbench.problem.trace import suite_from_model
 
     def factory():
         return nn.Sequential(

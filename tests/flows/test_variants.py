@@ -1,4 +1,4 @@
-"""The model-level choices of `convbench tune` (`convbench.runner.variants`): decisions that
+"""The model-level choices of `convbench tune` (`convbench.flows.variants`): decisions that
 made the model slower go back; the memory format is changed only where that is significantly
 faster in every mode; and nothing about the model changes on flagged end-to-end evidence."""
 
@@ -9,15 +9,9 @@ import functools
 import torch
 from torch import nn
 
-from convbench.measure.clocks import FakeClock
-from convbench.measure.config import TimingConfig
-from convbench.measure.disturbance import FakeProbe
-from convbench.measure.endtoend import EndToEnd, compare_variants
-from convbench.measure.pace import FakePace
-from convbench.runner import variants
-from convbench.runner.build import TORCH_CL, TUNED, TUNED_CL
-from convbench.runner.envinfo import decision_context
-from convbench.runner.variants import (
+from convbench.flows import variants
+from convbench.flows.build import TORCH_CL, TUNED, TUNED_CL
+from convbench.flows.variants import (
     GUARDED,
     _apply_variant,
     choose_variant,
@@ -25,6 +19,12 @@ from convbench.runner.variants import (
     keep_as_is,
     revert_if_slower,
 )
+from convbench.measure.clocks import FakeClock
+from convbench.measure.config import TimingConfig
+from convbench.measure.disturbance import FakeProbe
+from convbench.measure.endtoend import EndToEnd, compare_variants
+from convbench.measure.envinfo import decision_context
+from convbench.measure.pace import FakePace
 from convbench.store.decisions import DecisionTable
 
 MS = 1_000_000

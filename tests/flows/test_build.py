@@ -1,4 +1,4 @@
-"""The variants `convbench tune` times end to end (`convbench.runner.build`): the compiled ones
+"""The variants `convbench tune` times end to end (`convbench.flows.build`): the compiled ones
 with their compile time, the folded one at inference alone, the kept variant's record as
 `convbench.optimize` applies it, and the compiled ones skipped where Inductor cannot run."""
 
@@ -10,14 +10,14 @@ import functools
 import torch
 from torch import nn
 
+from convbench.flows import build, variants
+from convbench.flows.build import COMPILED, FOLDED, TUNED, TUNED_COMPILED
 from convbench.measure.clocks import FakeClock
 from convbench.measure.config import TimingConfig
 from convbench.measure.disturbance import FakeProbe
 from convbench.measure.endtoend import EndToEnd, compare_variants
 from convbench.measure.pace import FakePace
 from convbench.nn import optimize
-from convbench.runner import build, variants
-from convbench.runner.build import COMPILED, FOLDED, TUNED, TUNED_COMPILED
 from convbench.store.decisions import DecisionTable
 
 X = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))

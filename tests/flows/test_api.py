@@ -12,10 +12,10 @@ from convbench import results
 from convbench.cli import build_parser
 from convbench.cli.run import _plan
 from convbench.errors import UserError
+from convbench.flows import api
 from convbench.measure.config import TimingConfig
 from convbench.measure.options import MeasureOptions
 from convbench.problem import Axes, ConvCase, ConvProblem, Suite
-from convbench.runner import api
 
 TINY = dict(max_time=0.05, warmup=0.01, min_samples=6)
 
@@ -100,8 +100,8 @@ def test_import_convbench_stays_light_and_exports_the_notebook_api():
     code = (
         "import sys, convbench; "
         "assert 'pandas' not in sys.modules and 'torch' not in sys.modules; "
-        "assert 'convbench.runner.api' not in sys.modules; "
-        "assert convbench.results.load and convbench.run.__module__ == 'convbench.runner.api'; "
+        "assert 'convbench.flows.api' not in sys.modules; "
+        "assert convbench.results.load and convbench.run.__module__ == 'convbench.flows.api'; "
         "assert convbench.modeltime.model_totals and convbench.suite_from_model; "
         "from convbench import run, results"
     )

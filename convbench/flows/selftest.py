@@ -90,7 +90,7 @@ def check_device(device: torch.device) -> Check:
             f"{p.multi_processor_count} SMs; torch {torch.__version__}, CUDA {torch.version.cuda}"
         )
         return Check("device", PASS, detail)
-    from convbench.runner.envinfo import collect_env
+    from convbench.measure.envinfo import collect_env
 
     env = collect_env()
     return Check("device", PASS, f"{env.get('cpu_model')}, {torch.get_num_threads()} threads")
