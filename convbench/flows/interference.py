@@ -90,13 +90,12 @@ class InterferenceReport:
 
 
 def _sweep(tasks: Sequence[Task], options: MeasureOptions, threads: int | None) -> Pass:
-    from convbench.runner.sweep import sweep
+    from convbench.runner.sweep import Execution, Recorder, sweep
     from convbench.store import Store
 
     with Store(None) as store:
-        result = sweep(
-            tasks, store, "interference", options, suite_name="interference", threads=threads
-        )
+        recorder = Recorder(store, "interference", "interference")
+        result = sweep(tasks, recorder, options, Execution(threads=threads))
         if result.interrupted:
             raise KeyboardInterrupt
         rows = store.result_rows("interference")
@@ -157,7 +156,7 @@ def interference(
                     if condition == "quiet":  # later passes judge their pace against it
                         options[method] = replace(options[method], usual_pace_us=found.host_pace_us)
                 passes[(method, condition)] = found
-    from convbench.runner.sweep import group_key
+    from convbench.measure.groups import group_key
 
     groups = {t.key: group_key(t) for t in tasks}
     return InterferenceReport(loaded.name, len(tasks), threads, load.describe(), passes, groups)

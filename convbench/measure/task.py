@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import socket
 import time
 import warnings
@@ -50,12 +49,14 @@ from convbench.measure.disturbance import cpu_probe
 from convbench.measure.engine import Measurement, measure, measure_interleaved
 from convbench.measure.flags import flag_reasons, probe_rule
 from convbench.measure.flush import make_flush
+from convbench.measure.groups import each_alone
 from convbench.measure.options import MeasureOptions
 from convbench.measure.pace import reference as pace_reference
 from convbench.measure.passes import pass_run, upstream_gradient
 from convbench.measure.reference import reference
-from convbench.problem.axes import flop_factor
+from convbench.measure.result import new_result, node_info
 from convbench.problem.suite import Task
+from convbench.store.record import Result
 
 SEED = 0
 
@@ -65,32 +66,6 @@ SEED = 0
 warnings.filterwarnings(
     "ignore", message="Using padding='same' with even kernel lengths", category=UserWarning
 )
-
-
-def node_info() -> dict:
-    """Where a result was measured: enough to tell machines of a mixed fleet apart."""
-    info = {"hostname": socket.gethostname(), "cpu": platform.processor() or platform.machine()}
-    if torch.cuda.is_available():
-        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return info
-
-
-def base_row(task: Task) -> dict:
-    p = task.problem
-    return {
-        "result_key": task.key,
-        "case_id": task.case.case_id,
-        "case_name": task.case.name,
-        "count": task.case.count,
-        "backend": task.backend,
-        "device": task.device,
-        "dtype": task.dtype,
-        "direction": task.direction,
-        "problem_json": json.dumps(p.to_dict()),
-        "nd": p.nd,
-        "batch": p.batch,
-        "flops": float(p.flops * flop_factor(task.direction)),
-    }
 
 
 def estimate_working_set_bytes(task: Task) -> int:
@@ -158,7 +133,7 @@ class _Setup:
     """One task made ready to time: its row so far and the call to repeat."""
 
     task: Task
-    row: dict
+    row: Result
     fn: object = None
     device: torch.device | None = None
     done: bool = False  # the row is final (unsupported, oom, error)
@@ -187,23 +162,27 @@ def _fail(setup: _Setup, exc: BaseException) -> None:
     setup.done = True
 
 
-def measure_task(task: Task, options: MeasureOptions) -> tuple[dict, Samples | None]:
+def measure_task(task: Task, options: MeasureOptions) -> tuple[Result, Samples | None]:
     """Measure one task; returns (result row, its samples or None)."""
     return measure_tasks([task], options)[0]
 
 
 def measure_tasks(
-    tasks: list[Task], options: MeasureOptions, beside: str | None = None
-) -> list[tuple[dict, Samples | None]]:
+    tasks: list[Task], options: MeasureOptions
+) -> list[tuple[Result, Samples | None]]:
     """Measure tasks that share a problem, dtype, device and direction (the backends of one
     case) in interleaved rounds, so that drift during the measurement falls on all of them
     alike and their samples pair up round by round. One task is measured alone. A task that
     fails at any step gets its row and leaves the others to be measured."""
     setups = []
     for task in tasks:
-        row = base_row(task)
-        row.update(started_at=time.time(), node=socket.gethostname(), mode=options.timing.mode)
-        row["node_json"] = json.dumps(node_info())
+        row = new_result(
+            task,
+            started_at=time.time(),
+            node=socket.gethostname(),
+            node_json=json.dumps(node_info()),
+            mode=options.timing.mode,
+        )
         setup = _Setup(task, row)
         try:
             _prepare(setup, options)
@@ -216,18 +195,13 @@ def measure_tasks(
         try:
             _time(live, options, group)
         except Exception:  # one of them broke while interleaved: time each alone
-            for setup in live:
-                try:
-                    _time([setup], options, None)
-                except Exception as exc:
-                    _fail(setup, exc)
+            each_alone(live, lambda alone: _time_or_fail(alone[0], options))
         for setup in live:
             if setup.done:
                 continue
             try:
                 _memory(setup)
                 setup.row["status"] = "ok"
-                setup.row["beside"] = beside
             except Exception as exc:
                 _fail(setup, exc)
     if torch.cuda.is_available():
@@ -239,10 +213,17 @@ def measure_tasks(
     return out
 
 
+def _time_or_fail(setup: _Setup, options: MeasureOptions) -> None:
+    try:
+        _time([setup], options, None)
+    except Exception as exc:
+        _fail(setup, exc)
+
+
 def prepared_call(task: Task, options: MeasureOptions):
     """The call `measure_tasks` would time for ``task`` (planned, its answer checked), for
     timing it with another tool; raises what the task's row would record as its reason."""
-    setup = _Setup(task, base_row(task))
+    setup = _Setup(task, new_result(task))
     _prepare(setup, options)
     return setup.fn
 

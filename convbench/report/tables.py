@@ -20,6 +20,7 @@ from convbench.report.format import (
     format_unmatched,
     missing,
 )
+from convbench.store import columns
 
 
 def cell(value, *, text: str | None = None, cls: str | None = None, digits: int = 4) -> dict:
@@ -116,42 +117,6 @@ def winner_summary(winners: pd.DataFrame, labels: Mapping[str, str]) -> dict:
 
 #: (header, column in the results frame or None for a computed one, shown only with "all
 #: columns"). The first five stay in view when the table scrolls sideways.
-RESULT_COLUMNS = (
-    ("case", "case", False),
-    ("backend", "backend", False),
-    ("device", "device", False),
-    ("dtype", "dtype", False),
-    ("direction", "direction", False),
-    ("status", "status", False),
-    ("median [ms]", "median_ms", False),
-    ("95% CI of median [ms]", None, False),
-    ("GFLOP/s", "gflops", False),
-    ("% of peak", None, False),
-    ("peak mem", None, False),  # its unit: `format.memory_unit` of the results
-    ("rel. error", "rel_err", False),
-    ("within tol.", None, False),
-    ("reason / flag", "reason", False),
-    ("IQR [ms]", "iqr_ms", True),
-    ("samples [n]", "n_samples", True),
-    ("disturbed samples [n]", "n_discarded", True),
-    ("prepare [ms]", "prepare_ms", True),
-    ("GPU util [%]", "gpu_util_pct", True),
-    ("SM clock [MHz]", "sm_clock_mhz", True),
-    ("power [W]", "power_w", True),
-    ("energy [J]", "energy_j", True),
-    ("energy per call [J]", "energy_per_call_j", True),
-    ("CPU util [%]", "cpu_util_pct", True),
-    ("host pace [µs]", "pace_us", True),
-    ("pace vs usual", "pace", True),
-    ("threads", "torch_threads", True),
-    ("stop reason", "stop_reason", True),
-    ("mode", "mode", True),
-    ("CUDA timing", "cuda_timing", True),
-    ("timing note", "timing_note", True),
-    ("ran beside", "beside", True),
-)
-
-
 #: The reasons of results ``unsupported`` because this host lacks their device (not because
 #: a backend refused the problem): the report folds these rows away.
 ABSENT_DEVICE_REASONS = ("no CUDA device",)
@@ -191,45 +156,52 @@ def results_table(
     (`absent_device`), folded away with ``absent`` as its line; ``details[j]`` says whether
     column j shows only with "all columns"."""
     unit, scale = mem_unit
-    names = [f"{n} [{unit}]" if n == "peak mem" else n for n, _, _ in RESULT_COLUMNS]
-    columns = (["run"] if labels else []) + names
-    details = ([False] if labels else []) + [detail for _, _, detail in RESULT_COLUMNS]
+    shown = columns.SHOWN
+    names = [f"{c.label} [{unit}]" if c.name == "peak_mem_bytes" else c.header for c in shown]
+    names = (["run"] if labels else []) + names
+    details = ([False] if labels else []) + [c.display == "detail" for c in shown]
     rows = []
     for r in df.to_dict("records"):
         cells = [cell(labels[r["run_id"]])] if labels else []
-        peak = (peaks.get(r["run_id"]) or {}).get(f"{r['device']}/{r['dtype']}")
-        for name, field, _ in RESULT_COLUMNS:
-            if field is not None:
-                value = r.get(field)
-                if field in ("n_samples", "torch_threads", "n_discarded") and not missing(value):
-                    value = int(value)
-                c = cell(value, digits=2 if field == "rel_err" else 4)
-                if field == "status":
-                    c["cls"] = "status"
-                elif field in ("reason", "beside", "cuda_timing", "timing_note"):
-                    c = cell("" if missing(value) else value, cls=field)
-                cells.append(c)
-            elif name.startswith("95%"):
-                low, high = r.get("ci_low_ms"), r.get("ci_high_ms")
-                text = "—" if missing(low) else f"{fmt(low)} – {fmt(high)}"
-                cells.append(cell(low, text=text))
-            elif name == "% of peak":
-                gflops = r.get("gflops")
-                pct = 100 * gflops / peak if peak and not missing(gflops) else None
-                cells.append(cell(pct, digits=3))
-            elif name.startswith("peak mem"):
-                mem = r.get("peak_mem_bytes")
-                cells.append(cell(None if missing(mem) else mem / scale, digits=3))
-            else:
-                limit = tolerances.get(r["dtype"], math.inf)
-                err = r.get("rel_err")
-                cells.append(cell(None if missing(err) else bool(err <= limit)))
+        context = {"peak": (peaks.get(r["run_id"]) or {}).get(f"{r['device']}/{r['dtype']}")}
+        context.update(scale=scale, tolerance=tolerances.get(r["dtype"], math.inf))
+        cells += [_result_cell(c, r, context) for c in shown]
         for c, detail in zip(cells, details, strict=True):
             if detail:
                 c["cls"] = f"{c['cls'] or ''} detail".strip()
         row = {"status": r["status"], "flagged": is_flagged(r), "absent": absent_device(r)}
         rows.append(row | {"cells": cells})
-    return {"columns": columns, "details": details, "rows": rows, "absent": absent_summary(rows)}
+    return {"columns": names, "details": details, "rows": rows, "absent": absent_summary(rows)}
+
+
+#: Text columns whose cells get their own CSS class (wrapped, muted) in the report.
+_TEXT_CLASSES = ("reason", "beside", "cuda_timing", "timing_note")
+
+
+def _result_cell(column, r: Mapping, context: Mapping) -> dict:
+    """One cell of the results table: a stored column as stored (integers as integers), or a
+    computed one (`convbench.store.columns`: ``stored=False``) from the stored ones."""
+    name = column.name
+    if name == "ci95_ms":
+        low, high = r.get("ci_low_ms"), r.get("ci_high_ms")
+        return cell(low, text="—" if missing(low) else f"{fmt(low)} – {fmt(high)}")
+    if name == "pct_of_peak":
+        gflops, peak = r.get("gflops"), context["peak"]
+        return cell(100 * gflops / peak if peak and not missing(gflops) else None, digits=3)
+    if name == "peak_mem_bytes":
+        mem = r.get(name)
+        return cell(None if missing(mem) else mem / context["scale"], digits=column.digits)
+    if name == "within_tol":
+        err = r.get("rel_err")
+        return cell(None if missing(err) else bool(err <= context["tolerance"]))
+    value = r.get(column.in_frame)
+    if column.sql_type == "INTEGER" and not missing(value):
+        value = int(value)
+    if name == "status":
+        return {**cell(value), "cls": "status"}
+    if name in _TEXT_CLASSES:
+        return cell("" if missing(value) else value, cls=name)
+    return cell(value, digits=column.digits)
 
 
 def comparison_table(cmp: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:

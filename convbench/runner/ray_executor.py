@@ -1,6 +1,6 @@
 """Run a sweep's tasks on a Ray cluster (``pip install 'convbench[ray]'``).
 
-The unit sent to Ray is a group (`convbench.runner.sweep.task_groups`: the backends of one
+The unit sent to Ray is a group (`convbench.measure.groups.task_groups`: the backends of one
 case, interleaved; or one task with ``--no-interleave``), run by
 `convbench.measure.task.measure_tasks` on the node the driver chose for it. The driver places
 groups itself (`Placement`, then Ray's ``NodeAffinitySchedulingStrategy``) so that CPU timing
@@ -151,17 +151,13 @@ def _nodes(ray) -> list[Node]:
 
 
 def run_on_ray(
-    pending,
-    options,
-    timeout_s,
-    recorder,
-    *,
-    on_start=None,
-    address=None,
-    cpus_per_task=None,
-    pack: bool = False,
-    retries: int = 1,
+    pending, options, execution, timeout_s, recorder, *, on_start=None, retries: int = 1
 ) -> None:
+    """Measure ``pending`` (index, task) on the cluster at ``execution.address`` (or a local
+    one started here); ``execution.cpus_per_task`` (default: its threads) and ``pack`` place
+    the CPU groups."""
+    address = execution.address
+    cpus_per_task = execution.cpus_per_task or execution.threads
     ray = _ray()
     started_here = False
     if not ray.is_initialized():
@@ -171,7 +167,7 @@ def run_on_ray(
         ray.init(**kwargs)
         started_here = True
     try:
-        placement = Placement(_nodes(ray), cpus_per_task or 1, pack)
+        placement = Placement(_nodes(ray), cpus_per_task or 1, execution.pack)
         _drive(ray, pending, options, timeout_s, recorder, on_start, placement, retries)
     finally:
         if started_here:
@@ -199,7 +195,8 @@ def _drive(ray, pending, options, timeout_s, recorder, on_start, placement, retr
     from ray import exceptions as rex
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from convbench.runner.sweep import format_seconds, task_groups
+    from convbench.measure.groups import alone_note, task_groups
+    from convbench.runner.sweep import format_seconds
 
     lost = tuple(
         getattr(rex, name)
@@ -219,26 +216,19 @@ def _drive(ray, pending, options, timeout_s, recorder, on_start, placement, retr
     in_flight: dict = {}  # ref -> (unit, slot, label, started)
     serial = 0
 
-    def record(unit, found, started, beside, note=None):
+    def record(unit, found, beside, note=None):
         for (index, task), (row, samples) in zip(unit.items, found, strict=True):
-            if row.get("status") == "ok":
-                row["beside"] = beside
-                if note:
-                    row["reason"] = note
-            recorder.record(index, task, row, samples, started)
+            recorder.record(index, task, row, samples, beside=beside, note=note)
 
     def failed(unit, status, reason, note_for):
         """A unit that failed for good: a row, or each task again alone."""
         if len(unit.items) == 1:
             index, task = unit.items[0]
-            row = recorder.failed(task, options, status, reason)
-            recorder.record(index, task, row, None, time.time())
+            recorder.record(index, task, recorder.failed(task, options.timing.mode, status, reason))
             return
-        for item in unit.items:
+        for item in reversed(unit.items):  # each alone, in order, next (`measure.groups`)
             queue.insert(0, _Unit([item]))
-            note_for[item[1].key] = (
-                f"measured alone: its group of {len(unit.items)} failed ({reason})"
-            )
+            note_for[item[1].key] = alone_note(len(unit.items), reason)
 
     notes: dict[str, str] = {}
     for unit in queue:
@@ -296,7 +286,7 @@ def _drive(ray, pending, options, timeout_s, recorder, on_start, placement, retr
                 failed(unit, "error", f"ray: {exc}"[:500], notes)
                 continue
             note = notes.pop(unit.items[0][1].key, None) if len(unit.items) == 1 else None
-            record(unit, found, started, beside, note)
+            record(unit, found, beside, note)
         now = time.time()
         for ref, (unit, slot, label, started) in list(in_flight.items()):
             limit = timeout_s * len(unit.items)

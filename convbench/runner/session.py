@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from rich.console import Console
 
@@ -23,7 +24,8 @@ from convbench.problem.files import load_suite
 from convbench.problem.shard import shard_tasks
 from convbench.problem.suite import Suite, Task
 from convbench.runner.progress import sweep_progress
-from convbench.runner.sweep import SweepResult, sweep
+from convbench.runner.recorder import Recorder, SweepResult
+from convbench.runner.sweep import Execution, sweep
 from convbench.runner.worker import Worker
 from convbench.store import Store
 
@@ -66,6 +68,17 @@ class RunPlan:
         if not tasks:
             raise UserError(f"{self.suite.path or self.suite.name}: the filters leave no task")
         return shard_tasks(tasks, *self.shard) if self.shard else tasks
+
+    def execution(self, address: str | None = None) -> Execution:
+        """How the sweep runs the plan's tasks (``address``: a Ray cluster's)."""
+        return Execution(
+            kind=self.executor,
+            threads=self.threads,
+            timeout_s=self.timeout_s,
+            address=address,
+            cpus_per_task=self.cpus_per_task,
+            pack=self.pack,
+        )
 
     def config(self, n_tasks: int) -> dict:
         suite_path = str(self.suite.path) if self.suite.path else None
@@ -120,6 +133,12 @@ def measure_peaks(
     return peaks
 
 
+def _first_then(first, make: Callable[[], object]) -> Callable[[], object]:
+    """A worker factory that hands out ``first``, then new workers from ``make``."""
+    given = [first]
+    return lambda: given.pop() if given else make()
+
+
 def execute(
     store: Store,
     plan: RunPlan,
@@ -130,27 +149,30 @@ def execute(
     console: Console | None = None,
     progress: bool = True,
     address: str | None = None,
+    workers: Callable[[], object] | None = None,
 ) -> SweepResult | None:
     """Create the run (unless resuming), measure its peaks once, sweep what is not stored yet,
     and set its status. Returns the sweep's result, or None when Ctrl-C came before the sweep
-    began (then nothing of a new run was stored)."""
+    began (then nothing of a new run was stored). ``workers`` makes the measuring processes
+    (default: `Worker` with the plan's threads); the first one made also serves the sweep's
+    first device."""
     console = console or Console(stderr=True, quiet=not progress)
     tasks = plan.tasks()
     if not resume and run_id in store.run_ids():
         raise UserError(f"{store.path}: run {run_id!r} already exists; finish it with --resume")
     if resume:
         store.claim_run(run_id)  # refused while another process still runs it
-    worker = Worker(plan.threads)
+    make = workers or partial(Worker, plan.threads)
+    worker = make()
     result = None
     try:
         if not resume:
-            env = worker.call(("env",), 120)
             store.create_run(
                 run_id,
                 suite=plan.suite.name,
                 suite_path=str(plan.suite.path) if plan.suite.path else None,
                 command=command,
-                env=env,
+                env=worker.call(("env",), 120),
                 config=plan.config(len(tasks)),
             )
         options = plan.options
@@ -159,29 +181,17 @@ def execute(
             options = replace(options, usual_pace_us=usual)
         if plan.executor == "local" and not store.run(run_id)["peaks"]:
             store.set_run_peaks(run_id, measure_peaks(worker, tasks, console.print))
-        sweep_kw = dict(
-            suite_name=plan.suite.name,
-            worker=worker,
-            threads=plan.threads,
-            timeout_s=plan.timeout_s,
-            executor=plan.executor,
-            address=address,
-            cpus_per_task=plan.cpus_per_task,
-            pack=plan.pack,
-        )
+        hand_out = _first_then(worker, make)
+        execution = plan.execution(address)
         if not progress:
-            result = sweep(tasks, store, run_id, options, **sweep_kw)
+            recorder = Recorder(store, run_id, plan.suite.name)
+            result = sweep(tasks, recorder, options, execution, workers=hand_out)
         else:
             done = len(store.finished_keys(run_id) & {t.key for t in tasks})
             with sweep_progress(console, len(tasks), done) as bar:
+                recorder = Recorder(store, run_id, plan.suite.name, bar.on_result)
                 result = sweep(
-                    tasks,
-                    store,
-                    run_id,
-                    options,
-                    on_start=bar.on_start,
-                    on_result=bar.on_result,
-                    **sweep_kw,
+                    tasks, recorder, options, execution, workers=hand_out, on_start=bar.on_start
                 )
                 bar.finish(result.interrupted)
     except KeyboardInterrupt:

@@ -19,10 +19,12 @@ from pathlib import Path
 import pandas as pd
 
 from convbench.errors import UserError
+from convbench.store.columns import FRAME_RENAMES, frame_dtypes
 from convbench.store.schema import RESULT_FIELDS
 from convbench.store.sqlite import Store
 
-COLUMN_RENAMES = {"case_name": "case"}
+#: Result columns named differently in the frames (from the registry).
+COLUMN_RENAMES = FRAME_RENAMES
 
 
 def _open(db: str | Path | Store) -> tuple[Store, bool]:
@@ -41,7 +43,8 @@ def load(
 
     Columns include run_id, suite, case, backend, device, dtype, direction, status, reason,
     median_ms, iqr_ms, ci_low_ms, ci_high_ms, n_samples, gflops, peak_mem_bytes, max_abs_err,
-    rel_err, gpu_util_pct, power_w, energy_j (see `convbench.store.RESULT_COLUMNS`).
+    rel_err, gpu_util_pct, power_w, energy_j: every stored column of the registry
+    (`convbench.store.columns`; docs/metrics.md), with its dtype.
     """
     store, owned = _open(db)
     try:
@@ -57,7 +60,7 @@ def load(
             keys = list(zip(df.run_id, df.result_key, strict=True))
             for column, empty in (("samples_ms", []), ("rounds", None), ("discarded_ms", None)):
                 df[column] = [found.get(key, {}).get(column, empty) for key in keys]
-        return df.rename(columns=COLUMN_RENAMES)
+        return df.rename(columns=COLUMN_RENAMES).astype(frame_dtypes())
     finally:
         if owned:
             store.close()

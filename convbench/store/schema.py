@@ -1,5 +1,6 @@
-"""The store's schema: every column of a result and of a run, with units in the names, the
-result statuses, and the schema version a store records.
+"""The store's schema: the tables, the columns of a run and of its samples (a result's come
+from the registry, `convbench.store.columns`), the result statuses, and the schema version a
+store records.
 
 A result's ``status`` is one of `STATUSES`: ``ok``; ``unsupported`` (the backend's reason in
 ``reason``); ``oom``; ``error``; ``timeout``.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convbench.store.columns import STORED
+
 STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
 #: 1: version 1's columns. 2: adds saved_bytes (the training passes), dispatch and
 #: options_json (what each plan chose), the tunes table (`convbench tune`), and the columns
@@ -16,69 +19,8 @@ STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
 SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results") / "convbench.sqlite"
 
-# Every result column, once: (name, SQL type). Units are in the names.
-RESULT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("run_id", "TEXT NOT NULL"),
-    ("result_key", "TEXT NOT NULL"),
-    ("case_id", "TEXT"),
-    ("suite", "TEXT"),
-    ("case_name", "TEXT"),
-    ("count", "INTEGER"),
-    ("backend", "TEXT"),
-    ("device", "TEXT"),
-    ("dtype", "TEXT"),
-    ("direction", "TEXT"),
-    ("mode", "TEXT"),
-    ("status", "TEXT NOT NULL"),
-    ("reason", "TEXT"),
-    ("problem_json", "TEXT"),
-    ("nd", "INTEGER"),
-    ("batch", "INTEGER"),
-    ("flops", "REAL"),
-    ("prepare_ms", "REAL"),
-    ("median_ms", "REAL"),
-    ("iqr_ms", "REAL"),
-    ("mean_ms", "REAL"),
-    ("std_ms", "REAL"),
-    ("min_ms", "REAL"),
-    ("ci_low_ms", "REAL"),
-    ("ci_high_ms", "REAL"),
-    ("n_samples", "INTEGER"),
-    ("block_size", "INTEGER"),
-    ("stop_reason", "TEXT"),
-    ("n_discarded", "INTEGER"),
-    ("disturbed", "INTEGER"),
-    ("pace_us", "REAL"),  # the reference kernel's median reading meanwhile (measure.pace)
-    ("pace", "REAL"),  # that reading over the process's usual one
-    ("round_group", "TEXT"),
-    ("beside", "TEXT"),
-    ("gflops", "REAL"),
-    ("peak_mem_bytes", "INTEGER"),
-    ("saved_bytes", "INTEGER"),
-    ("dispatch", "TEXT"),
-    ("options_json", "TEXT"),
-    ("mem_method", "TEXT"),
-    ("max_abs_err", "REAL"),
-    ("rel_err", "REAL"),
-    ("gpu_util_pct", "REAL"),
-    ("mem_util_pct", "REAL"),
-    ("power_w", "REAL"),
-    ("sm_clock_mhz", "REAL"),
-    ("temp_c", "REAL"),
-    ("throttle_reasons", "TEXT"),
-    ("energy_j", "REAL"),
-    ("energy_per_call_j", "REAL"),
-    ("telemetry_note", "TEXT"),
-    ("cuda_timing", "TEXT"),  # events, graph or blocking (`convbench.measure.cuda_timing`)
-    ("timing_note", "TEXT"),  # e.g. why graph timing fell back to events
-    ("cpu_util_pct", "REAL"),
-    ("threads", "INTEGER"),
-    ("torch_threads", "INTEGER"),
-    ("node", "TEXT"),
-    ("node_json", "TEXT"),
-    ("started_at", "REAL"),
-    ("finished_at", "REAL"),
-)
+#: Every stored result column as (name, SQL type), from the registry (`convbench.store.columns`).
+RESULT_COLUMNS: tuple[tuple[str, str], ...] = tuple((c.name, c.sql) for c in STORED)
 RESULT_FIELDS = tuple(name for name, _ in RESULT_COLUMNS)
 
 RUN_COLUMNS: tuple[tuple[str, str], ...] = (

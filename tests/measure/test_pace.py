@@ -101,7 +101,7 @@ def test_no_pace_reference_no_pace():
 def test_a_sweep_row_records_its_pace(tiny_suite):
     from convbench.backends import backend_names
     from convbench.problem.files import load_suite
-    from convbench.runner.sweep import sweep
+    from convbench.runner.sweep import Execution, Recorder, sweep
     from convbench.store import Store
 
     tasks = load_suite(str(tiny_suite)).tasks(
@@ -110,7 +110,8 @@ def test_a_sweep_row_records_its_pace(tiny_suite):
     from convbench.measure.options import measure_options
 
     with Store(None) as store:
-        sweep(tasks, store, "r", measure_options(max_time_s=0.05), suite_name="t", threads=1)
+        recorder = Recorder(store, "r", "t")
+        sweep(tasks, recorder, measure_options(max_time_s=0.05), Execution(threads=1))
         rows = [r for r in store.result_rows("r") if r["status"] == "ok"]
     assert rows and all(r["pace_us"] and r["pace_us"] > 0 for r in rows)
     assert all(0.2 < r["pace"] < 5 for r in rows)
