@@ -13,7 +13,7 @@ For notebooks::
     df = convbench.run("smoke", backends=["im2col", "winograd"])   # results as a DataFrame
     convbench.results.load("results/convbench.sqlite")             # stored results
     suite = convbench.suite_from_model(model_factory, (1, 3, 224, 224))
-    convbench.modeltime.model_totals(df)                           # whole-model conv time
+    convbench.analysis.modeltime.model_totals(df)                  # whole-model conv time
     model = convbench.optimize(model, "results/net.decisions.json")  # after `convbench tune`
 
 Every name but the version and the two exceptions is imported on first use, so ``import
@@ -35,7 +35,6 @@ _LAZY = {
     "run": ("convbench.flows.api", "run"),
     "suite_from_model": ("convbench.problem.trace", "suite_from_model"),
     "results": ("convbench.results", None),
-    "modeltime": ("convbench.modeltime", None),
     "analysis": ("convbench.analysis", None),
     "optimize": ("convbench.nn", "optimize"),
     "load_decisions": ("convbench.nn", "load_decisions"),
@@ -65,7 +64,6 @@ __all__ = [
     "backend_names",
     "get_backend",
     "load_decisions",
-    "modeltime",
     "optimize",
     "results",
     "run",

@@ -100,10 +100,6 @@ def _sync_timer(device) -> _SyncTimer:
     return _TIMERS[key]
 
 
-def _dtype_name(dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
 class ConvBenchmark:
     """The `conv_benchmark` fixture's value: call it once per test, like ``benchmark``."""
 
@@ -137,7 +133,7 @@ class ConvBenchmark:
         from convbench.backends import get_backend
         from convbench.errors import Unsupported
         from convbench.measure.probes import accuracy
-        from convbench.problem.axes import DIRECTIONS, flop_factor, within_tolerance
+        from convbench.problem.axes import DIRECTIONS, dtype_name, flop_factor, within_tolerance
         from convbench.problem.spec import ConvArgs
 
         if direction not in DIRECTIONS:
@@ -165,7 +161,7 @@ class ConvBenchmark:
         info.update(
             backend=backend,
             device=str(device),
-            dtype=_dtype_name(input.dtype),
+            dtype=dtype_name(input.dtype),
             direction=direction,
             problem=_problem_dict(args),
             flops=flops,

@@ -4,6 +4,9 @@ Python blocks run as a script (``python example.py``, no ``__main__`` guard, as 
 blocks run with the project's virtualenv first on PATH. The only "tiny settings"
 come from the environment, never from editing the examples: the pytest-benchmark runs get a
 one-case suite (``CONVBENCH_SUITE``) and short pytest-benchmark rounds (``PYTEST_ADDOPTS``).
+
+The docs' examples (``docs/*.md``) run the same way, by the functions here:
+``tests/test_docs.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 MARKER = re.compile(r"<!-- example: ([\w-]+) -->\n```(\w+)\n(.*?)\n```", re.DOTALL)
 
 ONE_CASE = """
@@ -33,20 +37,24 @@ padding = 1
 """
 
 
-def examples() -> dict[str, tuple[str, str]]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    found = {name: (lang, code) for name, lang, code in MARKER.findall(text)}
-    assert len(found) == text.count("<!-- example: "), "an example marker is not on a code block"
+def examples(*paths: Path) -> dict[str, tuple[str, str]]:
+    """name -> (language, code) of every marked block in ``paths`` (default: the README)."""
+    found: dict[str, tuple[str, str]] = {}
+    for path in paths or (README,):
+        text = path.read_text(encoding="utf-8")
+        blocks = MARKER.findall(text)
+        assert len(blocks) == text.count("<!-- example: "), (
+            f"{path.name}: an example marker is not on a code block"
+        )
+        for name, lang, code in blocks:
+            assert name not in found, f"{path.name}: example {name!r} is named twice"
+            found[name] = (lang, code)
     return found
 
 
 # name -> (how to run it, what its output must show)
 EXPECT = {
-    "pytest-fixture": ("pytest", "1 passed"),
-    "pytest-benchmark": ("bash", "Comparing against benchmarks from"),
-    "from-model": ("bash", "7 conv calls (traced on meta)"),
-    "model-totals": ("python", "best per-layer mix"),
-    "python-api": ("python", "conv1d_same_k16"),
+    "tour": ("bash", "geometric mean speedup per backend"),
     "tune": ("bash", "optimized: (2, 1000)"),
 }
 
@@ -65,11 +73,8 @@ def workdir(tmp_path):
     return tmp_path
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(EXPECT))
-def test_readme_example_runs(name, workdir):
-    how, expected = EXPECT[name]
-    lang, code = examples()[name]
+def run_example(lang: str, code: str, how: str, expected: str, workdir: Path) -> None:
+    """Run one example in ``workdir`` as ``how`` says; it must exit 0 and print ``expected``."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["CONVBENCH_SUITE"] = str(workdir / "one.toml")
@@ -92,8 +97,14 @@ def test_readme_example_runs(name, workdir):
     assert expected in output, output[-4000:]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_readme_example_runs(name, workdir):
+    run_example(*examples()[name], *EXPECT[name], workdir)
+
+
 def _block_after(marker: str) -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = README.read_text(encoding="utf-8")
     return text.split(marker, 1)[1].split("```", 2)[1].strip()
 
 
@@ -104,14 +115,20 @@ def test_the_set_up_command_leaves_convbench_on_the_path():
     assert setup.rstrip().endswith(". .venv/bin/activate")
 
 
-@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="git")
-def test_what_the_examples_write_is_ignored_by_git():
-    """Nothing a README example writes is left untracked in the checkout: every ``--out``
-    and every file a Python example saves lies under a path .gitignore ignores."""
-    code = "\n".join(c for _, c in examples().values())
+def written_by(code: str) -> list[str]:
+    """The files an example writes: every ``--out`` and every path a Python example saves."""
     written = re.findall(r"--out\s+(\S+)", code)
     written += re.findall(r"""(?:torch\.save|open)\([^)]*?["']([\w./-]+)["']""", code)
+    return written
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="git")
+def test_what_the_examples_write_is_ignored_by_git():
+    """Nothing a README or docs example writes is left untracked in the checkout: every
+    ``--out`` and every file a Python example saves lies under a path .gitignore ignores."""
+    found = examples(README, *sorted((ROOT / "docs").glob("**/*.md")))
+    written = [path for _, code in found.values() for path in written_by(code)]
     assert written, "no example writes a file: this test checks nothing"
     for path in written:
         done = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "--no-index", path])
-        assert done.returncode == 0, f"{path}: written by a README example, not ignored by git"
+        assert done.returncode == 0, f"{path}: written by an example, not ignored by git"

@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 
 from convbench.analysis.compare import KEYS, difference, ok_results
+from convbench.problem.axes import PASS_NAMES as PASSES
 from convbench.problem.axes import TOLERANCE
 
 BASELINE = "torch"
 #: The passes a decision is made for (the directions that time one pass alone).
-PASSES = ("forward", "backward_data", "backward_weight")
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from convbench.backends.plan import PASS_NAMES, AutogradPasses, Passes, Plan
+from convbench.backends.plan import Passes, Plan
 from convbench.errors import Unsupported
-from convbench.problem.axes import DIRECTIONS, passes_of
+from convbench.problem.axes import DIRECTIONS, PASS_NAMES, passes_of
 from convbench.problem.shapes import IntOrTuple, Padding
 from convbench.problem.spec import ConvArgs
 
@@ -109,9 +109,8 @@ class Backend:
         if reason is not None:
             raise Unsupported(reason)
         made = self.plan(args, weight, bias)
-        if not isinstance(made, Passes):  # version 1: (run, prepared), differentiable ops
-            run, prepared = made
-            made = AutogradPasses(self, args, weight, bias, run, prepared)
+        if not isinstance(made, Passes):
+            raise TypeError(f"backend {self.name!r}: plan() must return a Passes, got {made!r:.60}")
         made.intent = direction
         plan = Plan(self.name, args, made, weight, bias)
         for name in passes_of(direction):

@@ -11,6 +11,7 @@ import torch
 
 from convbench.backends import Backend, register
 from convbench.backends.dispatch import TorchPasses, selected_path
+from convbench.problem.axes import dtype_name
 from convbench.problem.spec import ConvArgs
 
 
@@ -41,7 +42,7 @@ class CudnnBackend(Backend):
         if not path.startswith("Cudnn"):
             return (
                 f"cudnn: PyTorch would not use cuDNN for this configuration "
-                f"(dtype {str(args.dtype).removeprefix('torch.')}); it dispatches to {path}"
+                f"(dtype {dtype_name(args.dtype)}); it dispatches to {path}"
             )
         return None
 

@@ -37,7 +37,8 @@ from typing import Optional
 
 import torch
 
-from convbench.backends.plan import PASS_NAMES, Plan
+from convbench.backends.plan import Plan
+from convbench.problem.axes import PASS_NAMES
 
 #: What names one convolution's parameters in the operators: stride, explicit (before,
 #: after) padding pairs flattened, dilation, groups.

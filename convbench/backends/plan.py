@@ -14,22 +14,18 @@ Per-weight work that a pass needs (a transformed filter) is done once, in
 ``prepare_pass(direction)``; `Plan` calls it on first use of a pass, or eagerly when
 `Backend.prepare` is asked for that pass, so that it can be timed apart.
 
-A backend that implements only ``forward`` (``plan`` may also return ``(run, prepared)``, the
-version-1 form) gets backward passes by autograd through its forward's tensor ops
-(`AutogradPasses`); every built-in from-scratch backend computes them with its own algorithm.
+A `Passes` that implements only ``forward`` gets its data gradient by autograd through its
+forward's tensor ops; every built-in from-scratch backend computes each pass with its own
+algorithm.
 `Plan` wraps it all for one call site: batched or unbatched tensors, shape checks, and an
 autograd-aware ``__call__``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from convbench.problem.spec import ConvArgs
-
-PASS_NAMES = ("forward", "backward_data", "backward_weight")
 
 
 class Passes:
@@ -92,36 +88,6 @@ class Passes:
         dx = self.backward_data(dy) if need_data else None
         dw, db = self.backward_weight(x, dy) if need_weight else (None, None)
         return dx, dw, db
-
-
-class AutogradPasses(Passes):
-    """A forward-only backend (``plan`` returned ``(run, prepared)``, version 1's form): its
-    forward is differentiable tensor ops on the weight it was given, so torch's autograd
-    differentiates it; its backward passes, timed alone, are autograd through those ops."""
-
-    native_autograd = True
-
-    def __init__(self, backend, args, weight, bias, run: Callable, prepared: dict):
-        super().__init__(args, weight, bias)
-        self.backend, self.run, self.prepared = backend, run, prepared
-
-    def forward(self, x):
-        return self.run(x)
-
-    def autograd_forward(self, x, weight, bias):
-        return self.run(x)  # `run` holds the weight it was planned with
-
-    def refresh(self, prepared):
-        self.run, self.prepared = self.backend.plan(self.args, self.weight, self.bias)
-
-    def backward_weight(self, x, dy):
-        with torch.enable_grad():
-            w = self.weight.detach().requires_grad_(True)
-            b = None if self.bias is None else self.bias.detach().requires_grad_(True)
-            run = self.backend.plan(self.args, w, b)[0]
-            leaves = (w,) if b is None else (w, b)
-            grads = torch.autograd.grad(run(x.detach()), leaves, dy)
-        return grads[0], (grads[1] if b is not None else None)
 
 
 def options_of(prepared: dict) -> dict:

@@ -27,17 +27,3 @@ def percent(value: str) -> float:
     if not number >= 0:
         raise argparse.ArgumentTypeError(f"expected a percentage such as 5%, got {value!r}")
     return number / 100.0
-
-
-def add_max_pace(parser: argparse.ArgumentParser, what: str = "a CPU result") -> None:
-    """``--max-pace``, as `convbench run` and `convbench tune` take it (``what`` it flags)."""
-    from convbench.measure.options import DEFAULTS
-
-    parser.add_argument(
-        "--max-pace",
-        type=float,
-        default=DEFAULTS["max_pace"],
-        metavar="F",
-        help=f"flag {what} measured while the host ran a fixed reference kernel more than "
-        f"this share off its usual speed (default: {DEFAULTS['max_pace']})",
-    )

@@ -7,29 +7,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from convbench.cli.common import add_max_pace, csv_list, int_list
+from convbench.cli.common import csv_list, int_list
 from convbench.errors import UserError
-from convbench.measure.config import ConfigError
-from convbench.measure.options import DEFAULTS, measure_options
+from convbench.measure.options import DEFAULTS, add_arguments, from_user
 from convbench.store import DEFAULT_DB, STATUSES, Store
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from convbench.runner.session import RunPlan
-
-
-#: `TimingConfig` fields under the flags that set them (error messages name the flag).
-FLAGS = {
-    "warmup_s": "--warmup",
-    "min_samples": "--min-samples",
-    "max_samples": "--min-samples",
-    "max_time_s": "--max-time",
-    "rel_ci": "--rel-ci",
-    "mode": "--mode",
-    "max_lost": "--max-lost",
-    "max_pace": "--max-pace",
-}
 
 
 def add_parser(sub) -> None:
@@ -40,62 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--devices", type=csv_list, help="e.g. cpu,cuda:0")
     p.add_argument("--directions", type=csv_list, help="forward,backward")
     p.add_argument("--batch-sizes", type=int_list, help="override every case's batch, e.g. 1,8")
-    p.add_argument(
-        "--mode",
-        choices=["warm", "cold"],
-        default=DEFAULTS["mode"],
-        help="cold flushes the cache before every sample (default: warm)",
-    )
-    p.add_argument(
-        "--max-time",
-        type=float,
-        default=DEFAULTS["max_time_s"],
-        metavar="S",
-        help=f"per-case cap on the sampling phase in seconds (default: {DEFAULTS['max_time_s']})",
-    )
-    p.add_argument(
-        "--warmup",
-        type=float,
-        default=DEFAULTS["warmup_s"],
-        metavar="S",
-        help=f"warmup time per case in seconds (default: {DEFAULTS['warmup_s']})",
-    )
-    p.add_argument("--min-samples", type=int, default=DEFAULTS["min_samples"])
-    p.add_argument(
-        "--rel-ci",
-        type=float,
-        default=DEFAULTS["rel_ci"],
-        help=f"stop when the median's 95%% CI is within ±this (default: {DEFAULTS['rel_ci']})",
-    )
-    p.add_argument(
-        "--max-lost",
-        type=float,
-        default=DEFAULTS["max_lost"],
-        metavar="F",
-        help="a CPU sample whose threads waited for a core more than this share of the time "
-        f"is disturbed and set aside (default: {DEFAULTS['max_lost']})",
-    )
-    add_max_pace(p)
-    p.add_argument(
-        "--no-interleave",
-        dest="interleave",
-        action="store_false",
-        help="time each backend alone instead of the backends of a case in shuffled rounds",
-    )
-    p.add_argument(
-        "--cuda-timing",
-        choices=["events", "graph", "blocking"],
-        default=DEFAULTS["cuda_timing"],
-        help="CUDA: CUDA events around the launches (default); the block replayed as a CUDA "
-        "graph; or queued behind a blocking kernel so launch overhead is not timed",
-    )
-    p.add_argument(
-        "--cold-inputs",
-        choices=["flush", "rotate"],
-        default=DEFAULTS["cold_inputs"],
-        help="CUDA --mode cold: write 2× L2 before each sample (default), or rotate among "
-        "copies of the inputs that together fill 2× L2",
-    )
+    add_arguments(p)  # the measurement options (`convbench.measure.options`)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument(
         "--timeout",
@@ -146,20 +77,9 @@ def _plan(args: argparse.Namespace) -> RunPlan:
     if not args.suite:
         raise UserError("run: give a suite (name or path), or --resume RUN_ID")
     try:
-        options = measure_options(
-            warmup_s=args.warmup,
-            min_samples=args.min_samples,
-            max_time_s=args.max_time,
-            rel_ci=args.rel_ci,
-            mode=args.mode,
-            max_lost=args.max_lost,
-            max_pace=args.max_pace,
-            interleave=args.interleave,
-            cuda_timing=args.cuda_timing,
-            cold_inputs=args.cold_inputs,
-        )
-    except ConfigError as exc:
-        raise UserError(exc.named(FLAGS)) from None
+        options = from_user(vars(args), names="flag")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     return RunPlan(
         suite=load_suite(args.suite),
         filters={k: getattr(args, k) for k in FILTERS},

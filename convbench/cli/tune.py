@@ -7,8 +7,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from convbench.cli.common import add_max_pace, csv_list
-from convbench.measure.options import DEFAULTS
+from convbench.cli.common import csv_list
+from convbench.measure.options import add_arguments
 from convbench.store import DEFAULT_DB
 
 
@@ -45,13 +45,9 @@ def add_parser(sub) -> None:
         help="accept a backend only below this relative error (default: the dtype's tolerance)",
     )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (0.05)")
-    p.add_argument(
-        "--max-time",
-        type=float,
-        default=DEFAULTS["max_time_s"],
-        metavar="S",
-        help=f"per-task sampling cap in seconds (default: {DEFAULTS['max_time_s']})",
-    )
+    # the per-layer sampling cap, and the pace a result (per layer or end to end) may be
+    # off by: the model is changed only on unflagged end-to-end evidence
+    add_arguments(p, ("max_time", "max_pace"))
     p.add_argument(
         "--e2e-time",
         type=float,
@@ -66,8 +62,6 @@ def add_parser(sub) -> None:
         help="do not time the compiled variants (torch.compile of the original and of the "
         "tuned model)",
     )
-    # the model is changed only on unflagged end-to-end evidence
-    add_max_pace(p, "a result, per layer or end to end,")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--report", action="store_true", help="write the HTML report at the end")
     p.set_defaults(func=cmd_tune)
@@ -79,7 +73,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from convbench.errors import UserError
-    from convbench.flows.tune import tune
+    from convbench.flows.tune import Output, Rules, Target, tune
     from convbench.measure.endtoend import DEFAULT_TIMING
     from convbench.report.terminal import print_tables
 
@@ -91,26 +85,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / f"{args.factory.rpartition(':')[2].lower()}.decisions.json"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        target = Target(args.dtype, args.device, args.train, args.backends, args.threads)
+        e2e = replace(DEFAULT_TIMING, max_time_s=args.e2e_time)
+        rules = Rules(
+            args.max_rel_err, args.alpha, args.max_time, e2e, args.max_pace, args.compiled
+        )
+        say = lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
+        output = Output(not args.quiet, console, args.command_line, say)
         result = tune(
-            args.factory,
-            args.input_shape,
-            dtype=args.dtype,
-            device=args.device,
-            train=args.train,
-            backends=args.backends,
-            db=args.db,
-            out=out,
-            threads=args.threads,
-            max_rel_err=args.max_rel_err,
-            alpha=args.alpha,
-            max_time_s=args.max_time,
-            end_to_end=replace(DEFAULT_TIMING, max_time_s=args.e2e_time),
-            max_pace=args.max_pace,
-            compiled=args.compiled,
-            progress=not args.quiet,
-            console=console,
-            command=args.command_line,
-            say=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True),
+            args.factory, args.input_shape, target, rules, db=args.db, out=out, output=output
         )
     for w in caught:
         console.print(f"[yellow]note[/]: {w.message}", markup=True, highlight=False)

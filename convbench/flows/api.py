@@ -23,21 +23,16 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from convbench.errors import UserError
-from convbench.measure.config import ConfigError
-from convbench.measure.options import DEFAULTS as _DEFAULTS
-from convbench.measure.options import measure_options
+from convbench.measure.options import DEFAULTS, check_keywords, from_user
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from convbench.problem.suite import Suite
     from convbench.store import Store
-
-#: The `convbench run` flags' defaults (`convbench.measure.options.DEFAULTS`).
-DEFAULTS = _DEFAULTS
 
 
 @contextlib.contextmanager
@@ -73,14 +68,6 @@ def _open_store(db: str | Path | Store | None) -> tuple[Store, bool]:
     return Store(db), True  # None: in memory
 
 
-#: `TimingConfig` fields under `run`'s keyword names (error messages name the keyword).
-KEYWORDS = {
-    "warmup_s": "warmup",
-    "max_samples": "min_samples",
-    "max_time_s": "max_time",
-}
-
-
 def run(
     suite: str | Path | Suite,
     backends: Sequence[str] | None = None,
@@ -94,15 +81,8 @@ def run(
     threads: int | None = None,
     progress: bool = False,
     *,
-    warmup: float = DEFAULTS["warmup_s"],
-    min_samples: int = DEFAULTS["min_samples"],
-    rel_ci: float = DEFAULTS["rel_ci"],
     timeout: float | None = None,
-    max_lost: float = DEFAULTS["max_lost"],
-    max_pace: float = DEFAULTS["max_pace"],
-    interleave: bool = DEFAULTS["interleave"],
-    cuda_timing: str = DEFAULTS["cuda_timing"],
-    cold_inputs: str = DEFAULTS["cold_inputs"],
+    **options: Any,
 ) -> pd.DataFrame:
     """Sweep a suite as `convbench run` does and return this run's results as a DataFrame.
 
@@ -110,10 +90,12 @@ def run(
     `convbench.suite_from_model`). ``backends``/``dtypes``/``devices``/``directions``/
     ``batch_sizes`` override the suite's axes like the CLI flags. ``db``: None keeps the
     results in memory; a path (created if missing) or an open `Store` keeps them there too.
-    ``max_time``, ``mode``, ``threads``, ``warmup``, ``min_samples``, ``rel_ci``,
-    ``timeout``, ``max_lost``, ``max_pace``, ``interleave``, ``cuda_timing`` and
-    ``cold_inputs`` are the CLI's ``--max-time``, ``--mode``, ...
-    (``interleave=False`` is ``--no-interleave``). ``progress`` shows the CLI's progress bar
+    ``threads`` and ``timeout`` are the CLI's ``--threads`` and ``--timeout``; ``max_time``,
+    ``mode`` and the other keyword ``options`` are the measurement options
+    (`convbench.measure.options.OPTIONS`: ``warmup``, ``min_samples``, ``rel_ci``,
+    ``max_lost``, ``max_pace``, ``interleave``, ``cuda_timing``, ``cold_inputs``), each the
+    CLI's flag of that name (``interleave=False`` is ``--no-interleave``); an unknown keyword
+    is a TypeError naming the known ones. ``progress`` shows the CLI's progress bar
     on stderr.
 
     The frame has one row per task (columns as `convbench.results.load`); ``df.attrs`` holds
@@ -122,27 +104,17 @@ def run(
     from convbench.runner.session import FILTERS, RunPlan, execute, new_run_id
     from convbench.store.frames import load
 
+    check_keywords(options, "convbench.run")
     try:
-        options = measure_options(
-            warmup_s=warmup,
-            min_samples=min_samples,
-            max_time_s=max_time,
-            rel_ci=rel_ci,
-            mode=mode,
-            max_lost=max_lost,
-            max_pace=max_pace,
-            interleave=interleave,
-            cuda_timing=cuda_timing,
-            cold_inputs=cold_inputs,
-        )
-    except ConfigError as exc:
-        raise UserError(exc.named(KEYWORDS)) from None
+        measure = from_user(options | {"max_time": max_time, "mode": mode})
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     values = (backends, dtypes, devices, directions, batch_sizes)
     filters = {
         k: (list(v) if v is not None else None) for k, v in zip(FILTERS, values, strict=True)
     }
     suite = _as_suite(suite)
-    plan = RunPlan(suite, filters, options, threads=threads, timeout_s=timeout)
+    plan = RunPlan(suite, filters, measure, threads=threads, timeout_s=timeout)
     n_tasks = len(plan.tasks())
     store, owned = _open_store(db)
     run_id = new_run_id()

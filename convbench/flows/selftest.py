@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from convbench.problem.axes import dtype_name
+
 PASS, FAIL, SKIP = "pass", "fail", "skip"
 
 
@@ -125,7 +127,7 @@ def check_conformance(device: torch.device) -> Check:
                     dy = None
                     if direction != "forward":
                         dy = upstream_gradient(problem.output_shape, dtype, device, 1)
-                    label = f"{name} {direction} {str(dtype).removeprefix('torch.')} {problem.key}"
+                    label = f"{name} {direction} {dtype_name(dtype)} {problem.key}"
                     if backend.reason(problem.args(dtype, device), direction) is not None:
                         refused += 1
                         continue

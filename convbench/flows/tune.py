@@ -177,34 +177,60 @@ def flagged_results(frame: pd.DataFrame, decisions: Sequence[Decision]) -> list[
     return found
 
 
+@dataclass(frozen=True)
+class Target:
+    """What the model is tuned for: its dtype and device, the passes (``train``: the
+    backward passes too, and a training step end to end), the candidate backends (default:
+    every registered) and the CPU threads."""
+
+    dtype: str = "float32"
+    device: str = "cpu"
+    train: bool = False
+    backends: Sequence[str] | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """How decisions are made: the error a candidate may have (``max_rel_err``, default the
+    dtype's tolerance), the significance level, the per-layer sampling cap, how the whole
+    model is timed (``end_to_end``, default `DEFAULT_TIMING`; it too gets at least
+    `FLOOR_SAMPLES` undisturbed samples), the pace a result (per layer or end to end) may be
+    off by before it is flagged, and whether the compiled variants are timed
+    (`convbench.flows.build`)."""
+
+    max_rel_err: float | None = None
+    alpha: float = 0.05
+    max_time_s: float = DEFAULTS["max_time_s"]
+    end_to_end: TimingConfig | None = None
+    max_pace: float = DEFAULTS["max_pace"]
+    compiled: bool = True
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where tune talks: the progress bar, its console, the command recorded with the run,
+    and ``say`` for its lines."""
+
+    progress: bool = True
+    console: object = None
+    command: str = "convbench tune"
+    say: Callable[[str], None] = print
+
+
 def tune(
     spec: str,
     input_shape: Sequence[int],
+    target: Target = Target(),
+    rules: Rules = Rules(),
     *,
-    dtype: str = "float32",
-    device: str = "cpu",
-    train: bool = False,
-    backends: Sequence[str] | None = None,
     db: str | Path | None = None,
     out: str | Path | None = None,
-    threads: int | None = None,
-    max_rel_err: float | None = None,
-    alpha: float = 0.05,
-    max_time_s: float = 1.0,
-    end_to_end: TimingConfig | None = None,
-    max_pace: float = DEFAULTS["max_pace"],
-    compiled: bool = True,
-    progress: bool = True,
-    console=None,
-    command: str = "convbench tune",
-    say: Callable[[str], None] = print,
+    output: Output = Output(),
 ) -> TuneResult:
-    """Tune ``spec`` (``PACKAGE.MODULE:FACTORY``) at ``input_shape``; see the module doc.
-    ``train``: tune the backward passes too and time a training step end to end.
-    ``end_to_end``: how the whole model is timed (`DEFAULT_TIMING`); it too gets at least
-    `FLOOR_SAMPLES` undisturbed samples. ``max_pace``: the pace a result, per layer or end
-    to end, may be off by before it is flagged. ``compiled``: also time the compiled variants
-    (`convbench.flows.build`)."""
+    """Tune ``spec`` (``PACKAGE.MODULE:FACTORY``) at ``input_shape``; see the module doc."""
+    dtype, device, train, threads = target.dtype, target.device, target.train, target.threads
+    say = output.say
     from convbench.backends import backend_names
 
     if dtype not in DTYPES:
@@ -220,13 +246,15 @@ def tune(
     trace = trace_convs(factory, input_shape, label=spec)
     name = spec.rpartition(":")[2].lower()
     passes = PASSES if train else ("forward",)
-    candidates = list(backends) if backends else backend_names()
+    candidates = list(target.backends) if target.backends else backend_names()
     if "torch" not in candidates:
         candidates.append("torch")  # the baseline every decision is made against
     suite = suite_from_trace(trace, name, dtype, source=f"{spec} at {list(input_shape)}")
     filters = {"backends": candidates, "dtypes": [dtype], "devices": [device]}
     filters["directions"] = list(passes)
-    options = measure_options(max_time_s=max_time_s, max_pace=max_pace, floor_samples=FLOOR_SAMPLES)
+    options = measure_options(
+        max_time_s=rules.max_time_s, max_pace=rules.max_pace, floor_samples=FLOOR_SAMPLES
+    )
     plan = RunPlan(suite, filters, options, threads=threads)
     run_id = run_id_for(
         spec, input_shape, dtype, device, passes, candidates, threads, options.to_dict()
@@ -237,23 +265,25 @@ def tune(
         if resume:
             say(f"{run_id}: measured before; measuring only what is missing")
         result = execute(
-            store, plan, run_id, command=command, resume=resume, console=console,
-            progress=progress,
+            store, plan, run_id, command=output.command, resume=resume, console=output.console,
+            progress=output.progress,
         )  # fmt: skip
         if result is None or result.interrupted:
             return TuneResult(run_id, [], [], None, interrupted=True)
         frame = load(store, run_id, samples=True)
-        decisions = decide(frame, alpha=alpha, max_rel_err=max_rel_err, weight_changes=train)
+        decisions = decide(
+            frame, alpha=rules.alpha, max_rel_err=rules.max_rel_err, weight_changes=train
+        )
         entries = _entries(decisions, trace, device)
         path = write(out, entries, model=spec, input_shape=input_shape) if out else None
         original, x = _model_and_input(factory, spec, input_shape, dtype, device)
         modes = ("inference", "train") if train else ("inference",)
         table = DecisionTable(str(path or "<tune>"), entries, spec)
-        config = replace(end_to_end or DEFAULT_TIMING, max_pace=max_pace)
+        config = replace(rules.end_to_end or DEFAULT_TIMING, max_pace=rules.max_pace)
         config = replace(config, floor_samples=max(config.floor_samples, FLOOR_SAMPLES))
         e2e, layout, every, records = variants.end_to_end(
-            original, table, x, modes, config, alpha, device, say,
-            compare=_compare(store, device, threads), compiled=compiled,
+            original, table, x, modes, config, rules.alpha, device, say,
+            compare=_compare(store, device, threads), compiled=rules.compiled,
         )  # fmt: skip
         if path is not None:
             e2e_dicts = [e.to_dict() for e in e2e]

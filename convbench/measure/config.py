@@ -4,11 +4,20 @@ so the command line can show the defaults without loading torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 Mode = Literal["warm", "cold"]
 StopReason = Literal["ci", "time_cap", "max_samples"]
+
+
+def option(default: Any, flag: str, keyword: str, help: str, **more: Any) -> Any:
+    """A config field that users set: its one declaration. ``flag`` is the CLI's
+    (`convbench run`), ``keyword`` the Python API's (`convbench.run`) and the flag's argparse
+    destination; ``more`` may hold ``metavar``, ``choices`` and ``negate`` (the flag turns a
+    True default off, ``--no-interleave``). `convbench.measure.options` collects them."""
+    meta = {"flag": flag, "keyword": keyword, "help": help, **more}
+    return field(default=default, metadata={"option": meta})
 
 
 class ConfigError(ValueError):
@@ -47,20 +56,37 @@ class TimingConfig:
     The defaults are `convbench run`'s and `convbench.run`'s: both read them from here.
     """
 
-    warmup_s: float = 0.05
-    min_samples: int = 10
+    warmup_s: float = option(
+        0.05, "--warmup", "warmup", "warmup time per case in seconds", metavar="S"
+    )
+    min_samples: int = option(
+        10, "--min-samples", "min_samples", "samples taken at least, whatever the interval"
+    )
     max_samples: int = 1000
-    max_time_s: float = 1.0
-    rel_ci: float = 0.01
+    max_time_s: float = option(
+        1.0, "--max-time", "max_time", "per-case cap on the sampling phase in seconds", metavar="S"
+    )
+    rel_ci: float = option(
+        0.01, "--rel-ci", "rel_ci", "stop when the median's 95% CI is within ±this share"
+    )
     confidence: float = 0.95
     max_overhead: float = 0.01
-    mode: Mode = "warm"
-    max_lost: float = 0.03
+    mode: Mode = option(
+        "warm", "--mode", "mode", "cold flushes the cache before every sample",
+        choices=("warm", "cold"),
+    )  # fmt: skip
+    max_lost: float = option(
+        0.03, "--max-lost", "max_lost", "a CPU sample whose threads waited for a core more "
+        "than this share of the time is disturbed and set aside", metavar="F",
+    )  # fmt: skip
     max_drift: float = 0.10
     round_s: float = 0.005
     min_rounds: int = 3
     floor_samples: int = 0
-    max_pace: float = 0.10
+    max_pace: float = option(
+        0.10, "--max-pace", "max_pace", "flag a result measured while the host ran a fixed "
+        "reference kernel more than this share off its usual speed", metavar="F",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         checks = [

@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from convbench.backends import library
+from convbench.problem.axes import PASS_NAMES as PASSES
+from convbench.problem.axes import dtype_name
 from convbench.problem.shapes import resolve_padding
 from convbench.problem.trace import describe_call
 
-PASSES = ("forward", "backward_data", "backward_weight")
 TORCH_ONLY = ("torch",) * 3
 
 
@@ -80,7 +81,7 @@ def _new_route(tuning: Tuning, shape, dtype, device) -> tuple:
     call = describe_call(tuning.name, module, shape)
     key = (
         call.problem.key if call.problem else "",
-        str(dtype).removeprefix("torch."),
+        dtype_name(dtype),
         device_name(device),
     )
     chosen = [tuning.decisions.get((*key, p)) for p in PASSES]

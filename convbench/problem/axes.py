@@ -39,14 +39,17 @@ DIRECTIONS = ("forward", "backward_data", "backward_weight", "backward", "train"
 FLOP_FACTOR: Mapping[str, int] = MappingProxyType(
     {"forward": 1, "backward_data": 1, "backward_weight": 1, "backward": 2, "train": 3}
 )
-#: The passes (`forward`, `backward_data`, `backward_weight`) each direction runs.
+#: The three passes of a convolution, in the order a training step runs them: the one
+#: definition (backends' plans, decisions, tuned layers).
+PASS_NAMES = ("forward", "backward_data", "backward_weight")
+#: The passes each direction runs.
 PASSES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         "forward": ("forward",),
         "backward_data": ("backward_data",),
         "backward_weight": ("backward_weight",),
-        "backward": ("forward", "backward_data", "backward_weight"),
-        "train": ("forward", "backward_data", "backward_weight"),
+        "backward": PASS_NAMES,
+        "train": PASS_NAMES,
     }
 )
 

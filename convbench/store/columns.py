@@ -69,14 +69,14 @@ RESULTS: tuple[Column, ...] = (
     C("backend", "TEXT", "The backend (algorithm) measured.", display="main"),
     C("device", "TEXT", "cpu, cuda or cuda:N.", display="main"),
     C("dtype", "TEXT", "float32, float16, bfloat16 or float64.", display="main"),
-    C("direction", "TEXT", "The pass: forward, backward_data or backward_weight.",
-      display="main"),
+    C("direction", "TEXT", "The direction: one pass (forward, backward_data, "
+      "backward_weight), or backward or train (all three).", display="main"),
     C("status", "TEXT NOT NULL", "ok, unsupported, oom, error or timeout "
       "(`convbench.store.STATUSES`).", display="main"),
     C("median_ms", "REAL", "Median time of one call over the clean samples.", "ms",
       display="main", label="median"),
-    C("ci95_ms", "REAL", "The 95% confidence interval of the median (bootstrap), from "
-      "ci_low_ms and ci_high_ms.", "ms", display="main", label="95% CI of median",
+    C("ci95_ms", "REAL", "The 95% confidence interval of the median (binomial order statistics), "
+      "from ci_low_ms and ci_high_ms.", "ms", display="main", label="95% CI of median",
       stored=False),
     C("gflops", "REAL", "Useful floating-point work over the median time (flops / median).",
       "GFLOP/s", display="main", label="GFLOP/s"),
@@ -121,7 +121,7 @@ RESULTS: tuple[Column, ...] = (
     C("torch_threads", "INTEGER", "torch.get_num_threads() in the worker.", display="detail",
       label="threads"),
     C("stop_reason", "TEXT", "Why sampling stopped: ci (the median's interval was narrow "
-      "enough), time (the cap) or samples.", display="detail", label="stop reason"),
+      "enough), time_cap or max_samples.", display="detail", label="stop reason"),
     C("mode", "TEXT", "warm or cold (caches flushed / inputs rotated before each sample).",
       display="detail"),
     C("cuda_timing", "TEXT", "How CUDA blocks were timed: events, graph or blocking.",

@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from convbench.errors import UserError
+from convbench.problem.axes import PASS_NAMES as PASSES
 
 FORMAT = "convbench-decisions/1"
-PASSES = ("forward", "backward_data", "backward_weight")
 CONTEXT_FIELDS = ("torch", "device_name", "threads", "convbench")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 _ENTRY_FIELDS = {

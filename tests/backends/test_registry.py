@@ -35,17 +35,21 @@ def test_entry_point_backend_is_registered(tmp_path):
     pkg.write_text(
         textwrap.dedent("""
         import torch.nn.functional as F
-        from convbench.backends import Backend
+        from convbench.backends import Backend, Passes
+
+        class Direct(Passes):
+            def forward(self, x):
+                a = self.args
+                fn = F.conv1d if a.nd == 1 else F.conv2d
+                return fn(x, self.weight, self.bias, a.stride, a.symmetric_padding,
+                          a.dilation, a.groups)
 
         class Doubler(Backend):
             name = "torch_direct"
             description = "F.conv via a plugin"
 
             def plan(self, args, weight, bias):
-                fn = F.conv1d if args.nd == 1 else F.conv2d
-                pads = args.symmetric_padding
-                return (lambda x: fn(x, weight, bias, args.stride, pads, args.dilation,
-                                     args.groups)), {}
+                return Direct(args, weight, bias)
     """)
     )
     dist = tmp_path / "mybackend-1.0.dist-info"

@@ -14,7 +14,7 @@ from convbench.cli.run import _plan
 from convbench.errors import UserError
 from convbench.flows import api
 from convbench.measure.config import TimingConfig
-from convbench.measure.options import MeasureOptions
+from convbench.measure.options import MeasureOptions, measure_options
 from convbench.problem import Axes, ConvCase, ConvProblem, Suite
 
 TINY = dict(max_time=0.05, warmup=0.01, min_samples=6)
@@ -59,7 +59,7 @@ def test_run_rejects_bad_arguments_like_the_cli():
 
 def test_measure_options_match_the_cli_flags():
     args = build_parser().parse_args(["run", "smoke"])
-    assert api.measure_options() == _plan(args).options == MeasureOptions()
+    assert measure_options() == _plan(args).options == MeasureOptions()
     assert api.DEFAULTS == {
         "warmup_s": args.warmup,
         "min_samples": args.min_samples,
@@ -74,19 +74,21 @@ def test_measure_options_match_the_cli_flags():
     }
     assert (TimingConfig.warmup_s, TimingConfig.max_time_s) == (args.warmup, args.max_time)
     args = build_parser().parse_args(["run", "smoke", "--max-time", "0.3", "--mode", "cold"])
-    assert api.measure_options(max_time_s=0.3, mode="cold") == _plan(args).options
+    assert measure_options(max_time_s=0.3, mode="cold") == _plan(args).options
     args = build_parser().parse_args(["run", "smoke", "--no-interleave", "--max-lost", "0.1"])
-    assert api.measure_options(interleave=False, max_lost=0.1) == _plan(args).options
+    assert measure_options(interleave=False, max_lost=0.1) == _plan(args).options
     args = build_parser().parse_args(["run", "smoke", "--max-pace", "0.2"])
-    assert api.measure_options(max_pace=0.2) == _plan(args).options
+    assert measure_options(max_pace=0.2) == _plan(args).options
     assert _plan(args).options.timing.max_pace == 0.2
     args = build_parser().parse_args(
         ["run", "smoke", "--cuda-timing", "graph", "--cold-inputs", "rotate"]
     )
-    got = api.measure_options(cuda_timing="graph", cold_inputs="rotate")
+    got = measure_options(cuda_timing="graph", cold_inputs="rotate")
     assert got == _plan(args).options
     with pytest.raises(UserError, match="^cuda_timing: expected events, graph or blocking"):
         convbench.run("smoke", cuda_timing="cupti")
+    with pytest.raises(TypeError, match="convbench.run: unknown keyword 'max_times'"):
+        convbench.run("smoke", max_times=1)
 
 
 def test_bad_timing_arguments_name_the_keyword(tiny_suite):
@@ -102,7 +104,7 @@ def test_import_convbench_stays_light_and_exports_the_notebook_api():
         "assert 'pandas' not in sys.modules and 'torch' not in sys.modules; "
         "assert 'convbench.flows.api' not in sys.modules; "
         "assert convbench.results.load and convbench.run.__module__ == 'convbench.flows.api'; "
-        "assert convbench.modeltime.model_totals and convbench.suite_from_model; "
+        "assert convbench.analysis.modeltime.model_totals and convbench.suite_from_model; "
         "from convbench import run, results"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
