@@ -85,9 +85,9 @@ def _ci(low, high) -> str:
 
 
 def _load(args) -> tuple[list[str], pd.DataFrame]:
-    from convbench.store.frames import _open, load
+    from convbench.store.frames import load, open_results
 
-    store, owned = _open(args.db)
+    store, owned = open_results(args.db)
     try:
         run_ids = list(args.runs) or [store.latest_run_id()]
         if len(run_ids) > 2:
@@ -274,8 +274,9 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
 
     from convbench.analysis import compare as analysis
     from convbench.analysis import flags
-    from convbench.report.format import format_ratio, format_time, format_unmatched
-    from convbench.report.terminal import clean, move_constant_columns, print_tables, records
+    from convbench.report.format import format_ratio
+    from convbench.report.tables import comparison_table
+    from convbench.report.terminal import clean, move_constant_columns, print_tables, records, texts
 
     old_id, new_id = run_ids
     old, new = df[df["run_id"] == old_id], df[df["run_id"] == new_id]
@@ -297,25 +298,8 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
     else:
         # results no run has (a backend unsupported on the device in both) are counted, not listed
         absent = cmp["status_old"].isin(["unsupported"]) & cmp["status_new"].isin(["unsupported"])
-        columns = ["case", "backend", "dtype", "device", "direction", "A", "B", "B/A time"]
-        columns += ["95% CI", "verdict"]
-        rows = [
-            [
-                r.case,
-                r.backend,
-                r.dtype,
-                r.device,
-                r.direction,
-                format_time(r.old_ms),
-                format_time(r.new_ms),
-                format_ratio(r.ratio, r.significant),
-                _ci(r.ci_low, r.ci_high),
-                r.verdict
-                if r.verdict != "missing"
-                else format_unmatched(r.status_old, r.status_new),
-            ]
-            for r in cmp[~absent].itertuples()
-        ]
+        columns, rows = comparison_table(cmp[~absent], "A", "B")
+        rows = texts(rows)
         counts = ", ".join(f"{n} {v}" for v, n in summary["counts"].items() if n)
         geo = format_ratio(summary["geomean_ratio"], summary["significant"])
         title = f"A = {old_id}, B = {new_id}: {counts}; geomean B/A time {geo}"

@@ -102,7 +102,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
             f"[yellow]interrupted[/]: finish with the same command (run {result.run_id} resumes)"
         )
         return 130
-    tables = layer_tables(result.entries) + e2e_tables(result.variants, result.records)
+    tables = layer_tables(result.entries) + e2e_tables(result.records)
     print_tables(tables, "table", NOTE)
     print(f"decisions: {result.path}")
     if result.flagged:
@@ -145,72 +145,22 @@ def flagged_line(flagged: list[dict]) -> str:
 
 
 def layer_tables(entries: list[dict]) -> list:
-    from convbench.report.terminal import move_constant_columns
+    """The decisions as `convbench report` shows them (`convbench.report.tables`), as text."""
+    from convbench.report.tables import DECISION_COLUMNS, decision_rows
+    from convbench.report.terminal import move_constant_columns, texts
 
-    rows = []
-    for e in entries:
-        saved = None
-        if e.get("torch_ms") is not None and e.get("median_ms") is not None:
-            saved = (e["torch_ms"] - e["median_ms"]) * max(1, len(e.get("layers") or [1]))
-        ci = e.get("speedup_ci")
-        speed = f"{e['speedup']:.2f}×" + (f" [{ci[0]:.2f}–{ci[1]:.2f}]" if ci else "")
-        rows.append(
-            [
-                ", ".join(e.get("layers") or []) or e.get("case", ""),
-                e["pass"],
-                _shape(e.get("shape") or {}),
-                e["backend"]
-                + (f" (reverted from {e['reverted_from']})" if e.get("reverted_from") else ""),
-                _ms(e.get("torch_ms")),
-                _ms(e.get("median_ms")),
-                speed,
-                _ms(saved),
-                "—" if e.get("rel_err") is None else f"{e['rel_err']:.1e}",
-            ]
-        )
-    columns = ["layers", "pass", "problem", "backend", "torch [ms]", "chosen [ms]"]
-    columns += ["speedup [95% CI]", "saved [ms]", "rel. error"]
+    rows = texts(decision_rows(entries))
     # a pass that is the same everywhere goes to the title: the table fits a terminal
-    return [move_constant_columns("decisions per layer and pass", columns, rows, (1,))]
+    title = "decisions per layer and pass"
+    return [move_constant_columns(title, DECISION_COLUMNS, rows, (1,))]
 
 
-def e2e_tables(results, marks: list[dict]) -> list:
-    """``marks``: per result, its record as stored (`variant_text` reads variant, chosen,
-    reverted)."""
-    from convbench.report.tables import variant_text
-    from convbench.report.terminal import move_constant_columns
+def e2e_tables(records: list[dict]) -> list:
+    """The end-to-end comparisons as stored, as `convbench report` shows them, as text."""
+    from convbench.report.tables import E2E_COLUMNS, end_to_end_rows
+    from convbench.report.terminal import move_constant_columns, texts
 
-    rows = [
-        [
-            r.mode,
-            variant_text(mark) + (" (flagged)" if r.flags else ""),
-            _ms(r.original_ms),
-            _ms(r.optimized_ms),
-            f"{r.speedup:.3f}× [{r.ci_low:.3f}–{r.ci_high:.3f}]",
-            f"{r.p_value:.2g}",
-            f"{r.max_rel_diff:.1e}",
-            str(r.n_samples),
-            "—" if r.compile_s is None else f"{r.compile_s:.1f}",
-            "—" if r.vs_compiled is None else "{:.3f}× [{:.3f}–{:.3f}]".format(*r.vs_compiled),
-        ]
-        for r, mark in zip(results, marks, strict=True)
-    ]
-    columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup [95% CI]", "p"]
-    columns += ["max rel. output diff", "samples", "compile [s]", "vs torch.compile [95% CI]"]
-    if not rows:
+    if not records:
         return []
-    return [move_constant_columns("the whole model, end to end", columns, rows, (0,))]
-
-
-def _ms(value) -> str:
-    return "—" if value is None else f"{value:.4g}"
-
-
-def _shape(fields: dict) -> str:
-    if not fields:
-        return ""
-    k = "×".join(map(str, fields["kernel"]))
-    sp = "×".join(map(str, fields["spatial"]))
-    extra = f" /{fields['stride'][0]}" if max(fields["stride"]) > 1 else ""
-    extra += f" g{fields['groups']}" if fields["groups"] > 1 else ""
-    return f"{fields['in_channels']}→{fields['out_channels']} {k} @{sp}{extra} n{fields['batch']}"
+    rows = texts(end_to_end_rows(records))
+    return [move_constant_columns("the whole model, end to end", E2E_COLUMNS, rows, (0,))]

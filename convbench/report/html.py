@@ -263,9 +263,9 @@ def write_report(
 ) -> Path:
     """Read ``run_ids`` (default: the latest run) from the store at ``db``, render the report
     and write it to ``out`` (default: `default_path`). Returns the path written."""
-    from convbench.store.frames import _open, load
+    from convbench.store.frames import load, open_results
 
-    store, owned = _open(db)
+    store, owned = open_results(db)
     try:
         run_ids = list(dict.fromkeys(run_ids)) if run_ids else [store.latest_run_id()]
         runs = [store.run(r) for r in run_ids]  # a UserError names the known runs

@@ -17,6 +17,7 @@ from convbench.analysis.flags import is_flagged
 from convbench.report.format import (
     fmt,
     format_ratio,
+    format_time,
     format_unmatched,
     missing,
 )
@@ -204,28 +205,28 @@ def _result_cell(column, r: Mapping, context: Mapping) -> dict:
     return cell(value, digits=column.digits)
 
 
-def comparison_table(cmp: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
-    """Two-run comparison rows, the largest slow-downs first, unmatched results last."""
-    columns = ["case", "backend", "dtype", "device", "direction", "first [ms]", "this [ms]"]
-    columns += ["time ratio", "95% CI", "p", "verdict"]
+def comparison_table(
+    cmp: pd.DataFrame, old: str = "first", new: str = "this"
+) -> tuple[list[str], list[list[dict]]]:
+    """Two-run comparison rows (`convbench.analysis.compare.compare_runs`), the largest
+    slow-downs first, unmatched results last; ``old`` and ``new`` name the two runs (the
+    report's "first" and "this", `convbench compare`'s A and B)."""
+    columns = ["case", "backend", "dtype", "device", "direction", old, new]
+    columns += [f"{new}/{old} time", "95% CI", "p", "verdict"]
     order = cmp.assign(_missing=cmp["verdict"] == "missing").sort_values(
-        ["_missing", "ratio"], ascending=[True, False]
+        ["_missing", "ratio"], ascending=[True, False], kind="stable"
     )
     rows = []
     for r in order.to_dict("records"):
-        ci = "—" if missing(r["ci_low"]) else f"{fmt(r['ci_low'], 3)} – {fmt(r['ci_high'], 3)}"
+        ci = "—" if missing(r["ci_low"]) else f"{fmt(r['ci_low'], 3)}–{fmt(r['ci_high'], 3)}"
         verdict = r["verdict"]
         if verdict == "missing":
-            verdict = format_unmatched(r["status_old"], r["status_new"], "first", "this")
+            verdict = format_unmatched(r["status_old"], r["status_new"], old, new)
         rows.append(
             [
-                cell(r["case"]),
-                cell(r["backend"]),
-                cell(r["dtype"]),
-                cell(r["device"]),
-                cell(r["direction"]),
-                cell(r["old_ms"]),
-                cell(r["new_ms"]),
+                *(cell(r[k]) for k in ("case", "backend", "dtype", "device", "direction")),
+                cell(r["old_ms"], text=format_time(r["old_ms"])),
+                cell(r["new_ms"], text=format_time(r["new_ms"])),
                 cell(r["ratio"], text=format_ratio(r["ratio"], r["significant"])),
                 cell(r["ci_low"], text=ci),
                 cell(r["p_value"], digits=2),
@@ -268,65 +269,75 @@ def model_table(totals: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
     return columns, rows
 
 
-def tune_tables(record: Mapping) -> dict:
-    """A `convbench tune` record (`Store.tunes`): the end-to-end rows and the per-layer
-    decisions, largest saving first."""
-    e2e_columns = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup", "95% CI"]
-    e2e_columns += ["p", "max rel. output diff", "samples", "compile [s]", "vs torch.compile"]
-    e2e_rows = [
-        [
-            cell(r["mode"]),
-            cell(variant_text(r), cls="" if r.get("chosen", True) else "reason"),
-            cell(r["original_ms"]),
-            cell(r["optimized_ms"]),
-            cell(r["speedup"], text=f"{r['speedup']:.3f}×"),
-            cell(r["ci_low"], text=f"{fmt(r['ci_low'], 3)} – {fmt(r['ci_high'], 3)}"),
-            cell(r["p_value"], digits=2),
-            cell(r["max_rel_diff"], digits=2),
-            cell(r["n_samples"]),
-            cell(r.get("compile_s"), text=_seconds(r.get("compile_s"))),
-            _vs_cell(r.get("vs_compiled")),
-        ]
-        for r in record["end_to_end"]
-    ]
-    layer_columns = ["layers", "pass", "problem", "backend", "torch [ms]", "chosen [ms]"]
-    layer_columns += ["speedup", "saved [ms]", "rel. error", "why"]
+E2E_COLUMNS = ["mode", "variant", "original [ms]", "optimized [ms]", "speedup [95% CI]", "p"]
+E2E_COLUMNS += ["max rel. output diff", "samples", "compile [s]", "vs torch.compile [95% CI]"]
+DECISION_COLUMNS = ["layers", "pass", "problem", "backend", "torch [ms]", "chosen [ms]"]
+DECISION_COLUMNS += ["speedup [95% CI]", "saved [ms]", "rel. error", "why"]
+
+
+def end_to_end_rows(records: list[Mapping]) -> list[list[dict]]:
+    """The end-to-end comparisons of a tune as stored (`convbench.flows.variants`), one row
+    each under `E2E_COLUMNS`: the report's table and `convbench tune`'s."""
     rows = []
-    for e in record["decisions"]:
+    for r in records:
+        variant = variant_text(r) + (" (flagged)" if r.get("flags") else "")
+        speed = f"{r['speedup']:.3f}× [{r['ci_low']:.3f}–{r['ci_high']:.3f}]"
+        rows.append(
+            [
+                cell(r["mode"]),
+                cell(variant, cls="" if r.get("chosen", True) else "reason"),
+                cell(r["original_ms"]),
+                cell(r["optimized_ms"]),
+                cell(r["speedup"], text=speed),
+                cell(r["p_value"], digits=2),
+                cell(r["max_rel_diff"], digits=2),
+                cell(r["n_samples"]),
+                cell(r.get("compile_s"), text=_seconds(r.get("compile_s"))),
+                _vs_cell(r.get("vs_compiled")),
+            ]
+        )
+    return rows
+
+
+def decision_rows(entries: list[Mapping]) -> list[list[dict]]:
+    """The decisions of a tune, one row per problem and pass under `DECISION_COLUMNS`,
+    largest saving (torch's time minus the chosen one, times the layers) first."""
+    rows = []
+    for e in entries:
         saved = None
         if e.get("torch_ms") is not None and e.get("median_ms") is not None:
             saved = (e["torch_ms"] - e["median_ms"]) * max(1, len(e.get("layers") or [1]))
-        rows.append(
-            (
-                -(saved or 0.0),
-                [
-                    cell(", ".join(e.get("layers") or []) or e.get("case")),
-                    cell(e["pass"]),
-                    cell(_problem_text(e.get("shape") or {})),
-                    cell(
-                        e["backend"]
-                        + (
-                            f" (reverted from {e['reverted_from']})"
-                            if e.get("reverted_from")
-                            else ""
-                        )
-                    ),  # fmt: skip
-                    cell(e.get("torch_ms")),
-                    cell(e.get("median_ms")),
-                    cell(e.get("speedup"), text=f"{e.get('speedup', 1.0):.3g}×"),
-                    cell(saved),
-                    cell(e.get("rel_err"), digits=2),
-                    cell(e.get("reason") or "", cls="reason"),
-                ],
-            )
-        )
+        backend = e["backend"]
+        if e.get("reverted_from"):
+            backend += f" (reverted from {e['reverted_from']})"
+        ci = e.get("speedup_ci")
+        speed = f"{e.get('speedup', 1.0):.2f}×" + (f" [{ci[0]:.2f}–{ci[1]:.2f}]" if ci else "")
+        row = [
+            cell(", ".join(e.get("layers") or []) or e.get("case")),
+            cell(e["pass"]),
+            cell(_problem_text(e.get("shape") or {})),
+            cell(backend),
+            cell(e.get("torch_ms")),
+            cell(e.get("median_ms")),
+            cell(e.get("speedup"), text=speed),
+            cell(saved),
+            cell(e.get("rel_err"), digits=2),
+            cell(e.get("reason") or "", cls="reason"),
+        ]
+        rows.append((-(saved or 0.0), row))
     rows.sort(key=lambda r: r[0])
+    return [row for _, row in rows]
+
+
+def tune_tables(record: Mapping) -> dict:
+    """A `convbench tune` record (`Store.tunes`): the end-to-end rows and the per-layer
+    decisions, largest saving first."""
     return {
         "model": record["model"],
         "shape": "×".join(map(str, record["input_shape"])),
         "path": record.get("decisions_path") or "—",
-        "end_to_end": {"columns": e2e_columns, "rows": e2e_rows},
-        "layers": {"columns": layer_columns, "rows": [r for _, r in rows]},
+        "end_to_end": {"columns": E2E_COLUMNS, "rows": end_to_end_rows(record["end_to_end"])},
+        "layers": {"columns": DECISION_COLUMNS, "rows": decision_rows(record["decisions"])},
     }
 
 
@@ -338,7 +349,7 @@ def _vs_cell(vs) -> dict:
     """A variant against torch.compile of the original: ratio [95% interval]."""
     if not vs:
         return cell(None)
-    return cell(vs[0], text=f"{vs[0]:.3f}× [{fmt(vs[1], 3)} – {fmt(vs[2], 3)}]")
+    return cell(vs[0], text="{:.3f}× [{:.3f}–{:.3f}]".format(*vs))
 
 
 def variant_text(record: Mapping) -> str:

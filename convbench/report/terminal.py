@@ -29,6 +29,12 @@ def records(df: pd.DataFrame) -> list[dict]:
     return clean(df.to_dict("records"))
 
 
+def texts(rows: list[list[dict]]) -> list[list[str]]:
+    """The report's cells (`convbench.report.tables.cell`) as the terminal's plain text: one
+    definition of a table serves both."""
+    return [[c["text"] for c in row] for row in rows]
+
+
 def _md(value) -> str:
     """A markdown table cell: HTML-escaped (a pull request renders raw HTML) and no pipes."""
     text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

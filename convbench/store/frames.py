@@ -27,7 +27,9 @@ from convbench.store.sqlite import Store
 COLUMN_RENAMES = FRAME_RENAMES
 
 
-def _open(db: str | Path | Store) -> tuple[Store, bool]:
+def open_results(db: str | Path | Store) -> tuple[Store, bool]:
+    """The store ``db`` names (an open `Store` as it is), and whether the caller owns it
+    (must close it): a path must name an existing store."""
     if isinstance(db, Store):
         return db, False
     return Store.open_existing(db), True
@@ -46,7 +48,7 @@ def load(
     rel_err, gpu_util_pct, power_w, energy_j: every stored column of the registry
     (`convbench.store.columns`; docs/metrics.md), with its dtype.
     """
-    store, owned = _open(db)
+    store, owned = open_results(db)
     try:
         runs = [run] if isinstance(run, str) else list(run) if run is not None else [None]
         rows: list[dict] = []
@@ -68,7 +70,7 @@ def load(
 
 def runs(db: str | Path | Store) -> pd.DataFrame:
     """One row per run: id, suite, status, times, command."""
-    store, owned = _open(db)
+    store, owned = open_results(db)
     try:
         records = [store.run(r) for r in store.run_ids()]
         columns = ["run_id", "suite", "status", "created_at", "finished_at", "command"]

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from convbench.modeltime import best_mix, has_layer_counts, model_totals, render
+from convbench.analysis.modeltime import best_mix, has_layer_counts, model_totals, render
 
 COUNTS = {"stem": 1, "block": 4, "head": 2}
 # backend -> case -> (status, median_ms, rel_err)

@@ -143,7 +143,10 @@ def test_the_printed_tables_keep_their_units(capsys, monkeypatch):
                         vs_compiled=(1.0, 0.98, 1.02))  # fmt: skip
     marks = [{"variant": "tuned", "chosen": True}, {"variant": "tuned, x", "chosen": False},
              {"variant": "torch.compile(original)", "chosen": False}]  # fmt: skip
-    tables = layer_tables([entry]) + e2e_tables([result, flagged, compiled], marks)
+    records = [
+        dict(r.to_dict(), **m) for r, m in zip([result, flagged, compiled], marks, strict=True)
+    ]
+    tables = layer_tables([entry]) + e2e_tables(records)
     print_tables(tables, "table", NOTE)
     out = capsys.readouterr().out
     headers = ("torch [ms]", "chosen [ms]", "saved [ms]", "original [ms]", "optimized [ms]")
