@@ -3,6 +3,7 @@ suites, a test-only backend plugin, the CLI in a subprocess, and synthetic resul
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -137,12 +138,24 @@ class Wrong(_Base):
         return run
 
 
+def _extra_s():
+    """SLOWED_EXTRA_S, else the number in slowed_extra_s beside this file (read at each call,
+    so that one worker serves runs with different waits), else 2 ms."""
+    if "SLOWED_EXTRA_S" in os.environ:
+        return float(os.environ["SLOWED_EXTRA_S"])
+    try:
+        with open(os.path.join(os.path.dirname(__file__), "slowed_extra_s")) as f:
+            return float(f.read())
+    except FileNotFoundError:
+        return 0.002
+
+
 class Slowed(_Base):
-    """F.conv made slower by a busy wait: for regression-gate tests."""
+    """F.conv made slower by a busy wait (`_extra_s`): for regression-gate tests."""
     name = "slowed"
     def wrap(self, f):
         def run(x):
-            end = time.perf_counter() + float(os.environ.get("SLOWED_EXTRA_S", "0.002"))
+            end = time.perf_counter() + _extra_s()
             while time.perf_counter() < end:
                 pass
             return f(x)
@@ -197,6 +210,142 @@ def make_plugin_env(
 def plugin_env_factory():
     """`make_plugin_env`, for module-scoped fixtures."""
     return make_plugin_env
+
+
+@contextlib.contextmanager
+def plugins_in_process(
+    root: Path, names=("sleepy", "crashy", "buggy", "slowed", "flaky", "wrong"), **env: str
+):
+    """The test-only backends ``names`` registered through the entry-point group in *this*
+    process (so `convbench.cli.main` and `convbench.run` know them) and in the workers it
+    spawns (they inherit the environment: PYTHONPATH, FLAKY_MARKER and ``env``). The same
+    dist-info as `make_plugin_env`; everything is undone on exit. For tests of what a sweep
+    does with a failing backend, where a `convbench` subprocess would only add its start-up."""
+    import convbench.backends as registry
+
+    plugin = make_plugin_env(root, names)
+    registry.backend_names()  # the built-ins, loaded once for the whole session
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("PYTHONPATH", "FLAKY_MARKER"):
+            mp.setenv(key, plugin[key])
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.syspath_prepend(str(root))
+        mp.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+        mp.setattr(registry, "_loaded", False)  # the next look-up reads the entry points again
+        try:
+            registry.backend_names()
+            yield plugin
+        finally:
+            sys.modules.pop("cbtest_plugin", None)
+
+
+class WorkerPool:
+    """Warm measuring processes, shared by the tests that opt in (`warm_workers`).
+
+    A run in this process starts a `convbench.runner.worker.Worker` (a spawned interpreter
+    that imports torch: seconds), and stops it at the end (a second). Where the worker's
+    process is not what a test is about, `patched` hands out a real worker from here instead
+    and takes it back when the run stops it, to serve the next run started in the same
+    conditions: the same thread count and environment (what a spawned worker inherits; the
+    test-only backends come in through PYTHONPATH, `plugins_in_process`); it measures the
+    roofline's ceilings once. A worker killed by a run (a timeout,
+    a crash) restarts as it always does. Tests of the worker itself (start-up, Ctrl-C, kill,
+    a fresh allocator) and of the ceilings do not opt in."""
+
+    def __init__(self, keep: int = 3):
+        from convbench.runner.worker import Worker
+
+        self.real, self.keep = Worker, keep
+        self.idle: list[tuple[tuple, object]] = []  # (conditions, worker), oldest first
+
+    #: Variables that change under the session without changing what a worker does: pytest's
+    #: current test, and the default cache directory torch sets on first use of inductor.
+    INCIDENTAL = frozenset({"PYTEST_CURRENT_TEST", "TORCHINDUCTOR_CACHE_DIR"})
+
+    @classmethod
+    def _conditions(cls, threads) -> tuple:
+        env = sorted((k, v) for k, v in os.environ.items() if k not in cls.INCIDENTAL)
+        return threads, tuple(env)
+
+    def worker(self, threads=None):
+        key = self._conditions(threads)
+        for i, (k, w) in enumerate(self.idle):
+            if k == key:
+                del self.idle[i]
+                return w
+        w = self.real(threads)
+        w.stop = lambda: self._give_back(key, w)  # a run stops it: back to the pool
+        call, ceilings = w.call, {}
+
+        def measure_ceilings_once(message, timeout_s):
+            """The roofline's ceilings (a GEMM's GFLOP/s, a copy's bandwidth), which every
+            new run measures, are measured once per worker: the same machine's."""
+            if message[0] not in ("peak", "bandwidth"):
+                return call(message, timeout_s)
+            if message not in ceilings:
+                ceilings[message] = call(message, timeout_s)
+            return ceilings[message]
+
+        w.call = measure_ceilings_once
+        return w
+
+    def _give_back(self, key, w) -> None:
+        if any(w is idle for _, idle in self.idle):
+            return  # stopped twice (the sweep, then the run): once is enough
+        self.idle.append((key, w))
+        while len(self.idle) > self.keep:
+            self.real.stop(self.idle.pop(0)[1])
+
+    @contextlib.contextmanager
+    def patched(self):
+        """Runs started in this block (`convbench.cli.main`, `convbench.run`, `execute`,
+        `sweep`, interference's passes) get their workers from the pool."""
+        from convbench.runner import session, sweep, worker
+
+        with pytest.MonkeyPatch.context() as mp:
+            for module in (session, sweep, worker):
+                mp.setattr(module, "Worker", self.worker)
+            yield self
+
+    def close(self) -> None:
+        while self.idle:
+            self.real.stop(self.idle.pop()[1])
+
+
+@pytest.fixture(scope="session")
+def worker_pool():
+    """The session's `WorkerPool` (its workers stop when the session ends)."""
+    pool = WorkerPool()
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def warm_workers(worker_pool):
+    """This test's runs measure on warm workers from the session's `WorkerPool`."""
+    with worker_pool.patched() as pool:
+        yield pool
+
+
+@pytest.fixture(scope="session")
+def plugins_factory():
+    """`plugins_in_process`, for module-scoped fixtures and tests that need it for a part."""
+    return plugins_in_process
+
+
+@pytest.fixture(scope="session")
+def plugin_root(tmp_path_factory) -> Path:
+    """Where `plugins` puts the test-only backends: one place for the session, so that the
+    tests using it run in the same environment (and can share a warm worker)."""
+    return tmp_path_factory.mktemp("plugins") / "plugin"
+
+
+@pytest.fixture
+def plugins(plugin_root):
+    """`plugins_in_process` for one test: the test-only backends known in this process."""
+    with plugins_in_process(plugin_root) as env:
+        yield env
 
 
 @pytest.fixture

@@ -1,12 +1,13 @@
 """`convbench compare` end to end: backends within a run, two runs, and the regression gate.
 
 Two runs of the test backend `slowed` (F.conv plus a busy wait of SLOWED_EXTRA_S seconds,
-registered by the `plugin_env` fixture): run A waits 0.5 ms per call, run B 5 ms, so B is
+registered by `plugins_in_process`): run A waits 0.5 ms per call, run B 5 ms, so B is
 a deliberate, large regression that `--fail-on-regression 5%` must catch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -20,26 +21,27 @@ BACKENDS = "slowed,im2col,onednn"
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, fast, tiny_suite_text, run_cli, plugin_env_factory):
-    """(db, run A, run B, capsys): `slowed` is 10x slower per call in run B."""
+def two_runs(tmp_path_factory, fast, tiny_suite_text, plugins_factory, plugin_root, worker_pool):
+    """(db, run A, run B, None): `slowed` is 10x slower per call in run B. Both runs in this
+    process on one warm worker, the test backend registered here and in the worker
+    (`plugins_in_process`); its wait is in the file ``slowed_extra_s`` it reads at each call."""
     tmp = tmp_path_factory.mktemp("compare")
 
     suite = tmp / "tiny.toml"
     suite.write_text(tiny_suite_text)
     db = tmp / "r.sqlite"
-    env = plugin_env_factory(tmp / "plugin", ("slowed",))
     ids = []
     for extra_s in ("0.0005", "0.005"):
         # More samples than fast gives, on one thread: the gate must hold on a busy machine.
         more = ["--max-time", "0.4", "--min-samples", "10", "--threads", "1"]
-        proc = run_cli(
-            ["run", str(suite), "--db", str(db), "--backends", BACKENDS]
-            + ["--directions", "forward", *fast, *more],
-            env=env | {"SLOWED_EXTRA_S": extra_s},
-        )
-        assert proc.returncode == 0, proc.stderr
+        with plugins_factory(plugin_root), worker_pool.patched():
+            (plugin_root / "slowed_extra_s").write_text(extra_s)
+            args = ["run", str(suite), "--db", str(db), "--backends", BACKENDS]
+            with contextlib.redirect_stdout(io.StringIO()):
+                assert main([*args, "--directions", "forward", *fast, *more]) == 0
         ids.append(list_runs(db).run_id.iloc[-1])
-    return db, ids[0], ids[1], env
+    (plugin_root / "slowed_extra_s").unlink()
+    return db, ids[0], ids[1], None
 
 
 class Result:

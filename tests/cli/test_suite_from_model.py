@@ -82,7 +82,9 @@ def models_module(tmp_path, monkeypatch):
     sys.modules.pop("cb_test_models", None)
 
 
-def test_from_model_writes_a_suite_that_convbench_run_accepts(models_module, capsys, fast):
+def test_from_model_writes_a_suite_that_convbench_run_accepts(
+    models_module, capsys, fast, warm_workers
+):
     out = models_module / "suites" / "tiny.toml"
     argv = ["suite", "from-model", "cb_test_models:tiny", "--input-shape", "2,3,6,6"]
     assert main([*argv, "--out", str(out)]) == 0
@@ -116,18 +118,19 @@ def test_from_model_writes_a_suite_that_convbench_run_accepts(models_module, cap
     assert df.set_index(["case", "backend"]).loc[("body.0", "im2col"), "count"] == 2
 
 
-def test_from_model_errors_are_one_line(models_module, run_cli):
+def test_from_model_errors_are_one_line(models_module, capsys):
     shape = ["--input-shape", "1,3,4,4"]
     for spec, message in [
         ("no_such_module_xyz:f", "cannot import module 'no_such_module_xyz'"),
         ("cb_test_models:nothing", "'cb_test_models' has no attribute 'nothing'"),
         ("cb_test_models:broken", "failed: ValueError: this model cannot run"),
     ]:
-        proc = run_cli(["suite", "from-model", spec, *shape, "--out", "x.toml"])
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-        assert proc.stderr.startswith(f"convbench: error: {spec}: ")
-        assert message in proc.stderr
+        capsys.readouterr()
+        assert main(["suite", "from-model", spec, *shape, "--out", "x.toml"]) == 2, spec
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"convbench: error: {spec}: ")
+        assert message in err
     assert not (models_module / "x.toml").exists()
 
 
@@ -139,7 +142,7 @@ def test_from_model_errors_are_one_line(models_module, run_cli):
     ],
 )
 def test_a_generated_suite_of_sequential_and_nested_models_runs(
-    models_module, capsys, fast, factory, names
+    models_module, capsys, fast, factory, names, warm_workers
 ):
     """The names the trace writes (``conv1@0`` for a bare Sequential's layers) are names a
     suite accepts, and the store and the report keep them as written."""

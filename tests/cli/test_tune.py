@@ -1,5 +1,5 @@
-"""`convbench tune` end to end on a small model, in a subprocess with test-only backends; its
-tables and closing lines as printed."""
+"""`convbench tune` end to end on a small model, with test-only backends (in this process; a
+folder shadowing the package in a subprocess); its tables and closing lines as printed."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import importlib.machinery
 import json
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
+import torch
 
+from convbench.cli import main
 from convbench.cli.tune import NOTE, e2e_tables, flagged_line, layer_tables
+from convbench.measure import endtoend
 from convbench.measure.endtoend import EndToEnd
 
 MODELS = """
@@ -40,11 +44,41 @@ def workdir(tmp_path, plugin_env):
     return tmp_path, plugin_env
 
 
-def test_tune_refuses_the_fast_wrong_backend_and_reuses_its_run(workdir, run_cli):
-    tmp, env = workdir
-    args = ["tune", "cbmodels:tiny", "--input-shape", "2,3,16,16", "--db", "t.sqlite"]
+class Result:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def tune_here(tmp_path, monkeypatch, capsys, plugins, warm_workers):
+    """`convbench tune ARGS` in this process, run in ``tmp_path`` (which holds cbmodels.py)
+    with the test-only backends registered: a `Result` like a subprocess's. What the command
+    changes in the process (the current directory on sys.path, torch's threads, the model's
+    module) is undone afterwards. The end-to-end process boundaries are tested below
+    (`test_a_folder_shadowing_the_package_is_a_one_line_error`) and in tests/cli/test_run.py."""
+    (tmp_path / "cbmodels.py").write_text(textwrap.dedent(MODELS))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    # the end-to-end timing's warm-up, 0.5 s per variant and mode, cut for these small models
+    monkeypatch.setattr(endtoend, "DEFAULT_TIMING", replace(endtoend.DEFAULT_TIMING, warmup_s=0.05))
+    threads = torch.get_num_threads()
+
+    def tune(args):
+        capsys.readouterr()
+        code = main(["tune", *args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    yield tmp_path, tune
+    torch.set_num_threads(threads)
+    sys.modules.pop("cbmodels", None)
+
+
+def test_tune_refuses_the_fast_wrong_backend_and_reuses_its_run(tune_here):
+    tmp, run = tune_here
+    args = ["cbmodels:tiny", "--input-shape", "2,3,16,16", "--db", "t.sqlite"]
     args += ["--backends", "wrong,im2col,torch", "--out", "tiny.json", "--report", *FAST]
-    proc = run_cli(args, env=env, cwd=tmp)
+    proc = run(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "decisions per layer and pass" in proc.stdout
     assert "the whole model, end to end" in proc.stdout and "inference" in proc.stdout
@@ -66,16 +100,16 @@ def test_tune_refuses_the_fast_wrong_backend_and_reuses_its_run(workdir, run_cli
     report = proc.stdout.split("report: ")[1].split()[0]
     html = (tmp / report).read_text()
     assert "Tuned model" in html and "cbmodels:tiny" in html and "channels_last" in html
-    again = run_cli(args, env=env, cwd=tmp)
+    again = run(args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "measured before; measuring only what is missing" in again.stderr
 
 
-def test_tune_training_decides_every_pass(workdir, run_cli):
-    tmp, env = workdir
-    args = ["tune", "cbmodels:tiny", "--input-shape", "2,3,16,16", "--db", "t.sqlite", "--train"]
+def test_tune_training_decides_every_pass(tune_here):
+    tmp, run = tune_here
+    args = ["cbmodels:tiny", "--input-shape", "2,3,16,16", "--db", "t.sqlite", "--train"]
     args += ["--backends", "winograd,torch", "--out", "tiny.json", *FAST]
-    proc = run_cli(args, env=env, cwd=tmp)
+    proc = run(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     passes = {e["pass"] for e in json.loads((tmp / "tiny.json").read_text())["decisions"]}
     assert passes == {"forward", "backward_data", "backward_weight"}
@@ -90,18 +124,17 @@ def test_tune_training_decides_every_pass(workdir, run_cli):
         ("cbmodels:no_convs", "ran no nn.Conv1d/nn.Conv2d layer"),
     ],
 )
-def test_bad_models_are_one_line_errors(workdir, run_cli, factory, message):
-    tmp, env = workdir
-    proc = run_cli(["tune", factory, "--input-shape", "2,12", "--db", "t.sqlite"], env=env, cwd=tmp)
+def test_bad_models_are_one_line_errors(tune_here, factory, message):
+    _, run = tune_here
+    proc = run([factory, "--input-shape", "2,12", "--db", "t.sqlite"])
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "Traceback" not in proc.stderr
 
 
-def test_bad_max_pace_is_a_one_line_error(workdir, run_cli):
-    tmp, env = workdir
-    args = ["tune", "cbmodels:tiny", "--input-shape", "2,3,16,16", "--max-pace", "0"]
-    proc = run_cli(args, env=env, cwd=tmp)
+def test_bad_max_pace_is_a_one_line_error(tune_here):
+    _, run = tune_here
+    proc = run(["cbmodels:tiny", "--input-shape", "2,3,16,16", "--max-pace", "0"])
     assert proc.returncode == 2 and "--max-pace: expected a number > 0" in proc.stderr
 
 

@@ -28,7 +28,7 @@ def tiny_suite() -> Suite:
     return Suite("tiny-api", "", "", None, cases, Axes())
 
 
-def test_run_returns_the_results_frame_in_memory_and_in_a_store(tmp_path):
+def test_run_returns_the_results_frame_in_memory_and_in_a_store(tmp_path, warm_workers):
     df = convbench.run(tiny_suite(), backends=["naive", "im2col"], **TINY)
     assert len(df) == 4 and set(df.status) == {"ok"}
     assert {"case", "backend", "median_ms", "rel_err", "gflops", "count"} <= set(df.columns)

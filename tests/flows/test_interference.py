@@ -7,7 +7,14 @@ from convbench.flows import interference as mod
 from convbench.measure.load import BurstLoad
 
 
-def test_interference_measures_each_method_in_each_condition(tiny_suite):
+def test_interference_measures_each_method_in_each_condition(tiny_suite, monkeypatch, warm_workers):
+    # the command starts a fresh worker per pass; here the passes share warm ones (the passes
+    # and their report are what is tested, not six worker start-ups)
+    # every pass with a short timing config (the defaults' 1 s cap, six times over, would
+    # test nothing more): the yardstick's time per task follows it
+    real = mod.measure_options
+    short = dict(max_time_s=0.1, warmup_s=0.01, min_samples=6)
+    monkeypatch.setattr(mod, "measure_options", lambda **kw: real(**(short | kw)))
     seen = []
     report = mod.interference(
         str(tiny_suite),

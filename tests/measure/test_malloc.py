@@ -51,7 +51,8 @@ def test_steady_state_keeps_it_in_the_heap():
     assert faults_per_call("steady") < 100
 
 
-def test_the_worker_is_in_steady_state_and_says_so():
+def test_the_worker_is_in_steady_state_and_says_so(warm_workers):
+    """Any worker, warm or fresh: it set its allocator up before anything else."""
     from convbench.runner.worker import Worker
 
     worker = Worker(threads=1)

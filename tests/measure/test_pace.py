@@ -98,7 +98,7 @@ def test_no_pace_reference_no_pace():
     assert m.pace is None and m.pace_us is None and not m.off_pace
 
 
-def test_a_sweep_row_records_its_pace(tiny_suite):
+def test_a_sweep_row_records_its_pace(tiny_suite, warm_workers):
     from convbench.backends import backend_names
     from convbench.problem.files import load_suite
     from convbench.runner.sweep import Execution, Recorder, sweep
@@ -151,7 +151,9 @@ def test_the_process_reference_takes_the_usual_pace_when_given():
     assert mod.reference(None) is ref and ref.baseline_ns != 55_000.0  # its own readings again
 
 
-def test_a_run_on_a_machine_far_faster_than_its_history_is_flagged_off_pace(tiny_suite):
+def test_a_run_on_a_machine_far_faster_than_its_history_is_flagged_off_pace(
+    tiny_suite, warm_workers
+):
     """The store says this node usually reads the reference kernel at 1 s: every result
     of a new run was measured 'faster than usual', and says so."""
     import socket

@@ -9,6 +9,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from convbench import analysis
+from convbench.report import html as report_html
 from convbench.report import plots, render_report, script_hash
 from convbench.report.figure import to_svg
 from convbench.results import COLUMN_RENAMES
@@ -38,6 +39,14 @@ def results(row, run_id="r1", device="cpu", telemetry=False) -> pd.DataFrame:
     if telemetry:
         df = df.assign(gpu_util_pct=80.0, power_w=250.0)
     return df.reindex(columns=COLUMNS)
+
+
+@pytest.fixture
+def no_svg(monkeypatch):
+    """The figures drawn but not written out as SVG (most of a render's time), for the tests
+    that read the report's text and tables: the SVGs themselves are checked (inlined, escaped,
+    text as paths) by the tests without it."""
+    monkeypatch.setattr(report_html, "to_svg", lambda fig: "<svg></svg>")
 
 
 def run_record(run_id="r1", peaks=None) -> dict:
@@ -70,8 +79,14 @@ def test_every_plot_function_returns_a_figure(row):
     assert svg.startswith("<svg") and "<!--" not in svg and "<script" not in svg
 
 
-def test_report_escapes_values_and_allows_only_its_own_script(row):
-    html = render_report([run_record()], results(row), db="x.sqlite")
+@pytest.fixture(scope="module")
+def report(row) -> str:
+    """The report of `results` with its figures, rendered once for the tests that only read it."""
+    return render_report([run_record()], results(row), db="x.sqlite")
+
+
+def test_report_escapes_values_and_allows_only_its_own_script(report):
+    html = report
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert HOSTILE not in html and "<b>suite</b>" not in html
     scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
@@ -83,8 +98,8 @@ def test_report_escapes_values_and_allows_only_its_own_script(row):
     assert "<link" not in html and "@import" not in html
 
 
-def test_report_has_every_section_with_real_content(row):
-    html = render_report([run_record()], results(row), db="x.sqlite")
+def test_report_has_every_section_with_real_content(report):
+    html = report
     for section in ("environment", "winners", *plots_ids(), "results"):
         assert f'id="{section}"' in html, section
     assert html.count("<svg") >= 5
@@ -103,7 +118,7 @@ def test_report_has_every_section_with_real_content(row):
     assert "host pace [µs]" in table and "pace vs usual" in table
 
 
-def test_a_result_shows_the_host_pace_it_was_measured_at(row):
+def test_a_result_shows_the_host_pace_it_was_measured_at(row, no_svg):
     df = results(row).assign(pace_us=41.25, pace=1.3125)
     table = re.search(
         r'id="results-table".*?</table>', render_report([run_record()], df, db="x"), re.S
@@ -117,7 +132,7 @@ def plots_ids():
     return list(SECTIONS)
 
 
-def test_gpu_telemetry_and_several_runs_side_by_side(row):
+def test_gpu_telemetry_and_several_runs_side_by_side(row, no_svg):
     a = results(row, "ra", device="cuda:0", telemetry=True)
     b = results(row, "rb", device="cuda:0", telemetry=True)
     b["result_key"] = a["result_key"]
@@ -137,7 +152,7 @@ def test_any_hostile_text_is_escaped(value, row):
     assert "onerror=alert(1)&gt;" in html or "onload=alert(1)&gt;" in html
 
 
-def test_whole_model_section_only_with_layer_counts(row):
+def test_whole_model_section_only_with_layer_counts(row, no_svg):
     df = results(row)
     assert 'id="model"' not in render_report([run_record()], df)
     counted = df.assign(count=df["case"].map({HOSTILE: 3, "plain": 1}))
@@ -152,7 +167,7 @@ def test_whole_model_section_only_with_layer_counts(row):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;, plain" in section
 
 
-def test_a_cpu_only_run_shows_no_cuda_switches(row):
+def test_a_cpu_only_run_shows_no_cuda_switches(row, no_svg):
     import re as _re
 
     record = run_record()
@@ -170,7 +185,7 @@ def test_a_cpu_only_run_shows_no_cuda_switches(row):
     assert "float32_matmul_precision=highest" in flags and "mkldnn.conv=none" in flags
 
 
-def test_winner_summary_details_and_flagged_results(row):
+def test_winner_summary_details_and_flagged_results(row, no_svg):
     df = results(row)
     flagged = (df["case"] == "plain") & (df["backend"] == "winograd")
     df.loc[flagged, "disturbed"] = 1

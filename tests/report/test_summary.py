@@ -11,6 +11,7 @@ import pytest
 
 from convbench.cli import build_parser
 from convbench.measure.options import MeasureOptions
+from convbench.report import html as report_html
 from convbench.report import render_report
 from convbench.results import COLUMN_RENAMES
 from convbench.store import RESULT_FIELDS
@@ -19,6 +20,13 @@ COLUMNS = [COLUMN_RENAMES.get(c, c) for c in RESULT_FIELDS] + ["samples_ms"]
 OFF_PACE = (
     "off pace: the host ran the reference kernel 30% slower than usual while this was measured"
 )
+
+
+@pytest.fixture(autouse=True)
+def no_svg(monkeypatch):
+    """The figures are drawn but not written out as SVG (most of a render's time): these tests
+    read the report's text; its figures are tested in test_html.py and test_figures.py."""
+    monkeypatch.setattr(report_html, "to_svg", lambda fig: "<svg></svg>")
 
 
 def frame(rows) -> pd.DataFrame:

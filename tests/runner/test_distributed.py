@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from convbench import results
 from convbench.backends import backend_names
+from convbench.cli import main
 from convbench.errors import UserError
 from convbench.problem import load_suite
 from convbench.problem.shard import parse_shard, shard_tasks
@@ -43,33 +45,16 @@ def test_bad_shard_spec(text):
         parse_shard(text)
 
 
-def test_sharded_runs_merge_to_the_unsharded_rows(tiny_suite, tmp_path, fast, run_cli):
+def test_sharded_runs_merge_to_the_unsharded_rows(tiny_suite, tmp_path, fast, capsys, warm_workers):
     common = ["--backends", "naive,cudnn", "--directions", "forward", "--run-id", "sweep-1", *fast]
     for k in (1, 2):
-        proc = run_cli(
-            [
-                "run",
-                str(tiny_suite),
-                "--db",
-                str(tmp_path / f"s{k}.sqlite"),
-                "--shard",
-                f"{k}/2",
-                *common,
-            ]
-        )
-        assert proc.returncode == 0, proc.stderr
+        shard = ["--db", str(tmp_path / f"s{k}.sqlite"), "--shard", f"{k}/2"]
+        assert main(["run", str(tiny_suite), *shard, *common]) == 0
     out = tmp_path / "all.sqlite"
-    proc = run_cli(
-        [
-            "merge",
-            str(out),
-            str(tmp_path / "s1.sqlite"),
-            str(tmp_path / "s2.sqlite"),
-            str(tmp_path / "s1.sqlite"),
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "duplicates skipped" in proc.stdout
+    capsys.readouterr()
+    shards = [str(tmp_path / "s1.sqlite"), str(tmp_path / "s2.sqlite")]
+    assert main(["merge", str(out), *shards, str(tmp_path / "s1.sqlite")]) == 0
+    assert "duplicates skipped" in capsys.readouterr().out
     df = results.load(out)
     want = load_suite(tiny_suite).tasks(
         registered=backend_names(), backends=["naive", "cudnn"], directions=["forward"]
@@ -91,24 +76,10 @@ def test_merge_refuses_another_schema_version(tmp_path):
     assert not (tmp_path / "out.sqlite").exists()  # refused before writing anything
 
 
-def test_several_devices_in_parallel(tiny_suite, tmp_path, fast, run_cli):
+def test_several_devices_in_parallel(tiny_suite, tmp_path, fast, warm_workers):
     db = tmp_path / "r.sqlite"
-    proc = run_cli(
-        [
-            "run",
-            str(tiny_suite),
-            "--db",
-            str(db),
-            "--devices",
-            "cpu,cuda:0",
-            "--backends",
-            "naive,cudnn",
-            "--directions",
-            "forward",
-            *fast,
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr
+    args = ["--devices", "cpu,cuda:0", "--backends", "naive,cudnn", "--directions", "forward"]
+    assert main(["run", str(tiny_suite), "--db", str(db), *args, *fast]) == 0
     df = results.load(db)
     assert len(df) == 2 * 2 * 2
     cuda = df[df.device == "cuda:0"]
@@ -117,16 +88,16 @@ def test_several_devices_in_parallel(tiny_suite, tmp_path, fast, run_cli):
 
 
 def test_ray_executor_matches_local_and_survives_a_killed_worker(
-    tiny_suite, tmp_path, plugin_env, fast, run_cli
+    tiny_suite, tmp_path, fast, run_cli, plugins, warm_workers
 ):
     pytest.importorskip("ray", reason="ray is not installed (pip install 'convbench[ray]')")
     args = ["--backends", "naive,flaky,cudnn", "--directions", "forward", *fast]
     local_db, ray_db = tmp_path / "local.sqlite", tmp_path / "ray.sqlite"
-    marker = tmp_path / "flaky.marker"
-    proc = run_cli(
-        ["run", str(tiny_suite), "--db", str(local_db), "--no-interleave", *args], env=plugin_env
-    )
-    assert proc.returncode == 0, proc.stderr
+    marker = Path(plugins["FLAKY_MARKER"])
+    marker.unlink(missing_ok=True)
+    # the two local runs in this process (their workers are what get killed); Ray's below
+    # in a `convbench` process of its own, so that its cluster starts and stops with it
+    assert main(["run", str(tiny_suite), "--db", str(local_db), "--no-interleave", *args]) == 0
     local = results.load(local_db)
     # locally, the first flaky call kills the worker: an error row, and the sweep goes on
     assert (local.status == "error").sum() == 1
@@ -136,8 +107,7 @@ def test_ray_executor_matches_local_and_survives_a_killed_worker(
     # backend (it crashes only once) and its neighbours get results that say so
     marker.unlink()
     again_db = tmp_path / "again.sqlite"
-    proc = run_cli(["run", str(tiny_suite), "--db", str(again_db), *args], env=plugin_env)
-    assert proc.returncode == 0, proc.stderr
+    assert main(["run", str(tiny_suite), "--db", str(again_db), *args]) == 0
     again = results.load(again_db)
     assert set(again[again.backend != "cudnn"].status) == {"ok"}
     alone = again[again.reason.fillna("").str.startswith("measured alone")]
@@ -145,7 +115,7 @@ def test_ray_executor_matches_local_and_survives_a_killed_worker(
     assert "worker process died" in alone.reason.iloc[0]
 
     marker.unlink()
-    env = dict(plugin_env, RAY_DISABLE_USAGE_STATS="1")
+    env = dict(plugins, RAY_DISABLE_USAGE_STATS="1")
     proc = run_cli(
         [
             "run",
