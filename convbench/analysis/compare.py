@@ -36,9 +36,10 @@ from convbench.analysis.flags import is_flagged
 from convbench.problem.axes import TOLERANCE
 
 #: The keys that make two results comparable within a run (one problem, one measurement).
-KEYS = ("case", "dtype", "device", "direction")
-#: The device's vendor library: the baseline speedups are measured against by default.
-VENDOR_BACKENDS = {"cpu": "onednn", "cuda": "cudnn"}
+KEYS = ("case", "dtype", "device", "direction", "layout")
+#: The device's vendor library at its best first: the baseline speedups are measured against
+#: by default (the first of these measured; ``onednn_packed`` runs the forward alone).
+VENDOR_BACKENDS = {"cpu": ("onednn_packed", "onednn"), "cuda": ("cudnn",)}
 #: Verdicts of `classify`, in display order.
 VERDICTS = ("slower", "faster", "same", "ambiguous", "disturbed", "missing")
 
@@ -48,15 +49,18 @@ FALLBACK_BASELINE = "torch"
 
 
 def baseline_backend(measured: Iterable[str], device: str) -> str:
-    """The default baseline of one comparison: the device's vendor backend where it was
-    measured, else ``torch`` (what a model runs today)."""
-    vendor = vendor_backend(device)
-    return vendor if vendor is not None and vendor in set(measured) else FALLBACK_BASELINE
+    """The default baseline of one comparison: the device's vendor backend at its best
+    where it was measured (`VENDOR_BACKENDS`), else ``torch`` (what a model runs today)."""
+    measured = set(measured)
+    found = [v for v in VENDOR_BACKENDS.get(str(device).split(":")[0], ()) if v in measured]
+    return found[0] if found else FALLBACK_BASELINE
 
 
 def vendor_backend(device: str) -> str | None:
-    """``'onednn'`` for ``cpu``, ``'cudnn'`` for ``cuda``/``cuda:N``, else None."""
-    return VENDOR_BACKENDS.get(str(device).split(":")[0])
+    """The device's plain vendor backend: ``'onednn'`` for ``cpu``, ``'cudnn'`` for
+    ``cuda``/``cuda:N``, else None."""
+    found = VENDOR_BACKENDS.get(str(device).split(":")[0])
+    return found[-1] if found else None
 
 
 def default_tolerances() -> dict[str, float]:
@@ -64,8 +68,18 @@ def default_tolerances() -> dict[str, float]:
     return dict(TOLERANCE)
 
 
+def keyed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every one of the `KEYS`: a frame made before the layouts axis (a CSV
+    export, a frame built by hand, rows without one) is in ``contiguous``."""
+    if "layout" in df.columns and df["layout"].notna().all():
+        return df
+    layout = df["layout"] if "layout" in df.columns else pd.Series(None, df.index, object)
+    return df.assign(layout=layout.astype(object).where(layout.notna(), "contiguous"))
+
+
 def ok_results(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows that were measured: status ``ok`` with a median time."""
+    """The rows that were measured: status ``ok`` with a median time (`keyed`)."""
+    df = keyed(df)
     return df[(df["status"] == "ok") & df["median_ms"].notna()]
 
 
@@ -310,6 +324,7 @@ def compare_runs(
     """
     columns = [*KEYS, "backend", "status_old", "status_new", "old_ms", "new_ms", "ratio"]
     columns += ["ci_low", "ci_high", "p_value", "significant", "method", "verdict"]
+    old, new = keyed(old), keyed(new)
     o = old.drop_duplicates("result_key").set_index("result_key")
     n = new.drop_duplicates("result_key").set_index("result_key")
     rows = []

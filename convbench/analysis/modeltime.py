@@ -11,9 +11,10 @@ A suite made from a model records in ``count`` how many layers share each proble
   dtype's accuracy tolerance (`convbench.problem.axes.TOLERANCE` on ``rel_err``), and totals
   ``Σ count × best median``; its **speedup** over a backend is that backend's total / the mix's.
 
-Totals are computed per group: ``device, dtype, direction``, per ``run_id`` when the frame has
-one (two runs are two models' worth of results), and per batch variant: cases expanded by a
-``batch_sizes`` axis are named ``NAME@nB``, and each ``B`` is a model of its own.
+Totals are computed per group: ``device, dtype, direction, layout`` (``contiguous`` where
+the frame has no layout), per ``run_id`` when the frame has one (two runs are two models'
+worth of results), and per batch variant: cases expanded by a ``batch_sizes`` axis are named
+``NAME@nB``, and each ``B`` is a model of its own.
 
     import convbench
     from convbench.analysis import modeltime
@@ -31,11 +32,12 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from convbench.analysis.compare import keyed
 from convbench.problem.axes import TOLERANCE, dtype_name
 from convbench.problem.suite import BATCH_MARK
 
 REQUIRED = ("case", "backend", "device", "dtype", "direction", "status", "median_ms", "rel_err")
-BASE_KEYS = ("device", "dtype", "direction")
+BASE_KEYS = ("device", "dtype", "direction", "layout")
 MIX = "best per-layer mix"
 
 TOTAL_COLUMNS = (
@@ -74,6 +76,7 @@ def _prepare(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     if "batch" in out.columns:  # the problem's own batch, shown (not a grouping key)
         out["batch_size"] = pd.to_numeric(out["batch"], errors="coerce")
     out["batch"] = split[2].where(split[1] != "", "")
+    out = keyed(out)  # a frame built before the layouts axis is contiguous
     keys = (["run_id"] if "run_id" in out.columns else []) + [*BASE_KEYS, "batch"]
     dups = out.duplicated([*keys, "case", "backend"])
     if dups.any():

@@ -55,11 +55,11 @@ def winner_map(
     tolerances = default_tolerances() if tolerances is None else tolerances
     rows = []
     for key, group in ok_results(df).groupby(["run_id", *KEYS], sort=False):
-        run_id, case, dtype, device, direction = key
+        row = dict(zip(["run_id", *KEYS], key, strict=True))
+        dtype, device = row["dtype"], row["device"]
         limit = tolerances.get(dtype, math.inf)
         within = group[group["rel_err"].fillna(math.inf) <= limit]
         rejected = sorted(set(group["backend"]) - set(within["backend"]))
-        row = dict(zip(["run_id", *KEYS], key, strict=True))
         row.update(tolerance=limit, candidates=len(within), rejected=", ".join(rejected))
         base = baseline_backend(group["backend"], device)
         base_rows = group[group["backend"] == base]

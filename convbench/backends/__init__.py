@@ -19,7 +19,16 @@ from convbench.errors import UnknownBackend, Unsupported
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "convbench.backends"
-BUILTIN_MODULES = ("naive", "im2col", "fft", "winograd", "torch", "onednn", "cudnn")
+BUILTIN_MODULES = (
+    "naive",
+    "im2col",
+    "fft",
+    "winograd",
+    "torch",
+    "onednn",
+    "onednn_packed",
+    "cudnn",
+)
 #: Module of each built-in backend (one per algorithm); ``torch`` lives in ``pytorch.py`` so
 #: that the package never shadows torch itself.
 MODULE_OF = {"torch": "pytorch"}

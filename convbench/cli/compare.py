@@ -39,8 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--backends", type=csv_list, help="backends to show (default: all measured)")
     p.add_argument(
         "--baseline",
-        help="speedups against this backend (default: the device's "
-        "vendor backend: onednn on cpu, cudnn on cuda; torch where the vendor has no result)",
+        help="speedups against this backend (default: the device's vendor backend at its "
+        "best: onednn_packed, else onednn, on cpu; cudnn on cuda; torch where the vendor has "
+        "no result)",
     )
     p.add_argument(
         "--fail-on-regression",
@@ -131,7 +132,7 @@ def _model_tables(df: pd.DataFrame, backends) -> tuple[pd.DataFrame | None, list
     if not modeltime.has_layer_counts(df):
         return None, []
     if backends:
-        keep = set(backends) | set(analysis.VENDOR_BACKENDS.values())
+        keep = set(backends).union(*analysis.VENDOR_BACKENDS.values())
         df = df[df["backend"].isin(keep)]
     totals = modeltime.model_totals(df)
     rows = [

@@ -26,6 +26,11 @@ def add_parser(sub) -> None:
     p.add_argument("--devices", type=csv_list, help="e.g. cpu,cuda:0")
     p.add_argument("--directions", type=csv_list, help="forward,backward")
     p.add_argument("--batch-sizes", type=int_list, help="override every case's batch, e.g. 1,8")
+    p.add_argument(
+        "--layouts",
+        type=csv_list,
+        help="memory formats: contiguous,channels_last (default: suite's)",
+    )
     add_arguments(p)  # the measurement options (`convbench.measure.options`)
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     p.add_argument(

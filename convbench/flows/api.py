@@ -81,6 +81,7 @@ def run(
     threads: int | None = None,
     progress: bool = False,
     *,
+    layouts: Sequence[str] | None = None,
     timeout: float | None = None,
     **options: Any,
 ) -> pd.DataFrame:
@@ -88,7 +89,7 @@ def run(
 
     ``suite``: a name (``suites/NAME.toml``), a path, or a `Suite` (e.g. from
     `convbench.suite_from_model`). ``backends``/``dtypes``/``devices``/``directions``/
-    ``batch_sizes`` override the suite's axes like the CLI flags. ``db``: None keeps the
+    ``batch_sizes``/``layouts`` override the suite's axes like the CLI flags. ``db``: None keeps the
     results in memory; a path (created if missing) or an open `Store` keeps them there too.
     ``threads`` and ``timeout`` are the CLI's ``--threads`` and ``--timeout``; ``max_time``,
     ``mode`` and the other keyword ``options`` are the measurement options
@@ -109,7 +110,7 @@ def run(
         measure = from_user(options | {"max_time": max_time, "mode": mode})
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    values = (backends, dtypes, devices, directions, batch_sizes)
+    values = (backends, dtypes, devices, directions, batch_sizes, layouts)
     filters = {
         k: (list(v) if v is not None else None) for k, v in zip(FILTERS, values, strict=True)
     }

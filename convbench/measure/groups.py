@@ -18,7 +18,8 @@ T = TypeVar("T")
 
 def group_key(task) -> tuple:
     """Tasks measured together in interleaved rounds: the backends of one case, dtype, device
-    and direction."""
+    and direction, in every layout (so that the layouts of a layer compare in one set of
+    rounds, as the per-layer plan of `convbench tune` compares them)."""
     return (task.case.case_id, task.dtype, task.device, task.direction)
 
 

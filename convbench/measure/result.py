@@ -36,6 +36,7 @@ def new_result(task: Task, **fields) -> Result:
         device=task.device,
         dtype=task.dtype,
         direction=task.direction,
+        layout=task.layout,
         problem_json=json.dumps(p.to_dict()),
         nd=p.nd,
         batch=p.batch,

@@ -55,6 +55,7 @@ from convbench.measure.pace import reference as pace_reference
 from convbench.measure.passes import pass_run, upstream_gradient
 from convbench.measure.reference import reference
 from convbench.measure.result import new_result, node_info
+from convbench.problem.layout import layout_of, to_layout
 from convbench.problem.suite import Task
 from convbench.store.record import Result
 
@@ -85,7 +86,8 @@ _inputs_cache: dict[tuple, tuple] = {}
 
 def _reference(task: Task, x, w, b, grad_out):
     """`convbench.measure.reference` of the task's pass; cached for the backends of one
-    problem (the tasks of a case run back to back)."""
+    problem (the tasks of a case run back to back), in every layout (the values are the
+    same: only the strides differ)."""
     key = (task.case.case_id, task.dtype, task.device, task.direction)
     if key not in _reference_cache:
         _reference_cache.clear()
@@ -95,10 +97,11 @@ def _reference(task: Task, x, w, b, grad_out):
 
 
 def _inputs(task: Task):
-    """The task's input, weight, bias and upstream gradient (None for the forward), one set
-    for the backends of one problem: a backend's time must not depend on where its own copy
-    of the inputs landed in memory (one kernel measured 1–2% apart on separate copies)."""
-    key = (task.case.case_id, task.dtype, task.device, task.direction)
+    """The task's input, weight, bias and upstream gradient (None for the forward), in the
+    task's layout, one set for the backends of one problem: a backend's time must not depend
+    on where its own copy of the inputs landed in memory (one kernel measured 1–2% apart on
+    separate copies)."""
+    key = (task.case.case_id, task.dtype, task.device, task.direction, task.layout)
     if key not in _inputs_cache:
         _inputs_cache.clear()
         problem, dtype, device = task.problem, task.torch_dtype, torch.device(task.device)
@@ -106,6 +109,7 @@ def _inputs(task: Task):
         dy = None
         if task.direction != "forward":
             dy = upstream_gradient(problem.output_shape, dtype, device, SEED + 1)
+        x, w, dy = (None if t is None else to_layout(t, task.layout) for t in (x, w, dy))
         _inputs_cache[key] = (x, w, b, dy)
     return _inputs_cache[key]
 
@@ -240,7 +244,7 @@ def _prepare(setup: _Setup, options: MeasureOptions) -> None:
         raise Unsupported("no CUDA device")
     backend = get_backend(task.backend)
     problem = task.problem
-    reason = backend.reason(problem.args(dtype, device), task.direction)
+    reason = backend.reason(problem.args(dtype, device, layout=task.layout), task.direction)
     if reason is not None:
         raise Unsupported(reason)
     if device.type == "cpu":
@@ -258,6 +262,7 @@ def _prepare(setup: _Setup, options: MeasureOptions) -> None:
     run = pass_run(backend, task.direction, x, w, b, dy, kw)
     want = _reference(task, x, w, b, dy)
     row["max_abs_err"], row["rel_err"] = _errors(run.got, want)
+    row["out_layout"] = layout_of(run.got[0])
     with torch.no_grad():
         prep = measure(run.prepare, options.prepare_timing, clock_for(device))
     row["prepare_ms"] = prep.median_ms

@@ -12,6 +12,10 @@
   training step's convolution work with a weight changed since the last step: prepare,
   forward, both gradients).
 * **devices** — ``cpu``, ``cuda`` or ``cuda:N``.
+* **layouts** — the memory format of the input, the weight and the upstream gradient:
+  ``contiguous`` (PyTorch's default: NCHW, NCL) or ``channels_last`` (NHWC; for a 1-D
+  convolution the NLC strides an NLP model hands ``conv1d`` after ``x.transpose(1, 2)``).
+  `convbench.problem.layout` converts tensors and names a tensor's layout.
 
 `Axes` is what a suite sweeps; `axis_values` validates one axis (a suite's ``[axes]`` entry or
 a CLI override) and raises `FieldError` naming what is wrong. Pure: no torch import.
@@ -54,7 +58,8 @@ PASSES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 DEVICE_PATTERN = re.compile(r"cpu|cuda(:[0-9]+)?")
-AXES_KEYS = ("dtypes", "devices", "directions", "batch_sizes", "backends")
+LAYOUTS = ("contiguous", "channels_last")
+AXES_KEYS = ("dtypes", "devices", "directions", "batch_sizes", "backends", "layouts")
 
 
 def dtype_name(dtype: object) -> str:
@@ -124,7 +129,7 @@ def is_int(value: object) -> bool:
 
 def axis_values(name: str, value: object) -> tuple:
     """Validate one axis (``dtypes``, ``devices``, ``directions``, ``batch_sizes``,
-    ``backends``): a non-empty array of known, distinct values."""
+    ``backends``, ``layouts``): a non-empty array of known, distinct values."""
     if isinstance(value, str) or not isinstance(value, Sequence):
         raise FieldError(name, f"expected an array, got {kind(value)} ({value!r})")
     values = tuple(value)
@@ -142,6 +147,8 @@ def axis_values(name: str, value: object) -> tuple:
             raise FieldError(
                 name, f"unknown direction {v!r} (expected one of {', '.join(DIRECTIONS)})"
             )
+        elif name == "layouts" and v not in LAYOUTS:
+            raise FieldError(name, f"unknown layout {v!r} (expected one of {', '.join(LAYOUTS)})")
         elif name == "devices" and not DEVICE_PATTERN.fullmatch(v):
             raise FieldError(name, f"unknown device {v!r} (expected cpu, cuda or cuda:N)")
     dups = sorted({v for v in values if values.count(v) > 1}, key=values.index)
@@ -159,6 +166,7 @@ class Axes:
     directions: tuple[str, ...] = ("forward",)
     batch_sizes: tuple[int, ...] | None = None
     backends: tuple[str, ...] | None = None
+    layouts: tuple[str, ...] = ("contiguous",)
 
     def __post_init__(self) -> None:
         for name in AXES_KEYS:

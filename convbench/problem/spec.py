@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from convbench.problem.layout import STRIDED, layout_of
 from convbench.problem.shapes import (
     IntOrTuple,
     Padding,
@@ -52,6 +53,9 @@ class ConvArgs:
     dtype: torch.dtype
     device: torch.device
     unbatched: bool = False
+    #: The input's layout (`convbench.problem.layout`): a backend may compute in it, or
+    #: refuse it with a reason.
+    layout: str = "contiguous"
 
     @property
     def batch(self) -> int:
@@ -170,7 +174,9 @@ class ConvArgs:
                 f"weight has {weight.shape[1]} input channels per group × {problem.groups} "
                 f"groups, but the input has {problem.in_channels} channels",
             )
-        return problem.args(input.dtype, input.device, unbatched=unbatched)
+        layout = layout_of(input.unsqueeze(0) if unbatched else input)
+        layout = "contiguous" if layout == STRIDED else layout
+        return problem.args(input.dtype, input.device, unbatched=unbatched, layout=layout)
 
 
 @dataclass(frozen=True)
@@ -271,6 +277,7 @@ class ConvProblem:
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         unbatched: bool = False,
+        layout: str = "contiguous",
     ) -> ConvArgs:
         return ConvArgs(
             nd=self.nd,
@@ -284,6 +291,7 @@ class ConvProblem:
             dtype=dtype,
             device=torch.device(device),
             unbatched=unbatched,
+            layout=layout,
         )
 
     def conv_kwargs(self) -> dict:

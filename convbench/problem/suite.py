@@ -1,7 +1,8 @@
 """A suite's contents: named cases, the tasks they expand to, and their stable ids.
 
 Ids are stable: `ConvCase.case_id` hashes the case name and `ConvProblem.key` (the problem's
-normalised fields), and `Task.key` hashes the case id with backend, dtype, device and direction;
+normalised fields), and `Task.key` hashes the case id with backend, dtype, device and direction
+(and the layout, where it is not ``contiguous``);
 both are 12 hex digits of SHA-256 over canonical JSON, so the same suite gives the same ids on
 every machine and in every run (a test pins one value: ids change only with the name, the
 problem's fields, or `ConvProblem`'s own field set). ``count`` is not part of the id: it weights
@@ -65,18 +66,22 @@ class ConvCase:
 
 @dataclass(frozen=True)
 class Task:
-    """One measurement to make: a case on a backend, dtype, device and direction."""
+    """One measurement to make: a case on a backend, dtype, device, direction and layout."""
 
     case: ConvCase
     backend: str
     dtype: str
     device: str
     direction: str
+    layout: str = "contiguous"
 
     @property
     def key(self) -> str:
-        """Stable 12-hex-digit id of (case_id, backend, dtype, device, direction)."""
-        return _hash([self.case.case_id, self.backend, self.dtype, self.device, self.direction])
+        """Stable 12-hex-digit id of (case_id, backend, dtype, device, direction), and the
+        layout where it is not ``contiguous`` (so a task measured before the layouts axis
+        keeps its id: ``--resume`` and stores from then still match)."""
+        fields = [self.case.case_id, self.backend, self.dtype, self.device, self.direction]
+        return _hash(fields if self.layout == "contiguous" else [*fields, self.layout])
 
     @property
     def problem(self) -> ConvProblem:
@@ -119,6 +124,7 @@ class Suite:
         devices: Sequence[str] | None = None,
         directions: Sequence[str] | None = None,
         batch_sizes: Sequence[int] | None = None,
+        layouts: Sequence[str] | None = None,
         *,
         registered: Sequence[str],
     ) -> list[Task]:
@@ -127,7 +133,8 @@ class Suite:
         backends axis defaults to them, and a name outside them is refused.
 
         Order is deterministic: case (file order) > batch size > device > dtype > direction >
-        backend, so the backends for one problem run back to back and partial runs compare.
+        layout > backend, so the backends for one problem run back to back and partial runs
+        compare.
         """
         registered = tuple(registered)
         names = self._axis("backends", backends)
@@ -139,11 +146,12 @@ class Suite:
                 f"(registered: {', '.join(registered)})"
             )
         return [
-            Task(case, backend, dtype, device, direction)
+            Task(case, backend, dtype, device, direction, layout)
             for case in self.expanded_cases(batch_sizes)
             for device in self._axis("devices", devices)
             for dtype in self._axis("dtypes", dtypes)
             for direction in self._axis("directions", directions)
+            for layout in self._axis("layouts", layouts)
             for backend in names
         ]
 

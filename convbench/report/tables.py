@@ -42,7 +42,7 @@ def winner_table(
     carry ``same_kernel`` (`convbench.analysis.winners.winner_map`)."""
     per_run = ["winner", "median [ms]", "baseline", "baseline [ms]", "speedup", "rel. error"]
     per_run += ["out of tolerance"]
-    columns = ["case", "dtype", "device", "direction"]
+    columns = list(analysis.KEYS)
     for run_id in run_ids:
         prefix = f"{labels[run_id]}: " if labels else ""
         columns += [prefix + name for name in per_run]

@@ -30,7 +30,7 @@ from convbench.runner.worker import Worker
 from convbench.store import Store
 
 #: The task filters a run accepts (CLI flags, API arguments), each overriding a suite axis.
-FILTERS = ("backends", "dtypes", "devices", "directions", "batch_sizes")
+FILTERS = ("backends", "dtypes", "devices", "directions", "batch_sizes", "layouts")
 
 
 def new_run_id() -> str:

@@ -35,6 +35,8 @@ class Column:
     digits: int = 4  # significant digits shown
     stored: bool = True
     frame_name: str = ""  # its name in `convbench.results.load`'s frame, when not ``name``
+    #: What the rows of a store written before the column existed read as (None: NULL).
+    before: str | None = None
 
     def __post_init__(self) -> None:
         if self.sql_type not in PY_TYPES:
@@ -71,6 +73,9 @@ RESULTS: tuple[Column, ...] = (
     C("dtype", "TEXT", "float32, float16, bfloat16 or float64.", display="main"),
     C("direction", "TEXT", "The direction: one pass (forward, backward_data, "
       "backward_weight), or backward or train (all three).", display="main"),
+    C("layout", "TEXT", "The memory format of the input, weight and upstream gradient: "
+      "contiguous or channels_last (`convbench.problem.layout`).", display="main",
+      before="contiguous"),
     C("status", "TEXT NOT NULL", "ok, unsupported, oom, error or timeout "
       "(`convbench.store.STATUSES`).", display="main"),
     C("median_ms", "REAL", "Median time of one call over the clean samples.", "ms",
@@ -100,6 +105,8 @@ RESULTS: tuple[Column, ...] = (
       label="samples"),
     C("n_discarded", "INTEGER", "Samples dropped as disturbed (schedstat waits, SM clock).",
       "n", display="detail", label="disturbed samples"),
+    C("out_layout", "TEXT", "The layout the pass's result came out in (contiguous, "
+      "channels_last, or strided: neither).", display="detail", label="output layout"),
     C("prepare_ms", "REAL", "Median time of the backend's prepare (per-weight work).", "ms",
       display="detail", label="prepare"),
     C("gpu_util_pct", "REAL", "NVML GPU utilisation while timing.", "%", display="detail",
@@ -176,6 +183,8 @@ STORED_NAMES: tuple[str, ...] = tuple(c.name for c in STORED)
 SHOWN: tuple[Column, ...] = tuple(c for c in RESULTS if c.display != "hidden")
 #: Column names that differ in `convbench.results.load`'s frame.
 FRAME_RENAMES: dict[str, str] = {c.name: c.frame_name for c in RESULTS if c.frame_name}
+#: What the rows of an older store read as, in the columns it lacked (frame names).
+BEFORE: dict[str, str] = {c.in_frame: c.before for c in STORED if c.before is not None}
 
 
 def frame_dtypes() -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from convbench.errors import UserError
-from convbench.store.columns import FRAME_RENAMES, frame_dtypes
+from convbench.store.columns import BEFORE, FRAME_RENAMES, frame_dtypes
 from convbench.store.schema import RESULT_FIELDS
 from convbench.store.sqlite import Store
 
@@ -62,7 +62,8 @@ def load(
             keys = list(zip(df.run_id, df.result_key, strict=True))
             for column, empty in (("samples_ms", []), ("rounds", None), ("discarded_ms", None)):
                 df[column] = [found.get(key, {}).get(column, empty) for key in keys]
-        return df.rename(columns=COLUMN_RENAMES).astype(frame_dtypes())
+        df = df.rename(columns=COLUMN_RENAMES).astype(frame_dtypes())
+        return df.fillna(BEFORE) if len(df) else df
     finally:
         if owned:
             store.close()

@@ -15,8 +15,9 @@ from convbench.store.columns import STORED
 STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
 #: 1: version 1's columns. 2: adds saved_bytes (the training passes), dispatch and
 #: options_json (what each plan chose), the tunes table (`convbench tune`), and the columns
-#: of disturbance-aware and CUDA timing; `Store` upgrades a version-1 store when it opens it.
-SCHEMA_VERSION = 2
+#: of disturbance-aware and CUDA timing. 3: adds layout and out_layout (the layouts axis; the
+#: rows of an older store read as contiguous). `Store` upgrades an older store when it opens it.
+SCHEMA_VERSION = 3
 DEFAULT_DB = Path("results") / "convbench.sqlite"
 
 #: Every stored result column as (name, SQL type), from the registry (`convbench.store.columns`).

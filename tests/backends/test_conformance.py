@@ -24,6 +24,7 @@ from convbench.measure.probes import accuracy
 from convbench.measure.reference import reference as reference_of
 from convbench.measure.reference import reference_conv
 from convbench.problem.axes import DIRECTIONS, tolerance
+from convbench.problem.layout import layout_of, to_layout
 
 BACKENDS = convbench.backend_names()
 # Backends that must compute every valid configuration on the CPU in float32/float64.
@@ -31,6 +32,8 @@ FULL_COVERAGE_CPU = {"naive", "im2col", "fft", "torch"}
 # Differentiated by PyTorch itself (native autograd, double backward works).
 CUDNN = {"cudnn", "cudnn_tf32", "cudnn_benchmark"}
 VENDOR = {"torch", "onednn", *CUDNN}
+#: Backends with no training passes (refused with a reason).
+INFERENCE_ONLY = {"onednn_packed"}
 # Every device the grid runs on: the CPU, and each CUDA device where there is one (marked
 # `cuda`; on a machine without a GPU the CUDA half of the grid does not exist).
 DEVICES = ["cpu"] + [
@@ -146,7 +149,7 @@ def reference(x, w, b, kwargs):
     return reference_conv(x, w, b, **kwargs)
 
 
-def check_backend(name, x, w, b, kwargs, direction="forward"):
+def check_backend(name, x, w, b, kwargs, direction="forward", layout="contiguous"):
     """The backend's answer for ``direction`` within the product's tolerance for the dtype
     (the rule every report applies), or `Unsupported` exactly where `supports` says so."""
     backend = convbench.get_backend(name)
@@ -155,6 +158,7 @@ def check_backend(name, x, w, b, kwargs, direction="forward"):
     if direction != "forward":
         shape = reference(x, w, b, kwargs).shape
         dy = upstream_gradient(shape, x.dtype, x.device, seed=7)
+        dy = to_layout(dy, layout) if x.dim() == w.dim() else dy
     if reason is not None:
         assert isinstance(reason, str) and reason
         with pytest.raises(Unsupported):
@@ -184,6 +188,29 @@ def test_matches_torch(name, config, dtype, direction, device):
     reason = check_backend(name, x, w, b, kwargs, direction)
     if name in FULL_COVERAGE_CPU and device == "cpu":
         assert reason is None, f"{name} refused a valid CPU problem: {reason}"
+
+
+def in_layout(t, layout, unbatched=False):
+    """``t`` in ``layout`` (an unbatched input as its batch of one would be)."""
+    if unbatched:
+        return to_layout(t.unsqueeze(0), layout).squeeze(0)
+    return to_layout(t, layout)
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+@pytest.mark.parametrize("config", list(CONFIGS), ids=list(CONFIGS))
+@pytest.mark.parametrize("name", BACKENDS)
+def test_matches_torch_in_channels_last(name, config, direction):
+    """The grid again with the input, weight and upstream gradient in ``channels_last``
+    (NHWC; NLC for 1-D): each backend computes it to the same tolerance, or refuses it with
+    the reason `supports` gives for that layout."""
+    cfg = CONFIGS[config]
+    (x, w, b), kwargs = make(cfg, torch.float32)
+    x, w = in_layout(x, "channels_last", cfg["unbatched"]), in_layout(w, "channels_last")
+    assert cfg["unbatched"] or layout_of(x) == "channels_last"
+    reason = check_backend(name, x, w, b, kwargs, direction, layout="channels_last")
+    if name in FULL_COVERAGE_CPU:
+        assert reason is None, f"{name} refused a valid channels_last problem: {reason}"
 
 
 HALF_CONFIGS = ["1d-pad1-nobias", "1d-depthwise", "2d-pad1", "2d-stride2", "2d-groups"]
@@ -364,7 +391,7 @@ def test_gradcheck(name, config):
     assert torch.autograd.gradcheck(conv, inputs, fast_mode=True, atol=1e-7, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in VENDOR])
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in VENDOR | INFERENCE_ONLY])
 def test_loss_backward_runs_the_backends_own_passes(name, monkeypatch):
     (x, w, b), kwargs = make(CONFIGS["2d-stride2"], torch.float64)
     backend = convbench.get_backend(name)
@@ -386,7 +413,7 @@ def test_loss_backward_runs_the_backends_own_passes(name, monkeypatch):
         assert torch.allclose(got.grad, want.grad, atol=1e-9, rtol=1e-9)
 
 
-@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in VENDOR])
+@pytest.mark.parametrize("name", [n for n in BACKENDS if n not in VENDOR | INFERENCE_ONLY])
 def test_double_backward_raises_naming_the_backend(name):
     (x, w, b), kwargs = make(CONFIGS["2d-pad1"], torch.float64)
     xg = x.clone().requires_grad_(True)

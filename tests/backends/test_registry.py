@@ -16,7 +16,16 @@ from convbench.errors import UnknownBackend, UserError
 
 def test_builtin_names_in_order():
     names = convbench.backend_names()
-    assert names[:7] == ["naive", "im2col", "fft", "winograd", "torch", "onednn", "cudnn"]
+    assert names[:8] == [
+        "naive",
+        "im2col",
+        "fft",
+        "winograd",
+        "torch",
+        "onednn",
+        "onednn_packed",
+        "cudnn",
+    ]
 
 
 def test_unknown_backend_lists_known_names():
@@ -90,13 +99,14 @@ def test_broken_entry_point_does_not_break_builtins(tmp_path):
         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().split(",")[:7] == [
+    assert out.stdout.strip().split(",")[:8] == [
         "naive",
         "im2col",
         "fft",
         "winograd",
         "torch",
         "onednn",
+        "onednn_packed",
         "cudnn",
     ]
     assert "cudnn_tf32" in out.stdout and "cudnn_benchmark" in out.stdout

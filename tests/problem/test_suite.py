@@ -361,7 +361,7 @@ def test_tasks_cover_the_axes_in_order():
     suite = load_suite("smoke")
     tasks = suite.tasks(registered=backend_names())
     backends = ["naive", "im2col", "fft", "winograd", "torch", "onednn"]
-    backends += ["cudnn", "cudnn_tf32", "cudnn_benchmark"]  # every registered backend
+    backends += ["onednn_packed", "cudnn", "cudnn_tf32", "cudnn_benchmark"]  # every registered
     assert len(tasks) == len(suite.cases) * len(backends) * 2
     assert [t.backend for t in tasks[: len(backends)]] == backends  # backend varies fastest
     assert {t.direction for t in tasks[: len(backends)]} == {"forward"}
