@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from convbench.analysis.compare import KEYS, difference, ok_results
+from convbench.analysis.compare import KEYS, difference, keyed, ok_results
 from convbench.problem.axes import PASS_NAMES as PASSES
 from convbench.problem.axes import TOLERANCE
 
@@ -54,6 +54,8 @@ class Decision:
     run_id: str
     reason: str
     options: dict = field(default_factory=dict)
+    #: The layout it was measured in (`convbench.problem.layout`).
+    layout: str = "contiguous"
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -82,15 +84,17 @@ def decide(
     baseline: str = BASELINE,
     weight_changes: bool = False,
 ) -> list[Decision]:
-    """One `Decision` per (run, case, dtype, device, pass) of ``df`` (`convbench.results.load`
-    with ``samples=True``) whose direction is one of `PASSES`; ``weight_changes``: each pass
-    is charged its ``prepare_ms`` (training, see the module docstring)."""
+    """One `Decision` per (run, case, dtype, device, pass, layout) of ``df``
+    (`convbench.results.load` with ``samples=True``) whose direction is one of `PASSES`;
+    ``weight_changes``: each pass is charged its ``prepare_ms`` (training, see the module
+    docstring)."""
     decisions = []
+    df = keyed(df)
     ok = ok_results(df)
     if weight_changes:
         ok = ok.apply(_with_prepare, axis=1)
     for key, group in df[df["direction"].isin(PASSES)].groupby(["run_id", *KEYS], sort=False):
-        run_id, case, dtype, device, direction = key
+        run_id, case, dtype, device, direction, layout = key
         problem = json.loads(group["problem_json"].iloc[0]) if "problem_json" in group else {}
         problem_key = _problem_key(problem)
         measured = ok.loc[ok.index.intersection(group.index)]
@@ -99,7 +103,7 @@ def decide(
             limit = min(limit, max_rel_err)
         base = measured[measured["backend"] == baseline]
         common = dict(problem=problem_key, case=case, dtype=dtype, device=device)
-        common.update(pass_=direction, run_id=run_id)
+        common.update(pass_=direction, run_id=run_id, layout=layout)
         if base.empty:
             decisions.append(
                 Decision(**common, backend=baseline, median_ms=None, torch_ms=None, speedup=1.0,

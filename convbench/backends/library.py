@@ -19,7 +19,8 @@ backend also computes the weight gradient), the forward keeps what that gradient
 gradient takes it — only for the very input it was kept from, unmodified since; otherwise it
 computes its own. Double backward is refused with a
 `RuntimeError` naming the backend. Each operator has a fake implementation that gives its
-outputs' shapes (contiguous strides: the real ones make their outputs contiguous too).
+outputs' shapes and strides: the forward's output comes out in its input's layout
+(`convbench.problem.layout`: contiguous, or channels-last strides), the gradients contiguous.
 
 What is prepared lives behind the operators, never in traced Python: a `LayerPlans` per tuned
 layer, found by its integer ``key``, holds one `Plan` per backend, input shape, dtype, device
@@ -39,6 +40,7 @@ import torch
 
 from convbench.backends.plan import Plan
 from convbench.problem.axes import PASS_NAMES
+from convbench.problem.layout import STRIDED, layout_of, to_layout
 
 #: What names one convolution's parameters in the operators: stride, explicit (before,
 #: after) padding pairs flattened, dilation, groups.
@@ -86,7 +88,13 @@ class LayerPlans:
 
     @staticmethod
     def index(backend: str, input: torch.Tensor, folded: bool = False) -> tuple:
-        return backend, tuple(input.shape), input.dtype, input.device, folded
+        return backend, tuple(input.shape), input.dtype, input.device, folded, _layout(input)
+
+
+def _layout(x: torch.Tensor) -> str:
+    """The layout a forward computes in and returns: its input's (strided: contiguous)."""
+    found = layout_of(x)
+    return "contiguous" if found == STRIDED else found
 
 
 def _token(x: torch.Tensor) -> tuple:
@@ -175,16 +183,17 @@ def conv(
     # a plan that serves the weight gradient too is prepared for both, as tune measured it
     plan = plans.plan(backend, "train" if keep else PASS_NAMES[0], x, weight, bias, args, bn)
     if not keep:
-        return plan.forward(x).contiguous()
+        return to_layout(plan.forward(x), _layout(x))
     y, saved = plan.forward_train(x)
     if saved is not None:  # one per plan: a second forward before the backward replaces it
         plans.kept[plans.index(backend, x)] = (_token(x), saved)
-    return y.contiguous()
+    return to_layout(y, _layout(x))
 
 
 @conv.register_fake
 def _conv_fake(x, weight, bias, stride, padding, dilation, groups, backends, key, *extra):
-    return x.new_empty(_output_shape(x, weight, _conv(stride, padding, dilation, groups)))
+    y = x.new_empty(_output_shape(x, weight, _conv(stride, padding, dilation, groups)))
+    return to_layout(y, _layout(x))
 
 
 @torch.library.custom_op("convbench::conv_backward_data", mutates_args=())

@@ -32,6 +32,7 @@ from convbench.measure.envinfo import decision_context
 from convbench.store.decisions import DecisionTable
 
 TUNED, FOLDED = "tuned", "tuned, folded"
+PLANNED = "tuned, per-layer layouts"
 TUNED_CL, TORCH_CL = "tuned, channels_last", "torch, channels_last"
 COMPILED, TUNED_COMPILED = "torch.compile(original)", "torch.compile(tuned)"
 
@@ -47,6 +48,7 @@ class Variant:
     folded: bool = False
     compiled: bool = False
     inference_only: bool = False
+    per_layer: bool = False  # the per-layer plan's backends and layouts (`flows.plan`)
 
 
 VARIANTS = {
@@ -54,6 +56,7 @@ VARIANTS = {
     for v in (
         Variant(TUNED),
         Variant(FOLDED, folded=True, inference_only=True),
+        Variant(PLANNED, per_layer=True, inference_only=True),
         Variant(TUNED_CL, memory_format="channels_last"),
         Variant(TORCH_CL, tuned=False, memory_format="channels_last"),
         Variant(COMPILED, tuned=False, compiled=True),
@@ -64,13 +67,16 @@ VARIANTS = {
 
 def applicable(model: nn.Module, table: DecisionTable, folds, compiled: bool) -> list[Variant]:
     """The variants worth timing for ``model``: a fold only where there are ``folds``, a
-    channels_last one only with 2-D convolutions, torch throughout only where a decision
-    left torch, the compiled ones only where ``compiled``."""
+    channels_last one only with 2-D convolutions, the per-layer plan only where it computes
+    a layer in another layout than contiguous, torch throughout only where a decision left
+    torch, the compiled ones only where ``compiled``."""
     off_torch = any(e["backend"] != BASELINE for e in table.entries)
+    steps = (table.plan or {}).get("layers", [])
     has_2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
     wanted = {
         TUNED: True,
         FOLDED: bool(folds),
+        PLANNED: any(step["layout"] != "contiguous" for step in steps),
         TUNED_CL: has_2d,
         TORCH_CL: has_2d and off_torch,
         COMPILED: compiled,
@@ -100,7 +106,8 @@ def layout_record(
         memory_format=variant.memory_format, device=device_name(device),
         context=decision_context(device), variant=variant.name, reason=reason,
         folds=[list(pair) for pair in folds] if variant.folded else [],
-        compile=compile_kwargs if variant.compiled else None, **extra,
+        compile=compile_kwargs if variant.compiled else None, per_layer=variant.per_layer,
+        **extra,
     )  # fmt: skip
 
 
@@ -116,7 +123,7 @@ def build(
 
     entries = table.entries if variant.tuned else torch_throughout(table.entries)
     layout = layout_record(variant, "", device, folds, compile_kwargs)
-    decisions = DecisionTable(table.path, entries, table.model, layout=layout)
+    decisions = DecisionTable(table.path, entries, table.model, layout=layout, plan=table.plan)
     model = optimize(copy.deepcopy(original), decisions, compile=False)
     if variant.compiled:
         compile_in_place(model, **compile_kwargs)

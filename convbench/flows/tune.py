@@ -44,11 +44,12 @@ from convbench.analysis.decisions import BASELINE, PASSES, Decision, decide
 from convbench.analysis.flags import is_flagged
 from convbench.errors import UserError
 from convbench.flows import variants
+from convbench.flows.plan import per_layer_plan, predicted_line
 from convbench.measure.config import TimingConfig
 from convbench.measure.endtoend import DEFAULT_TIMING, EndToEnd, compare_variants
 from convbench.measure.envinfo import decision_context
 from convbench.measure.options import DEFAULTS, measure_options
-from convbench.problem.axes import DTYPES
+from convbench.problem.axes import DTYPES, LAYOUTS
 from convbench.problem.trace import load_factory, suite_from_trace, trace_convs
 from convbench.runner.session import RunPlan, execute
 from convbench.store import Store
@@ -252,6 +253,8 @@ def tune(
     suite = suite_from_trace(trace, name, dtype, source=f"{spec} at {list(input_shape)}")
     filters = {"backends": candidates, "dtypes": [dtype], "devices": [device]}
     filters["directions"] = list(passes)
+    # inference: every layer in both layouts, for the per-layer plan (`convbench.flows.plan`)
+    filters["layouts"] = ["contiguous"] if train else list(LAYOUTS)
     options = measure_options(
         max_time_s=rules.max_time_s, max_pace=rules.max_pace, floor_samples=FLOOR_SAMPLES
     )
@@ -274,11 +277,14 @@ def tune(
         decisions = decide(
             frame, alpha=rules.alpha, max_rel_err=rules.max_rel_err, weight_changes=train
         )
-        entries = _entries(decisions, trace, device)
+        entries = _entries([d for d in decisions if d.layout == "contiguous"], trace, device)
         path = write(out, entries, model=spec, input_shape=input_shape) if out else None
         original, x = _model_and_input(factory, spec, input_shape, dtype, device)
         modes = ("inference", "train") if train else ("inference",)
-        table = DecisionTable(str(path or "<tune>"), entries, spec)
+        planned = None if train else per_layer_plan(
+            trace, original, x, decisions, frame, options.timing, say
+        )  # fmt: skip
+        table = DecisionTable(str(path or "<tune>"), entries, spec, plan=planned)
         config = replace(rules.end_to_end or DEFAULT_TIMING, max_pace=rules.max_pace)
         config = replace(config, floor_samples=max(config.floor_samples, FLOOR_SAMPLES))
         e2e, layout, every, records = variants.end_to_end(
@@ -288,7 +294,10 @@ def tune(
         if path is not None:
             e2e_dicts = [e.to_dict() for e in e2e]
             path = write(out, entries, model=spec, input_shape=input_shape, end_to_end=e2e_dicts,
-                         layout=dict(layout, variants=[e.to_dict() for e in every]))  # fmt: skip
+                         layout=dict(layout, variants=[e.to_dict() for e in every]),
+                         plan=planned)  # fmt: skip
+        if planned is not None:
+            say(predicted_line(planned, every))
         store.add_tune(
             run_id, run_id, model=spec, input_shape=input_shape, decisions_path=path,
             decisions=entries, end_to_end=records,

@@ -3,10 +3,11 @@
 
 * **the variant** (`choose_variant`): the tuned model is timed beside its variants
   (`convbench.flows.build`): in ``channels_last`` — with the decisions, and with torch
-  throughout —, with the BatchNorms after tuned layers folded into them, and compiled, beside
-  ``torch.compile`` of the original. A variant replaces the contiguous tuned model only if it
-  is significantly faster than it in every mode it was timed in. The layout is a whole-model
-  decision: converting around each layer costs more than any layer gains;
+  throughout —, with the per-layer plan's backends and layouts (`convbench.flows.plan`:
+  conversions only where the plan switches), with the BatchNorms after tuned layers folded
+  into them, and compiled, beside ``torch.compile`` of the original. A variant replaces the
+  contiguous tuned model only if it is significantly faster than it in every mode it was
+  timed in;
 * **the evidence** (`evidence_flags`): a choice that changes the model rests on rounds
   convbench would not flag (disturbed, too few undisturbed samples, unsteady, off pace —
   `convbench.measure.flags`). Where they are flagged, the model stays as it was: every
@@ -178,7 +179,9 @@ def end_to_end(
         line = revert_if_slower(entries, picked, alpha) or "optimized model slower end to end"
         say(line)
         reason = f"{layout['reason']}; {line}"
-        layout.update(memory_format="contiguous", folds=[], compile=None, reason=reason)
+        layout.update(
+            memory_format="contiguous", folds=[], compile=None, per_layer=False, reason=reason
+        )
         final = optimize(copy.deepcopy(original), table, memory_format="contiguous")
         e2e = [compare(original, {GUARDED: final}, x, m, config)[GUARDED] for m in modes]
         reverted = [e for e in picked if slower(e, alpha)]

@@ -30,6 +30,9 @@ The decisions' model-level record (``layout``, `convbench.store.decisions`) may 
   PyTorch's default layout (`convbench.nn.layout`);
 * ``folds``: BatchNorms folded into the tuned convolution before them at inference
   (`convbench.nn.fold`);
+* ``per_layer``: the decisions file's per-layer ``plan`` applies: each planned layer runs the
+  plan's backend for its forward, in the plan's layout (its weight kept in it, its input
+  converted to it where it arrives in another);
 * ``compile``: the options of `torch.compile` the kept model was measured with. ``optimize``'s
   ``compile`` argument says what to do with it: ``None`` compiles in place
   (`nn.Module.compile`, so the module object and its state-dict keys stay) where the file
@@ -53,6 +56,7 @@ from convbench.errors import UnknownBackend, UserError
 from convbench.nn import fold
 from convbench.nn.layers import TUNED, TunedConv1d, TunedConv2d, Tuning, device_name, tune_layer
 from convbench.nn.layout import set_layout
+from convbench.problem.layout import to_layout
 from convbench.problem.trace import layer_names
 from convbench.store.decisions import DecisionTable, read
 
@@ -66,11 +70,14 @@ def load_decisions(decisions: str | Path | DecisionTable, *, warn: bool = True) 
     table = table.fresh(decision_context)
     for line in table.ignored if warn else []:
         warnings.warn(f"convbench: {line}", stacklevel=3)
-    for i, entry in enumerate(table.entries, start=1):
+    steps = (table.plan or {}).get("layers", [])
+    named = [(f"entry #{i}", e) for i, e in enumerate(table.entries, start=1)]
+    named += [(f"plan: layer #{i}", step) for i, step in enumerate(steps, start=1)]
+    for where, record in named:
         try:
-            get_backend(entry["backend"])
+            get_backend(record["backend"])
         except UnknownBackend as exc:
-            raise UserError(f"{table.path}: entry #{i}: field 'backend': {exc}") from None
+            raise UserError(f"{table.path}: {where}: field 'backend': {exc}") from None
     return table
 
 
@@ -93,14 +100,32 @@ def optimize(
         folded = fold.resolve(model, table.folds, f"{table.path}: layout")
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    steps = _plan_steps(table)
     for module, name in layer_names(model).items():  # named as `convbench tune` names them
         if type(module) in TUNED or isinstance(module, tuple(TUNED.values())):
-            tune_layer(module, Tuning(name, lookup, folded.get(module)))
+            decisions, layout = steps.get(name, (lookup, None))
+            if layout is not None and module.weight.dim() == 4:
+                module.weight.data = to_layout(module.weight.data, layout)
+            tune_layer(module, Tuning(name, decisions, folded.get(module), layout))
     fold.mark(model, folded)
     options = table.compile
     if compile is True or (compile is None and options is not None):
         compile_in_place(model, **(options or {}))
     return model
+
+
+def _plan_steps(table: DecisionTable) -> dict[str, tuple[dict, str]]:
+    """Per layer of the per-layer plan (where the kept variant applies it): its decisions —
+    the entries', with the plan's backend for its forward — and the layout it computes in."""
+    plan = table.per_layer
+    if plan is None:
+        return {}
+    lookup = {key: entry["backend"] for key, entry in table.lookup().items()}
+    found = {}
+    for step in plan["layers"]:
+        key = (step["problem"], plan["dtype"], plan["device"], "forward")
+        found[step["layer"]] = ({**lookup, key: step["backend"]}, step["layout"])
+    return found
 
 
 def compile_in_place(model: nn.Module, **options) -> nn.Module:

@@ -1,7 +1,10 @@
 """The tuned convolution layers `convbench.optimize` makes: `TunedConv1d`, `TunedConv2d`.
 
-A tuned layer's forward is written for the compiler. It does three things, each of which
-`torch.compile(..., fullgraph=True)` traces without a break or a guard that changes:
+A tuned layer's forward is written for the compiler. Where the per-layer plan of
+`convbench tune` computes it in a layout of its own (``Tuning.layout``), it first converts
+its input to that layout (a no-op where the input arrives in it). Then it does three things,
+each of which `torch.compile(..., fullgraph=True)` traces without a break or a guard that
+changes:
 
 1. **route** the call (`route`): the backends decided for the problem this input makes
    (problem key, dtype, device, pass), found once per input shape and kept. Under Dynamo the
@@ -33,6 +36,7 @@ from torch import nn
 from convbench.backends import library
 from convbench.problem.axes import PASS_NAMES as PASSES
 from convbench.problem.axes import dtype_name
+from convbench.problem.layout import to_layout
 from convbench.problem.shapes import resolve_padding
 from convbench.problem.trace import describe_call
 
@@ -44,10 +48,15 @@ class Tuning:
     routes (one per input shape), the BatchNorm folded into it (or None), the warnings it has
     given, and the plans behind the operator (`library.LayerPlans`, found by ``key``)."""
 
-    def __init__(self, name: str, decisions: dict, bn: nn.Module | None = None):
+    def __init__(
+        self, name: str, decisions: dict, bn: nn.Module | None = None, layout: str | None = None
+    ):
         self.name = name
         self.decisions = decisions
         self.bn = bn
+        #: The layout the per-layer plan computes this layer in (its input is converted to
+        #: it where it arrives in another), or None: as it arrives.
+        self.layout = layout
         self.layer: Callable[[], nn.Module | None] = lambda: None  # set by `tune_layer`
         self.routes: dict = {}
         self.warned: set[str] = set()
@@ -57,7 +66,7 @@ class Tuning:
         _TUNINGS[self.key] = self
 
     def __reduce__(self):  # a copy, or an unpickled layer, prepares its own plans
-        return Tuning, (self.name, self.decisions, self.bn)
+        return Tuning, (self.name, self.decisions, self.bn, self.layout)
 
 
 _TUNINGS: weakref.WeakValueDictionary[int, Tuning] = weakref.WeakValueDictionary()
@@ -113,6 +122,8 @@ class _TunedConv:
 
     def _conv_forward(self, input, weight, bias):
         tuning = self._convbench
+        if tuning.layout is not None:  # the plan's conversion: a no-op where it arrives so
+            input = to_layout(input, tuning.layout)
         backends = route(tuning.key, tuple(input.shape), input.dtype, input.device)
         if self.padding_mode != "zeros":  # as nn.Conv does: pad first, then convolve
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)

@@ -25,7 +25,13 @@ A JSON document, indented and with sorted keys so that two tunes diff line by li
                  "reason": "…", "variant": "tuned, compiled",
                  "folds": [["layer1.0.conv1", "layer1.0.bn1"], …],
                  "compile": {"options": {"freezing": true}}},   # optional: see below
-      "end_to_end": [{"mode": "inference", "speedup": 1.31, "ci_low": 1.27, …}]
+      "end_to_end": [{"mode": "inference", "speedup": 1.31, "ci_low": 1.27, …}],
+      "plan": {"dtype": "float32", "device": "cpu", "context": {…},   # optional: see below
+               "layers": [{"layer": "layer1.0.conv2", "problem": "3f2a…",
+                           "backend": "winograd", "layout": "channels_last",
+                           "arrives": "contiguous", "convert": true,
+                           "ms": 4.1, "convert_ms": 0.3}, …],
+               "conv_ms": 61.2, "convert_ms": 1.1, "predicted_ms": 62.3}
     }
 
 An entry is keyed by (problem, dtype, device, pass) and made stale by its ``context``: a
@@ -42,6 +48,13 @@ its ``context`` as the entries are. Absent: ``contiguous``. The same record hold
 model-level choices of the kept variant: ``folds``, the [convolution, BatchNorm] pairs whose
 BatchNorm is folded into the convolution's plan at inference, and ``compile``, the keyword
 arguments of `torch.compile` it was measured with (null or absent: not compiled).
+
+``plan`` is the per-layer plan of an inference tune (`convbench.flows.plan`): each
+convolution call's backend for the forward and the layout it computes in, the layout its
+input arrives in, and whether it converts it (``convert``: exactly where the plan switches),
+with the predicted times. `convbench.optimize` applies it where the layout record's
+``per_layer`` is true (the kept variant is the plan); absent, or stale by its ``context``,
+every layer runs as the entries say, in the model's memory format.
 """
 
 from __future__ import annotations
@@ -53,11 +66,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from convbench.errors import UserError
+from convbench.problem.axes import DTYPES
 from convbench.problem.axes import PASS_NAMES as PASSES
 
 FORMAT = "convbench-decisions/1"
 CONTEXT_FIELDS = ("torch", "device_name", "threads", "convbench")
 MEMORY_FORMATS = ("contiguous", "channels_last")
+#: The layouts a plan's layer may compute in, or its input arrive in.
+PLAN_LAYOUTS = (*MEMORY_FORMATS, "strided")
 _ENTRY_FIELDS = {
     "problem": str,
     "dtype": str,
@@ -79,6 +95,13 @@ class DecisionTable:
     input_shape: list[int] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     layout: dict | None = None
+    plan: dict | None = None
+
+    @property
+    def per_layer(self) -> dict | None:
+        """The per-layer plan, where the kept variant applies it (the layout record's
+        ``per_layer``), else None."""
+        return self.plan if (self.layout or {}).get("per_layer") else None
 
     @property
     def memory_format(self) -> str:
@@ -132,7 +155,11 @@ class DecisionTable:
                 f"(the model stays contiguous): made with {stale}"
             )
             layout = None
-        return DecisionTable(self.path, kept, self.model, self.input_shape, ignored, layout)
+        plan = self.plan
+        if plan is not None and (stale := changed(plan)):
+            ignored.append(f"{self.path}: plan on {plan['device']} ignored: made with {stale}")
+            plan = None
+        return DecisionTable(self.path, kept, self.model, self.input_shape, ignored, layout, plan)
 
 
 def write(
@@ -143,10 +170,11 @@ def write(
     input_shape,
     end_to_end: list[dict] | None = None,
     layout: dict | None = None,
+    plan: dict | None = None,
 ) -> Path:
     """Write a decisions file (see the module docstring); ``end_to_end``: the whole-model
     comparisons `tune` measured with these decisions, kept for the reader; ``layout``: the
-    model's memory format, where `tune` chose one."""
+    model's memory format, where `tune` chose one; ``plan``: the per-layer plan."""
     document = {
         "format": FORMAT,
         "model": model,
@@ -160,6 +188,8 @@ def write(
         document["end_to_end"] = end_to_end
     if layout is not None:
         document["layout"] = layout
+    if plan is not None:
+        document["plan"] = plan
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -195,6 +225,7 @@ def parse(document: object, where: str = "<decisions>") -> DecisionTable:
         str(document.get("model", "")),
         list(document.get("input_shape") or []),
         layout=_layout(document.get("layout"), where),
+        plan=_plan(document.get("plan"), where),
     )
 
 
@@ -242,3 +273,26 @@ def _layout(layout: object, where: str) -> dict | None:
             f"arguments) or null, got {compile_options!r}"
         )
     return dict(layout)
+
+
+_PLAN_FIELDS = {"dtype": str, "device": str, "context": dict, "layers": list}
+_STEP_FIELDS = {"layer": str, "problem": str, "backend": str, "layout": str, "arrives": str,
+                "convert": bool}  # fmt: skip
+
+
+def _plan(plan: object, where: str) -> dict | None:
+    if plan is None:
+        return None
+    if not isinstance(plan, Mapping):
+        raise UserError(f"{where}: field 'plan': expected an object, got {plan!r}")
+    _check(plan, _PLAN_FIELDS, f"{where}: plan", "dtype", DTYPES)
+    for i, step in enumerate(plan["layers"], start=1):
+        here = f"{where}: plan: layer #{i}"
+        _check(step, _STEP_FIELDS, here, "layout", MEMORY_FORMATS)
+        _check(step, {}, here, "arrives", PLAN_LAYOUTS)
+        if step["convert"] != (step["arrives"] != step["layout"]):
+            raise UserError(
+                f"{here}: field 'convert': {step['convert']!r} but the input arrives in "
+                f"{step['arrives']} and the layer computes in {step['layout']}"
+            )
+    return dict(plan)

@@ -69,7 +69,7 @@ def test_folding_is_exact_at_inference_and_undone_in_training(folded):
     with torch.no_grad():
         assert torch.allclose(tuned(X), model(X), rtol=1e-5, atol=1e-5)
         plans = tuned.a._convbench.plans.entries
-        assert [index[-1] for index in plans] == [True]  # prepared from the folded weights
+        assert [index[-2] for index in plans] == [True]  # prepared from the folded weights
     with torch.enable_grad():  # eval, autograd on: the BatchNorm runs itself
         assert torch.allclose(tuned(X), model(X), rtol=1e-5, atol=1e-5)
     model.train(), tuned.train()

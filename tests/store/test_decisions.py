@@ -89,3 +89,48 @@ def test_a_broken_layout_is_a_one_line_error(tmp_path, layout, message):
     with pytest.raises(UserError, match=message) as info:
         read(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+STEP = dict(layer="layer1.0.conv2", problem="abc", backend="winograd", layout="channels_last",
+            arrives="contiguous", convert=True, ms=1.0, convert_ms=0.1)  # fmt: skip
+PLAN = {"dtype": "float32", "device": "cpu", "context": CONTEXT, "layers": [STEP],
+        "conv_ms": 1.0, "convert_ms": 0.1, "predicted_ms": 1.1}  # fmt: skip
+
+
+def test_the_plan_round_trips_applies_with_per_layer_and_goes_stale(tmp_path):
+    path = write(tmp_path / "d.json", [entry()], model="m:f", input_shape=[1],
+                 layout={**LAYOUT, "per_layer": True}, plan=PLAN)  # fmt: skip
+    table = read(path)
+    assert table.plan["layers"][0]["layout"] == "channels_last"
+    assert table.per_layer == table.plan
+    assert read(write(tmp_path / "e.json", [entry()], model="m", input_shape=[1],
+                      plan=PLAN)).per_layer is None  # fmt: skip
+    fresh = table.fresh(lambda device: {**CONTEXT, "threads": 4})
+    assert fresh.plan is None and fresh.per_layer is None
+    assert any("plan on cpu ignored" in line for line in fresh.ignored)
+    older = read(write(tmp_path / "f.json", [entry()], model="m", input_shape=[1]))
+    assert older.plan is None  # a file without a plan reads as before
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ([], "field 'plan': expected an object"),
+        ({**PLAN, "layers": None}, "plan: field 'layers': expected list"),
+        ({**PLAN, "dtype": "float8"}, "plan: field 'dtype': 'float8' is not one"),
+        ({**PLAN, "layers": [{**STEP, "layout": "nhwc"}]},
+         "plan: layer #1: field 'layout': 'nhwc' is not one"),
+        ({**PLAN, "layers": [{**STEP, "arrives": "nchw"}]},
+         "plan: layer #1: field 'arrives': 'nchw' is not one"),
+        ({**PLAN, "layers": [{**STEP, "convert": False}]},
+         "plan: layer #1: field 'convert': False but the input arrives in contiguous"),
+        ({**PLAN, "layers": [{k: v for k, v in STEP.items() if k != "backend"}]},
+         "plan: layer #1: field 'backend' is missing"),
+    ],
+)  # fmt: skip
+def test_a_broken_plan_is_a_one_line_error(tmp_path, plan, message):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps({"format": FORMAT, "decisions": [entry()], "plan": plan}))
+    with pytest.raises(UserError, match=message) as info:
+        read(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
