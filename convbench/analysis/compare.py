@@ -320,10 +320,11 @@ def compare_runs(
     change is significant and beyond `BEYOND_DISTURBANCE` either way, more than any
     disturbance has been seen to move a median. Columns: the
     `KEYS`, backend, status_old, status_new, old_ms, new_ms, ratio, ci_low, ci_high, p_value,
-    significant, method, verdict.
+    significant, method, verdict, flagged (either run flagged it), flag (their reasons).
     """
     columns = [*KEYS, "backend", "status_old", "status_new", "old_ms", "new_ms", "ratio"]
     columns += ["ci_low", "ci_high", "p_value", "significant", "method", "verdict"]
+    columns += ["flagged", "flag"]
     old, new = keyed(old), keyed(new)
     o = old.drop_duplicates("result_key").set_index("result_key")
     n = new.drop_duplicates("result_key").set_index("result_key")
@@ -337,6 +338,9 @@ def compare_runs(
         row["status_new"] = None if b is None else b["status"]
         row["old_ms"] = math.nan if a is None else _num(a, "median_ms")
         row["new_ms"] = math.nan if b is None else _num(b, "median_ms")
+        marked = [r for r in (a, b) if r is not None and r["status"] == "ok" and is_flagged(r)]
+        row["flagged"] = bool(marked)
+        row["flag"] = "; ".join(str(r.get("reason") or "disturbed") for r in marked) or None
         if row["status_old"] == "ok" and row["status_new"] == "ok":
             d = difference(b, a, alpha=alpha)
             row.update(ratio=d.ratio, ci_low=d.ci_low, ci_high=d.ci_high, p_value=d.p_value)

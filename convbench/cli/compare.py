@@ -3,8 +3,9 @@
 One run (default: the latest): per-case speedups of the backends over a baseline (default: the
 device's vendor backend) and a geometric mean per backend, each marked ``~`` when not
 significant. Two runs ``RUN_A RUN_B``: every matched result classified faster / slower / same
-/ ambiguous (`convbench.analysis.classify`); with ``--fail-on-regression PCT`` the exit code
-is 1 when a result is significantly slower by more than PCT, so the command can gate CI.
+/ ambiguous (`convbench.analysis.classify`); with ``--fail-on-regression PCT`` each result and
+the comparison get a gate outcome (`convbench.analysis.gate`): pass (exit 0), regression
+(exit 1) or inconclusive (exit 3: the evidence could not have shown a regression of PCT).
 The statistics live in `convbench.analysis`; this module only selects, formats and prints.
 """
 
@@ -31,8 +32,8 @@ def add_parser(sub) -> None:
         help="backends within a run (--backends), or two runs (RUN_A RUN_B)",
         description="One run (default: latest): per-case speedups of --backends over "
         "--baseline and per-backend geometric means, `~` marking differences not significant. "
-        "Two runs: each matched result faster/slower/same/ambiguous; exit 1 on a significant "
-        "regression beyond --fail-on-regression.",
+        "Two runs: each matched result faster/slower/same/ambiguous; with "
+        "--fail-on-regression, a gate: exit 0 pass, 1 regression, 3 inconclusive.",
     )
     p.add_argument("runs", nargs="*", metavar="RUN_ID", help="one run, or RUN_A RUN_B")
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default: {DEFAULT_DB})")
@@ -47,8 +48,9 @@ def add_parser(sub) -> None:
         "--fail-on-regression",
         type=percent,
         metavar="PCT",
-        help="two runs: exit 1 if a result is significantly slower by more than "
-        "PCT (e.g. 5%%); also the band of `same`",
+        help="two runs: gate at PCT (e.g. 5%%): exit 1 if a result is significantly slower "
+        "by more than PCT, 3 if some result's evidence could not have shown that (flagged, or "
+        "an interval wider than PCT), else 0; also the band of `same`",
     )
     p.add_argument(
         "--threshold",
@@ -263,6 +265,39 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
 
 
 # -- two runs ----------------------------------------------------------------------------
+#: How many results of each gate outcome other than pass are named, with their reasons.
+GATE_LINES = 10
+
+
+def _gate(cmp: pd.DataFrame, threshold: float) -> int:
+    """The gate's outcome per result and overall, on stderr; its exit code
+    (`convbench.analysis.gate.EXIT_CODES`)."""
+    from convbench.analysis import gate
+
+    gated = gate.gate(cmp, threshold)
+    outcome = gate.overall(gated)
+    counts = ", ".join(f"{int((gated['gate'] == o).sum())} {o}" for o in gate.OUTCOMES)
+    for name in ("regression", "inconclusive"):
+        shown = gated[gated["gate"] == name]
+        for r in shown.head(GATE_LINES).itertuples():
+            where = f"{r.case} {r.backend} {r.dtype} {r.device} {r.direction} {r.layout}"
+            print(f"convbench: gate: {name}: {where}: {r.gate_reason}", file=sys.stderr)
+        if len(shown) > GATE_LINES:
+            print(f"convbench: gate: … and {len(shown) - GATE_LINES} more {name}", file=sys.stderr)
+    code = gate.EXIT_CODES[outcome]
+    advice = {
+        "pass": "every result rules out a regression beyond the threshold",
+        "regression": "a result is significantly slower beyond the threshold",
+        "inconclusive": "no regression shown, but some results could not have shown one: "
+        "measure them again on a quieter host, or with more samples (--max-time)",
+    }[outcome]
+    print(
+        f"convbench: gate {outcome} at {threshold:.0%} ({counts}): {advice}; exit {code}",
+        file=sys.stderr,
+    )
+    return code
+
+
 def _host_pace_us(frame: pd.DataFrame) -> float | None:
     """The run's median reference-kernel reading (`convbench.measure.pace`), if it has any."""
     if "pace_us" not in frame:
@@ -287,12 +322,17 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
     threshold = gate if gate is not None else args.threshold
     cmp = analysis.compare_runs(old, new, threshold=threshold, alpha=args.alpha)
     summary = analysis.comparison_summary(cmp, threshold)
-    slower = analysis.regressions(cmp)
     pace = {run: _host_pace_us(f) for run, f in (("old", old), ("new", new))}
     if args.format == "json":
         payload = {"old": old_id, "new": new_id, "alpha": args.alpha, **summary}
         payload["host_pace_us"] = pace
         payload["results"] = records(cmp)
+        if gate is not None:
+            from convbench.analysis.gate import gate as judge
+            from convbench.analysis.gate import overall
+
+            gated = judge(cmp, gate)
+            payload.update(gate=overall(gated), results=records(gated))
         print(json.dumps(clean(payload), indent=2))
     elif args.format == "csv":
         print(cmp.to_csv(index=False), end="")
@@ -328,23 +368,9 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
                 )
             )
     counted = flags.count([*old.to_dict("records"), *new.to_dict("records")])
-    flagged = int((cmp["verdict"] == "disturbed").sum())
-    if gate is None and counted.line() and args.format == "table":
-        print(f"convbench: {counted.line()}", file=sys.stderr)
-    if gate is not None and flagged:
-        print(
-            f"convbench: {flagged} result(s) flagged as disturbed were not judged; "
-            "measure them again on a quieter machine",
-            file=sys.stderr,
-        )
-    if gate is not None and not slower.empty:
-        print(
-            f"convbench: {len(slower)} significant regression(s) beyond {gate:.0%}: "
-            + "; ".join(
-                f"{r.case} {r.backend} {r.dtype} {r.device} {r.direction} {r.ratio:.3g}×"
-                for r in slower.itertuples()
-            ),
-            file=sys.stderr,
-        )
-        return 1
+    if gate is None:
+        if counted.line() and args.format == "table":
+            print(f"convbench: {counted.line()}", file=sys.stderr)
+        return 0
+    return _gate(cmp, gate)
     return 0

@@ -56,7 +56,7 @@ VARIANTS = {
     for v in (
         Variant(TUNED),
         Variant(FOLDED, folded=True, inference_only=True),
-        Variant(PLANNED, per_layer=True, inference_only=True),
+        Variant(PLANNED, folded=True, per_layer=True, inference_only=True),
         Variant(TUNED_CL, memory_format="channels_last"),
         Variant(TORCH_CL, tuned=False, memory_format="channels_last"),
         Variant(COMPILED, tuned=False, compiled=True),

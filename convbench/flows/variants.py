@@ -190,12 +190,14 @@ def end_to_end(
 
 
 def folds_of(original, table: DecisionTable, x) -> list[tuple[str, str]]:
-    """The BatchNorms that may fold into a layer the decisions take off torch
-    (`convbench.nn.fold.foldable`)."""
+    """The BatchNorms that may fold into a layer the decisions, or the per-layer plan, take
+    off torch (`convbench.nn.fold.foldable`)."""
     from convbench.nn.fold import foldable
 
     tuned = {layer for e in table.entries if e["pass"] == "forward" and e["backend"] != BASELINE
              for layer in e.get("layers") or []}  # fmt: skip
+    steps = (table.plan or {}).get("layers", [])
+    tuned |= {s["layer"] for s in steps if s["backend"] != BASELINE}
     return [pair for pair in foldable(original, x) if pair[0] in tuned] if tuned else []
 
 

@@ -118,3 +118,12 @@ def test_the_planned_model_compiles_without_a_graph_break():
     compiled = torch.compile(tuned, fullgraph=True, backend="eager")
     with torch.no_grad():
         assert torch.allclose(compiled(X), model(X), rtol=1e-4, atol=1e-5)
+
+
+def test_an_unknown_backend_in_the_plan_is_a_one_line_error():
+    from convbench.errors import UserError
+    from convbench.nn import load_decisions
+
+    table = plan_for(chain(), LAYOUTS, ["torch", "nosuch", "im2col", "torch"])
+    with pytest.raises(UserError, match=r"<plan>: plan: layer #2: field 'backend': unknown"):
+        load_decisions(table)
