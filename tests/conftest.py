@@ -65,7 +65,8 @@ padding = "same"
 dilation = 2
 """
 
-FAST = ["--max-time", "0.05", "--warmup", "0.01", "--min-samples", "6", "--quiet"]
+# the re-measure pass is tested with a scripted worker (tests/runner/test_remeasure.py)
+FAST = ["--max-time", "0.05", "--warmup", "0.01", "--min-samples", "6", "--quiet", "--no-remeasure"]
 
 
 PLUGIN = '''

@@ -17,7 +17,18 @@ import sys
 from convbench.errors import UserError
 
 #: Subcommand modules, in the order `convbench --help` lists their commands.
-COMMANDS = ("run", "calibrate", "selftest", "store", "suite", "info", "report", "compare", "tune")
+COMMANDS = (
+    "run",
+    "calibrate",
+    "selftest",
+    "store",
+    "suite",
+    "info",
+    "report",
+    "compare",
+    "history",
+    "tune",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,21 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"store (default: {DEFAULT_DB})")
     p.add_argument("--resume", metavar="RUN_ID", help="finish a stopped run without redoing")
+    p.add_argument(
+        "--remeasure-time",
+        type=float,
+        metavar="S",
+        help="at the end, measure the flagged results again within S seconds and a quarter of "
+        "the sweep's time, keeping a new measurement only where it is clean (default: 60; "
+        "with --resume also a finished run's flagged results)",
+    )
+    p.add_argument(
+        "--no-remeasure",
+        dest="remeasure_time",
+        action="store_const",
+        const=0.0,
+        help="do not measure flagged results again (--remeasure-time 0)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--report", action="store_true", help="write the HTML report at the end")
     p.add_argument("--open", action="store_true", help="write the report and open it")
@@ -95,6 +111,7 @@ def _plan(args: argparse.Namespace) -> RunPlan:
         executor=args.executor,
         cpus_per_task=args.cpus_per_task,
         pack=args.pack,
+        **({} if args.remeasure_time is None else {"remeasure_s": args.remeasure_time}),
     )
 
 
@@ -114,6 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             store.close()
             raise
         run_id = args.resume
+        if args.remeasure_time is not None:
+            plan = dataclasses.replace(plan, remeasure_s=args.remeasure_time)
     else:
         plan = _plan(args)  # a mistake in the flags or the suite: no store is touched
         plan.tasks()

@@ -20,7 +20,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 #: Backends in a fixed order, so each keeps its colour in every plot and every report.
-BACKEND_ORDER = ("naive", "im2col", "fft", "winograd", "onednn", "cudnn")
+BACKEND_ORDER = ("naive", "im2col", "fft", "winograd", "onednn", "onednn_packed", "cudnn")
 STYLE = "whitegrid"
 
 

@@ -32,6 +32,7 @@ from convbench.report import plots
 from convbench.report.environment import env_rows
 from convbench.report.figure import to_svg
 from convbench.report.format import format_ratio, memory_unit
+from convbench.report.history import history_section
 from convbench.report.summary import case_summaries, flag_count, with_flags
 from convbench.report.tables import (
     comparison_table,
@@ -166,9 +167,11 @@ def render_report(
     threshold: float = 0.05,
     now: _dt.datetime | None = None,
     tunes: Sequence[Mapping] = (),
+    history: pd.DataFrame | None = None,
 ) -> str:
     """The report's HTML for ``runs`` (store run records, in display order) and their results
-    ``df`` (`convbench.results.load` with ``samples=True``)."""
+    ``df`` (`convbench.results.load` with ``samples=True``); ``history``: every run's results
+    as `convbench.analysis.history.history` lines them up, for the history section."""
     tolerances = analysis.default_tolerances() if tolerances is None else tolerances
     run_ids = [run["run_id"] for run in runs]
     labels = {r: chr(ord("A") + i) for i, r in enumerate(run_ids)} if len(runs) > 1 else {}
@@ -236,12 +239,20 @@ def render_report(
         "comparisons": comparisons,
         "statuses": STATUSES,
         "tunes": [tune_tables(t) for t in tunes],
+        "history": _history(history, run_ids),
         "table": results_table(df, peaks, tolerances, labels, mem_unit),
         "css": Markup(_read("report.css")),
         "script": Markup(script),
         "script_hash": script_hash(script),
     }
     return environment().get_template("report.html.j2").render(context)
+
+
+def _history(frame: pd.DataFrame | None, run_ids: Sequence[str]) -> dict | None:
+    found = None if frame is None else history_section(frame, run_ids)
+    if found is not None:
+        found["svg"] = Markup(found["svg"])
+    return found
 
 
 def _version() -> str:
@@ -263,7 +274,9 @@ def write_report(
 ) -> Path:
     """Read ``run_ids`` (default: the latest run) from the store at ``db``, render the report
     and write it to ``out`` (default: `default_path`). Returns the path written."""
+    from convbench.analysis.history import history
     from convbench.store.frames import load, open_results
+    from convbench.store.frames import runs as runs_of
 
     store, owned = open_results(db)
     try:
@@ -271,6 +284,7 @@ def write_report(
         runs = [store.run(r) for r in run_ids]  # a UserError names the known runs
         df = load(store, run_ids, samples=True)
         tunes = [t for r in run_ids for t in store.tunes(r)]
+        kwargs.setdefault("history", history(load(store), runs_of(store)))
     finally:
         if owned:
             store.close()

@@ -26,6 +26,8 @@ class SweepResult:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
     interrupted: bool = False
     skipped_done: int = 0
+    #: The re-measure pass at the end (`convbench.runner.remeasure.Remeasured`), if it ran.
+    remeasured: object = None
 
 
 class Recorder:
@@ -43,6 +45,10 @@ class Recorder:
         self.on_result = on_result
         self.result = SweepResult(run_id)
         self.lock = threading.Lock()
+
+    def done_keys(self) -> set[str]:
+        """The tasks the sweep need not measure: those the run already stored."""
+        return self.store.finished_keys(self.run_id)
 
     def failed(self, task: Task, mode: str, status: str, reason: str) -> Result:
         """The result of a task that never came back from its worker."""

@@ -25,12 +25,18 @@ from convbench.problem.shard import shard_tasks
 from convbench.problem.suite import Suite, Task
 from convbench.runner.progress import sweep_progress
 from convbench.runner.recorder import Recorder, SweepResult
+from convbench.runner.remeasure import remeasure
 from convbench.runner.sweep import Execution, sweep
 from convbench.runner.worker import Worker
 from convbench.store import Store
 
 #: The task filters a run accepts (CLI flags, API arguments), each overriding a suite axis.
 FILTERS = ("backends", "dtypes", "devices", "directions", "batch_sizes", "layouts")
+#: The default budget of the re-measure pass, in seconds (`RunPlan.remeasure_s`); the pass
+#: also takes at most `SHARE` of the sweep's own time (but `MIN_REMEASURE_S` at least).
+DEFAULT_REMEASURE_S = 60.0
+SHARE = 0.25
+MIN_REMEASURE_S = 5.0
 
 
 def new_run_id() -> str:
@@ -51,12 +57,19 @@ class RunPlan:
     executor: str = "local"
     cpus_per_task: int | None = None
     pack: bool = False  # Ray: several CPU tasks per node on disjoint cores
+    #: Seconds the flagged results may take to be measured again at the end (0: never;
+    #: `convbench.runner.remeasure`).
+    remeasure_s: float = DEFAULT_REMEASURE_S
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise UserError(f"--threads: expected a positive int, got {self.threads}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise UserError(f"--timeout: expected a number of seconds > 0, got {self.timeout_s:g}")
+        if not self.remeasure_s >= 0:
+            raise UserError(
+                f"--remeasure-time: expected a number of seconds >= 0, got {self.remeasure_s:g}"
+            )
         if self.cpus_per_task is not None and self.cpus_per_task < 1:
             raise UserError(f"--cpus-per-task: expected a positive int, got {self.cpus_per_task}")
 
@@ -93,6 +106,7 @@ class RunPlan:
             "executor": self.executor,
             "cpus_per_task": self.cpus_per_task,
             "pack": self.pack,
+            "remeasure_s": self.remeasure_s,
         }
 
     @classmethod
@@ -110,6 +124,7 @@ class RunPlan:
             executor=config.get("executor", "local"),
             cpus_per_task=config.get("cpus_per_task"),
             pack=config.get("pack", False),
+            remeasure_s=config.get("remeasure_s", DEFAULT_REMEASURE_S),
         )
 
 
@@ -152,10 +167,11 @@ def execute(
     workers: Callable[[], object] | None = None,
 ) -> SweepResult | None:
     """Create the run (unless resuming), measure its peaks once, sweep what is not stored yet,
-    and set its status. Returns the sweep's result, or None when Ctrl-C came before the sweep
-    began (then nothing of a new run was stored). ``workers`` makes the measuring processes
-    (default: `Worker` with the plan's threads); the first one made also serves the sweep's
-    first device."""
+    measure the flagged results again within ``plan.remeasure_s``
+    (`convbench.runner.remeasure`), and set its status. Returns the sweep's result, or None
+    when Ctrl-C came before the sweep began (then nothing of a new run was stored).
+    ``workers`` makes the measuring processes (default: `Worker` with the plan's threads);
+    the first one made also serves the sweep's first device."""
     console = console or Console(stderr=True, quiet=not progress)
     tasks = plan.tasks()
     if not resume and run_id in store.run_ids():
@@ -182,6 +198,7 @@ def execute(
         if plan.executor == "local" and not store.run(run_id)["peaks"]:
             store.set_run_peaks(run_id, measure_peaks(worker, tasks, console.print))
         hand_out = _first_then(worker, make)
+        began = time.time()
         execution = plan.execution(address)
         if not progress:
             recorder = Recorder(store, run_id, plan.suite.name)
@@ -194,6 +211,14 @@ def execute(
                     tasks, recorder, options, execution, workers=hand_out, on_start=bar.on_start
                 )
                 bar.finish(result.interrupted)
+        if not result.interrupted and plan.remeasure_s > 0 and plan.executor == "local":
+            budget = min(plan.remeasure_s, max(MIN_REMEASURE_S, SHARE * (time.time() - began)))
+            result.remeasured = again = remeasure(
+                store, run_id, plan.suite.name, tasks, options, execution, budget,
+                _first_then(worker, make),
+            )  # fmt: skip
+            if again.line():
+                console.print(again.line(), markup=False, highlight=False)
     except KeyboardInterrupt:
         result = None  # Ctrl-C before the sweep began (start-up, environment, GEMM peak)
     finally:

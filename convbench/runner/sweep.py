@@ -138,7 +138,7 @@ def sweep(
     workers; finished results are kept and the returned result says ``interrupted``.
     """
     result = recorder.result
-    done = recorder.store.finished_keys(recorder.run_id)
+    done = recorder.done_keys()
     pending = [(i, t) for i, t in enumerate(tasks) if t.key not in done]
     result.skipped_done = len(tasks) - len(pending)
     timeout_s = execution.timeout_s or default_timeout_s(options)

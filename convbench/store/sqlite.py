@@ -188,19 +188,26 @@ class Store:
                 "UPDATE runs SET peaks_json=? WHERE run_id=?", (json.dumps(dict(peaks)), run_id)
             )
 
-    def add_result(self, row: Mapping, samples: object = None) -> None:
+    def add_result(self, row: Mapping, samples: object = None, *, replace: bool = False) -> None:
         """Insert one result (and its raw samples) and commit at once.
 
         ``samples``: None, a sequence of per-call ms, or a `Samples`-like object with
         ``ms``, ``rounds`` and ``discarded_ms``. Unknown row keys are a bug and raise; missing
         columns are stored as NULL. A second result with the same ``(run_id, result_key)``
-        raises `sqlite3.IntegrityError`.
+        raises `sqlite3.IntegrityError`, unless ``replace``: then the stored result and its
+        samples give way to the new ones, in the same transaction.
         """
         unknown = set(row) - set(RESULT_FIELDS)
         if unknown:
             raise KeyError(f"unknown result fields: {sorted(unknown)}")
         names = [n for n in RESULT_FIELDS if n in row]
         with self.lock, self.conn:
+            if replace:
+                for table in ("results", "samples"):
+                    self.conn.execute(
+                        f"DELETE FROM {table} WHERE run_id=? AND result_key=?",
+                        (row["run_id"], row["result_key"]),
+                    )
             self.conn.execute(
                 f"INSERT INTO results ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 [row[n] for n in names],

@@ -97,6 +97,17 @@ def test_tune_refuses_the_fast_wrong_backend_and_reuses_its_run(tune_here):
         assert "(kept)" in proc.stdout
     layers = {tuple(e["layers"]) for e in document["decisions"]}
     assert layers == {("conv1@0",), ("conv2@2", "conv3@4"), ("conv4@5",)}
+    # the per-layer plan: every call in execution order, in a layout, off "wrong"
+    plan = document["plan"]
+    assert [s["layer"] for s in plan["layers"]] == ["conv1@0", "conv2@2", "conv3@4", "conv4@5"]
+    assert {s["backend"] for s in plan["layers"]} <= {"im2col", "torch"}
+    assert {s["layout"] for s in plan["layers"]} <= {"contiguous", "channels_last"}
+    assert plan["predicted_ms"] == pytest.approx(plan["conv_ms"] + plan["convert_ms"])
+    assert "per-layer plan: " in proc.stderr and "predicted convolution time" in proc.stderr
+    from convbench import results
+
+    measured = results.load(tmp / "t.sqlite")
+    assert set(measured.layout) == {"contiguous", "channels_last"}  # both, for the plan
     report = proc.stdout.split("report: ")[1].split()[0]
     html = (tmp / report).read_text()
     assert "Tuned model" in html and "cbmodels:tiny" in html and "channels_last" in html

@@ -1,0 +1,127 @@
+"""The re-measure pass at the end of a run, with a scripted worker and a real (in-memory)
+store: flagged results measured again within the budget, a clean new measurement replacing
+the flagged one (row and samples), a still-flagged or failed one keeping the first."""
+
+from __future__ import annotations
+
+from convbench.measure.options import measure_options
+from convbench.measure.result import new_result
+from convbench.measure.task import Samples
+from convbench.problem.files import load_suite
+from convbench.runner.remeasure import budgeted
+from convbench.runner.session import RunPlan, execute
+from convbench.store import Store
+from convbench.store.frames import load
+
+OPTIONS = measure_options(max_time_s=0.05, warmup_s=0.01)
+
+
+class ScriptedWorker:
+    """Answers each task's n-th measurement with ``script[backend][n]`` ("flagged", "clean",
+    "error"; past the script's end: clean)."""
+
+    def __init__(self, script):
+        self.script, self.seen, self.proc = script, {}, object()
+
+    def ensure(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def kill(self):
+        pass
+
+    def call(self, message, timeout_s):
+        if message[0] == "env":
+            return {"fake": True}
+        if message[0] in ("peak", "bandwidth"):
+            return 1.0, None
+        return [self._answer(task) for task in message[1]]
+
+    def _answer(self, task):
+        n = self.seen.get(task.key, 0)
+        self.seen[task.key] = n + 1
+        steps = self.script.get(task.backend, [])
+        what = steps[n] if n < len(steps) else "clean"
+        if what == "error":
+            return new_result(task, status="error", reason="boom", started_at=0.0), None
+        flagged = what == "flagged"
+        row = new_result(
+            task,
+            status="ok",
+            median_ms=2.0 if flagged else 1.0,
+            started_at=0.0,
+            disturbed=int(flagged),
+            reason="off pace: 30% slower" if flagged else None,
+        )
+        return row, Samples((2.0,) * 3 if flagged else (1.0,) * 3)  # fmt: skip
+
+
+def plan(remeasure_s=60.0, backends=("naive", "im2col", "onednn")):
+    suite = load_suite("smoke")
+    filters = {"backends": list(backends), "directions": ["forward"]}
+    return RunPlan(suite, filters, OPTIONS, remeasure_s=remeasure_s)
+
+
+def run(script, **kw):
+    worker = ScriptedWorker(script)
+    store = Store(None)
+    result = execute(store, plan(**kw), "r", command="t", progress=False, workers=lambda: worker)
+    return store, result, worker
+
+
+def test_a_clean_second_measurement_replaces_the_flagged_one():
+    store, result, worker = run({"im2col": ["flagged"], "onednn": ["flagged", "flagged"]})
+    df = load(store, "r", samples=True)
+    im2col, onednn = df[df.backend == "im2col"], df[df.backend == "onednn"]
+    assert (im2col.disturbed == 0).all() and (im2col.median_ms == 1.0).all()
+    assert all(tuple(s) == (1.0, 1.0, 1.0) for s in im2col.samples_ms)  # samples replaced too
+    assert im2col.reason.str.startswith("re-measured at the end of the run").all()
+    assert im2col.reason.str.contains("off pace: 30% slower").all()
+    assert (onednn.disturbed == 1).all() and (onednn.median_ms == 2.0).all()  # still flagged
+    assert (df[df.backend == "naive"].reason.isna()).all()  # never flagged, never re-measured
+    n_cases = len(df) // 3
+    done = result.remeasured
+    assert (done.flagged, done.tried, done.clean) == (2 * n_cases, 2 * n_cases, n_cases)
+    n = 2 * n_cases
+    assert done.line() == f"re-measured {n} of {n} flagged result(s): {n_cases} clean"
+    assert all(worker.seen[key] == 1 for key in df[df.backend == "naive"].result_key)
+    store.close()
+
+
+def test_a_failing_second_measurement_keeps_the_first():
+    store, result, _ = run({"im2col": ["flagged", "error"]})
+    df = load(store, "r")
+    im2col = df[df.backend == "im2col"]
+    assert (im2col.status == "ok").all() and (im2col.disturbed == 1).all()
+    assert result.remeasured.clean == 0
+    store.close()
+
+
+def test_the_budget_bounds_the_pass_and_zero_turns_it_off():
+    store, result, worker = run({"im2col": ["flagged"]}, remeasure_s=0.0)
+    assert result.remeasured is None and max(worker.seen.values()) == 1
+    store.close()
+    tasks = list(range(10))
+    per_task = OPTIONS.timing.warmup_s + OPTIONS.timing.max_time_s + 0.25
+    assert budgeted(tasks, OPTIONS, 3.5 * per_task) == [0, 1, 2]
+    store, result, _ = run({"im2col": ["flagged"]}, remeasure_s=3.5 * per_task)
+    assert result.remeasured.tried == 3 and "not re-measured within" in result.remeasured.line()
+    store.close()
+
+
+def test_resume_of_a_finished_run_measures_its_flagged_results_again():
+    worker = ScriptedWorker({"im2col": ["flagged", "flagged"]})
+    with Store(None) as store:
+        execute(store, plan(remeasure_s=0.0), "r", command="t", progress=False,
+                workers=lambda: worker)  # fmt: skip
+        assert (load(store, "r").disturbed == 1).sum() > 0
+        again = execute(store, plan(), "r", command="t", resume=True, progress=False,
+                        workers=lambda: worker)  # fmt: skip
+        assert again.remeasured.flagged > 0
+        assert again.remeasured.clean == 0  # the second measurement was flagged as well
+        third = execute(store, plan(), "r", command="t", resume=True, progress=False,
+                        workers=lambda: worker)  # fmt: skip
+        assert third.remeasured.clean == third.remeasured.flagged > 0
+        assert (load(store, "r").disturbed == 0).all()
