@@ -48,10 +48,11 @@ def backend_palette(backends: Iterable[str]) -> dict[str, tuple]:
 
 
 def case_labels(df: pd.DataFrame) -> pd.Series:
-    """``case · direction``, plus dtype and device where the frame has more than one."""
+    """``case · direction``, plus dtype, device and layout where the frame has more than
+    one."""
     label = df["case"].astype(str) + " · " + df["direction"].astype(str)
-    for column in ("dtype", "device"):
-        if df[column].nunique() > 1:
+    for column in ("dtype", "device", "layout"):
+        if column in df and df[column].nunique() > 1:
             label = label + " · " + df[column].astype(str)
     return label
 

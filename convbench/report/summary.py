@@ -94,7 +94,8 @@ def case_summaries(annotated: pd.DataFrame, labels: Mapping[str, str]) -> list[d
     the baseline (onednn)', "trust": 'yes' | 'no' | '—', "why": 'off-pace: winograd'}``."""
     lines = []
     for w in annotated.to_dict("records"):
-        where = " · ".join(str(w[k]) for k in ("case", "direction", "dtype", "device"))
+        keys = ("case", "direction", "dtype", "device", "layout")
+        where = " · ".join(str(w[k]) for k in keys if k in w and w[k] != "contiguous")
         if labels:
             where = f"run {labels[w['run_id']]} · {where}"
         answer, trusted, why = _answer(w)

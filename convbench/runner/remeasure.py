@@ -40,7 +40,7 @@ class Remeasured:
         left = self.flagged - self.tried
         text = f"re-measured {self.tried} of {self.flagged} flagged result(s): {self.clean} clean"
         if left:
-            text += f"; {left} not re-measured within --remeasure-time"
+            text += f"; {left} not re-measured within the budget (--remeasure-time)"
         return text
 
 
