@@ -46,6 +46,9 @@ class Recorder:
         self.result = SweepResult(run_id)
         self.lock = threading.Lock()
 
+    #: Whether a stored result of the same task gives way (`convbench.runner.remeasure`).
+    replace = False
+
     def done_keys(self) -> set[str]:
         """The tasks the sweep need not measure: those the run already stored."""
         return self.store.finished_keys(self.run_id)
@@ -75,7 +78,7 @@ class Recorder:
             if note:
                 row["reason"] = note
         with self.lock:
-            self.store.add_result(row, samples)
+            self.store.add_result(row, samples, replace=self.replace)
             counts = self.result.counts
             counts[row["status"]] = counts.get(row["status"], 0) + 1
             if self.on_result:

@@ -56,17 +56,16 @@ class Replacing(Recorder):
     def done_keys(self) -> set[str]:
         return set()  # every task handed over is measured again
 
+    replace = True
+
     def record(self, index, task, row, samples=None, *, beside=None, note=None) -> None:
         row = row if isinstance(row, Result) else Result(row)
         if row.get("status") != "ok" or row.get("disturbed"):
             return
         first = self.reasons.get(task.key) or "flagged"
         note = f"re-measured at the end of the run; the first measurement was flagged ({first})"
-        row.update(run_id=self.run_id, suite=self.suite_name, beside=beside, reason=note)
-        row.setdefault("finished_at", row.get("started_at"))
-        with self.lock:
-            self.store.add_result(row, samples, replace=True)
-            self.clean += 1
+        super().record(index, task, row, samples, beside=beside, note=note)
+        self.clean += 1
 
 
 def budgeted(tasks: Sequence[Task], options: MeasureOptions, budget_s: float) -> list[Task]:
