@@ -28,6 +28,7 @@ BUILTIN_MODULES = (
     "onednn",
     "onednn_packed",
     "cudnn",
+    "slowed",
 )
 #: Module of each built-in backend (one per algorithm); ``torch`` lives in ``pytorch.py`` so
 #: that the package never shadows torch itself.
@@ -72,10 +73,12 @@ def _load() -> None:
         _REGISTRY[backend.name] = backend
 
 
-def backend_names() -> list[str]:
-    """Names of all registered backends, built-ins first in their canonical order."""
+def backend_names(unlisted: bool = False) -> list[str]:
+    """Names of the registered backends, built-ins first in their canonical order: those a
+    suite runs when it names none; with ``unlisted``, also the test backends that run only
+    when named (``Backend.listed = False``, as `convbench.backends.slowed`)."""
     _load()
-    return list(_REGISTRY)
+    return [name for name, b in _REGISTRY.items() if unlisted or b.listed]
 
 
 def get_backend(name: str) -> Backend:
@@ -85,7 +88,7 @@ def get_backend(name: str) -> Backend:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownBackend(
-            f"unknown backend {name!r}; known backends: {', '.join(_REGISTRY)}"
+            f"unknown backend {name!r}; known backends: {', '.join(backend_names())}"
         ) from None
 
 

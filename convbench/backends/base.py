@@ -33,6 +33,9 @@ class Backend:
 
     name: str = ""
     description: str = ""
+    #: False for a test backend that runs only where a suite or flag names it
+    #: (`convbench.backends.backend_names`).
+    listed: bool = True
 
     def check(self, args: ConvArgs) -> str | None:
         return None

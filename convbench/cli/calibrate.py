@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from convbench.cli.common import csv_list
+from convbench.cli.common import csv_list, percent
 
 
 def add_parser(sub) -> None:
@@ -23,6 +23,26 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--directions", type=csv_list, default=["forward"], help="for --interference")
     p.add_argument("--backends", type=csv_list, help="for --interference (default: the suite's)")
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="instead: the regression gate's false-alarm and detection rates, from A/A pairs "
+        "of --suite and pairs with torch slowed by 5/10/20%%, quiet and under load; "
+        "about a minute per run on two cores",
+    )
+    p.add_argument("--pairs", type=int, default=10, help="for --gate: pairs per condition (10)")
+    p.add_argument(
+        "--threshold", type=percent, default=0.05, help="for --gate: the gate's threshold (5%%)"
+    )
+    p.add_argument(
+        "--conditions",
+        type=csv_list,
+        default=["quiet", "burst load"],
+        help="for --gate: quiet, burst load (both)",
+    )
+    p.add_argument(
+        "--db", help="for --gate: keep its runs in this store (default: a temporary one)"
+    )
     p.set_defaults(func=cmd_calibrate)
 
 
@@ -33,6 +53,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from convbench.measure.calibrate import calibrate
 
+    if args.gate:
+        from convbench.cli.gate_table import calibrate_gate_command
+
+        return calibrate_gate_command(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     cal = calibrate(args.device)

@@ -315,12 +315,17 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
     from convbench.report.terminal import clean, move_constant_columns, print_tables, records, texts
 
     old_id, new_id = run_ids
-    old, new = df[df["run_id"] == old_id], df[df["run_id"] == new_id]
+    whole = df[df["run_id"] == old_id], df[df["run_id"] == new_id]
+    old, new = whole
     if args.backends:
         old, new = (f[f["backend"].isin(args.backends)] for f in (old, new))
     gate = args.fail_on_regression
     threshold = gate if gate is not None else args.threshold
     cmp = analysis.compare_runs(old, new, threshold=threshold, alpha=args.alpha)
+    if gate is not None:  # the anchors come from the whole runs, whatever --backends shows
+        from convbench.analysis.gate import anchor
+
+        cmp = anchor(cmp, *whole)
     summary = analysis.comparison_summary(cmp, threshold)
     pace = {run: _host_pace_us(f) for run, f in (("old", old), ("new", new))}
     if args.format == "json":
@@ -373,4 +378,3 @@ def _two_runs(args, run_ids: list[str], df: pd.DataFrame) -> int:
             print(f"convbench: {counted.line()}", file=sys.stderr)
         return 0
     return _gate(cmp, gate)
-    return 0

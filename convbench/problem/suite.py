@@ -127,10 +127,12 @@ class Suite:
         layouts: Sequence[str] | None = None,
         *,
         registered: Sequence[str],
+        unlisted: Sequence[str] = (),
     ) -> list[Task]:
         """Expand the suite; an argument that is not None overrides the suite's axis.
         ``registered`` is the backends that exist (`convbench.backends.backend_names`): the
-        backends axis defaults to them, and a name outside them is refused.
+        backends axis defaults to them, and a name outside them and ``unlisted`` (test
+        backends that run only when named) is refused.
 
         Order is deterministic: case (file order) > batch size > device > dtype > direction >
         layout > backend, so the backends for one problem run back to back and partial runs
@@ -139,7 +141,7 @@ class Suite:
         registered = tuple(registered)
         names = self._axis("backends", backends)
         names = registered if names is None else names
-        unknown = [b for b in names if b not in registered]
+        unknown = [b for b in names if b not in registered and b not in unlisted]
         if unknown:
             raise SuiteError(
                 f"{self._where('backends', backends)}: unknown backend {unknown[0]!r} "

@@ -76,7 +76,9 @@ class RunPlan:
     def tasks(self) -> list[Task]:
         """The suite's tasks after the filters and the shard; a UserError if none is left."""
         tasks = self.suite.tasks(
-            registered=backend_names(), **{k: self.filters.get(k) for k in FILTERS}
+            registered=backend_names(),
+            unlisted=backend_names(unlisted=True),
+            **{k: self.filters.get(k) for k in FILTERS},
         )
         if not tasks:
             raise UserError(f"{self.suite.path or self.suite.name}: the filters leave no task")

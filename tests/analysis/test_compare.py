@@ -267,7 +267,7 @@ def test_difference_uses_the_rounds_of_results_measured_together(rounds_data):
 
 @pytest.mark.parametrize(
     ("factor", "verdict"),
-    [(1.3, "disturbed"), (0.6, "disturbed"), (3.0, "slower"), (0.3, "faster")],
+    [(1.3, "disturbed"), (0.6, "disturbed"), (4.0, "slower"), (0.25, "faster")],
 )
 def test_a_flagged_result_is_judged_only_beyond_what_disturbance_explains(row, factor, verdict):
     old = _run(row, "r1")

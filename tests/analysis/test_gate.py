@@ -4,13 +4,23 @@ the threshold on clean evidence (or beyond any disturbance) is a regression."""
 
 from __future__ import annotations
 
+import math
 import random
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from convbench.analysis.compare import compare_runs
-from convbench.analysis.gate import EXIT_CODES, gate, overall
+from convbench.analysis.gate import (
+    EXIT_CODES,
+    _widened,
+    anchor,
+    gate,
+    gate_result,
+    overall,
+    round_ratio,
+)
 
 
 def results(run_id, spread, scale=1.0, flagged=False, seed=0, n=40, status="ok"):
@@ -54,7 +64,7 @@ def test_a_flagged_result_never_passes(side):
 def test_a_flagged_slowdown_is_inconclusive_unless_beyond_any_disturbance():
     row, _ = judged(results("a", 0.01), results("b", 0.01, scale=1.3, seed=1, flagged=True))
     assert row.gate == "inconclusive" and "the host may have caused it" in row.gate_reason
-    row, _ = judged(results("a", 0.01), results("b", 0.01, scale=2.5, seed=1, flagged=True))
+    row, _ = judged(results("a", 0.01), results("b", 0.01, scale=3.5, seed=1, flagged=True))
     assert row.gate == "regression"
 
 
@@ -76,3 +86,105 @@ def test_the_comparison_takes_the_worst_outcome_and_its_exit_code():
     assert overall(frame.iloc[:1]) == "pass"
     assert overall(frame.iloc[:0]) == "inconclusive"
     assert EXIT_CODES == {"pass": 0, "regression": 1, "inconclusive": 3}
+
+
+# -- anchored: a result against the vendor backend timed in the same rounds ---------------
+def timed(run_id, backend, scale, paces, flagged=False, seed=0, per_round=8):
+    """A result measured in interleaved rounds, the host running round k at ``paces[k]``."""
+    rng = random.Random(f"{run_id}{backend}{seed}")
+    samples, rounds = [], []
+    for k, pace in enumerate(paces):
+        for _ in range(per_round):
+            samples.append(scale * pace * (1.0 + rng.uniform(-0.01, 0.01)))
+            rounds.append(k)
+    row = results(run_id, 0.0, flagged=flagged)
+    row.update(backend=backend, result_key=backend, samples_ms=samples, rounds=rounds)
+    row.update(round_group="g", median_ms=sorted(samples)[len(samples) // 2])
+    return row
+
+
+def anchored_gate(old_rows, new_rows, threshold=0.05):
+    old, new = pd.DataFrame(old_rows), pd.DataFrame(new_rows)
+    cmp = anchor(compare_runs(old, new, threshold=threshold), old, new)
+    gated = gate(cmp, threshold).set_index("backend")
+    return gated, overall(gated)
+
+
+STEADY = [1.0] * 10
+DRIFTING = [1.0, 1.3, 1.1, 1.4, 1.2, 1.0, 1.35, 1.25, 1.05, 1.3]  # a shared VM's minutes
+
+
+def test_round_ratio_cancels_a_pace_the_rounds_share():
+    x, a = timed("a", "torch", 1.2, DRIFTING), timed("a", "onednn", 1.0, DRIFTING)
+    ratio, low, high = round_ratio(x, a)
+    assert ratio == pytest.approx(1.2, rel=0.01) and low < ratio < high
+    assert high / low < 1.03
+    assert all(math.isnan(v) for v in round_ratio(x, {**a, "run_id": "other"}))
+
+
+@pytest.mark.parametrize("slowdown", [1.10, 1.20])
+def test_a_slowdown_under_a_drifting_flagged_host_is_still_caught_against_the_anchor(slowdown):
+    old = [timed("a", "torch", 1.0, STEADY), timed("a", "onednn", 1.0, STEADY)]
+    new = [timed("b", "torch", slowdown, DRIFTING, True), timed("b", "onednn", 1.0, DRIFTING, True)]
+    gated, outcome = anchored_gate(old, new)
+    assert gated.loc["torch", "gate"] == "regression" and outcome == "regression"
+    assert "against onednn timed beside it" in gated.loc["torch", "gate_reason"]
+    # the anchor itself, flagged and alone, is never judged a pass
+    assert gated.loc["onednn", "gate"] == "inconclusive"
+
+
+def test_a_host_that_slowed_between_runs_is_no_regression_against_the_anchor():
+    old = [timed("a", "torch", 1.0, STEADY), timed("a", "onednn", 1.0, STEADY)]
+    slow = [1.3] * 10  # every round 30% slower and nothing flagged: the guest did not see it
+    new = [timed("b", "torch", 1.0, slow), timed("b", "onednn", 1.0, slow)]
+    gated, outcome = anchored_gate(old, new)
+    assert gated.loc["torch", "gate"] == "pass"
+    # alone, the anchor is slower; but its case moved with it: the host, or a shared change
+    assert gated.loc["onednn", "gate"] == "inconclusive" and outcome == "inconclusive"
+    assert "other backend(s) of its case moved with it" in gated.loc["onednn", "gate_reason"]
+    assert math.isnan(gated.loc["onednn", "anchored_ratio"])
+
+
+def test_an_anchor_slower_alone_while_its_case_held_still_is_a_regression():
+    old = [timed("a", "torch", 1.0, STEADY), timed("a", "onednn", 1.0, STEADY)]
+    new = [timed("b", "torch", 1.0, STEADY), timed("b", "onednn", 1.2, STEADY)]
+    gated, outcome = anchored_gate(old, new)
+    assert gated.loc["onednn", "gate"] == "regression" and outcome == "regression"
+    assert gated.loc["torch", "gate"] != "regression"  # faster against a slower anchor
+
+
+def test_an_anchored_ratio_too_noisy_for_the_threshold_is_inconclusive():
+    old = [timed("a", "torch", 1.0, STEADY, per_round=1), timed("a", "onednn", 1.0, STEADY)]
+    new = [timed("b", "torch", 1.03, STEADY, per_round=1), timed("b", "onednn", 1.0, STEADY)]
+    for row in (old[0], new[0]):  # a scatter of ±8% per sample, ten samples
+        scatter = [0.92, 1.08] * 5
+        row["samples_ms"] = [v * f for v, f in zip(row["samples_ms"], scatter, strict=True)]
+    gated, _ = anchored_gate(old, new)
+    assert gated.loc["torch", "gate"] == "inconclusive"
+    assert "too noisy to rule out" in gated.loc["torch", "gate_reason"]
+
+
+def test_anchored_intervals_widen_by_the_spread_between_runs():
+    """Results whose anchored ratios scatter by ±3% from run to run, each with a narrow
+    interval from its own samples: the intervals widen by that scatter (a robust one: the
+    one result that changed does not set it), so an unchanged result is not called a
+    regression, and a real 15% slowdown still is."""
+    ratios = [0.97, 1.03, 0.98, 1.02, 1.00, 1.06, 1.15]
+    cmp = pd.DataFrame(
+        {
+            "anchored_ratio": ratios,
+            "anchored_low": [r * 0.99 for r in ratios],
+            "anchored_high": [r * 1.01 for r in ratios],
+        }
+    )
+    wide = _widened(cmp)
+    spread = wide["anchored_spread"].iloc[0]
+    assert 0.02 < spread < 0.08
+    assert (wide["anchored_high"] > cmp["anchored_high"]).all()
+    row = {"verdict": "same", "anchor": "onednn", "ratio": 1.0, "ci_low": 0.9, "ci_high": 1.1}
+    judged = [gate_result({**row, **r}, 0.05)[0] for r in wide.to_dict("records")]
+    assert judged[5] != "regression" and judged[6] == "regression"
+    few = _widened(cmp.iloc[:4])  # too few results to tell a spread: nothing added
+    assert (few["anchored_spread"] == 0).all() and np.allclose(
+        few["anchored_high"], cmp["anchored_high"][:4]
+    )

@@ -1,13 +1,17 @@
 """The re-measure pass at the end of a run, with a scripted worker and a real (in-memory)
-store: flagged results measured again within the budget, a clean new measurement replacing
-the flagged one (row and samples), a still-flagged or failed one keeping the first."""
+store: the cases with flagged results measured again whole within the budget, a new
+measurement of a case with fewer flagged results replacing the first (rows and samples, so
+that the case's results still share their rounds), a worse or failed one keeping it."""
 
 from __future__ import annotations
+
+import pytest
 
 from convbench.measure.options import measure_options
 from convbench.measure.result import new_result
 from convbench.measure.task import Samples
 from convbench.problem.files import load_suite
+from convbench.runner import session
 from convbench.runner.remeasure import budgeted
 from convbench.runner.session import RunPlan, execute
 from convbench.store import Store
@@ -58,6 +62,12 @@ class ScriptedWorker:
         return row, Samples((2.0,) * 3 if flagged else (1.0,) * 3)  # fmt: skip
 
 
+@pytest.fixture
+def roomy(monkeypatch):
+    """A budget for every case: the scripted sweep takes no time, so its quarter is none."""
+    monkeypatch.setattr(session, "MIN_REMEASURE_S", 60.0)
+
+
 def plan(remeasure_s=60.0, backends=("naive", "im2col", "onednn")):
     suite = load_suite("smoke")
     filters = {"backends": list(backends), "directions": ["forward"]}
@@ -71,22 +81,38 @@ def run(script, **kw):
     return store, result, worker
 
 
-def test_a_clean_second_measurement_replaces_the_flagged_one():
+def test_a_case_measured_again_with_fewer_flagged_results_replaces_the_first(roomy):
     store, result, worker = run({"im2col": ["flagged"], "onednn": ["flagged", "flagged"]})
     df = load(store, "r", samples=True)
     im2col, onednn = df[df.backend == "im2col"], df[df.backend == "onednn"]
+    naive = df[df.backend == "naive"]
     assert (im2col.disturbed == 0).all() and (im2col.median_ms == 1.0).all()
     assert all(tuple(s) == (1.0, 1.0, 1.0) for s in im2col.samples_ms)  # samples replaced too
-    assert im2col.reason.str.startswith("re-measured at the end of the run").all()
+    assert im2col.reason.str.startswith("re-measured at the end of the run with its case").all()
     assert im2col.reason.str.contains("off pace: 30% slower").all()
-    assert (onednn.disturbed == 1).all() and (onednn.median_ms == 2.0).all()  # still flagged
-    assert (df[df.backend == "naive"].reason.isna()).all()  # never flagged, never re-measured
+    # the case's other results were measured again beside it, and stored with it
+    assert (onednn.disturbed == 1).all() and onednn.reason.str.contains("with its case").all()
+    assert naive.reason.str.contains("its first measurement was not flagged").all()
+    assert all(worker.seen[key] == 2 for key in df.result_key)
     n_cases = len(df) // 3
     done = result.remeasured
     assert (done.flagged, done.tried, done.clean) == (2 * n_cases, 2 * n_cases, n_cases)
     n = 2 * n_cases
-    assert done.line() == f"re-measured {n} of {n} flagged result(s): {n_cases} clean"
-    assert all(worker.seen[key] == 1 for key in df[df.backend == "naive"].result_key)
+    assert done.line() == (
+        f"re-measured {n} of {n} flagged result(s) with the {n_cases} other result(s) of "
+        f"their cases: {n_cases} clean"
+    )
+    store.close()
+
+
+def test_a_case_no_better_the_second_time_keeps_its_first_measurement(roomy):
+    store, result, _ = run({"im2col": ["flagged", "clean"], "onednn": ["clean", "flagged"]})
+    df = load(store, "r")
+    assert (df[df.backend == "im2col"].disturbed == 1).all()  # first measurements kept
+    assert (df[df.backend == "onednn"].disturbed == 0).all() and df.reason.str.contains(
+        "re-measured"
+    ).sum() == 0
+    assert result.remeasured.clean == 0
     store.close()
 
 
@@ -103,15 +129,15 @@ def test_the_budget_bounds_the_pass_and_zero_turns_it_off():
     store, result, worker = run({"im2col": ["flagged"]}, remeasure_s=0.0)
     assert result.remeasured is None and max(worker.seen.values()) == 1
     store.close()
-    tasks = list(range(10))
+    groups = [[0, 1, 2]] * 4
     per_task = OPTIONS.timing.warmup_s + OPTIONS.timing.max_time_s + 0.25
-    assert budgeted(tasks, OPTIONS, 3.5 * per_task) == [0, 1, 2]
-    store, result, _ = run({"im2col": ["flagged"]}, remeasure_s=3.5 * per_task)
-    assert result.remeasured.tried == 3 and "not re-measured within" in result.remeasured.line()
+    assert budgeted(groups, OPTIONS, 7 * per_task) == [[0, 1, 2]] * 2  # whole cases only
+    store, result, _ = run({"im2col": ["flagged"]}, remeasure_s=7 * per_task)
+    assert result.remeasured.tried == 2 and "not re-measured within" in result.remeasured.line()
     store.close()
 
 
-def test_resume_of_a_finished_run_measures_its_flagged_results_again():
+def test_resume_of_a_finished_run_measures_its_flagged_results_again(roomy):
     worker = ScriptedWorker({"im2col": ["flagged", "flagged"]})
     with Store(None) as store:
         execute(store, plan(remeasure_s=0.0), "r", command="t", progress=False,
