@@ -228,8 +228,11 @@ def _case_moved_along(row: Mapping, rows: list[Mapping]) -> str | None:
 
 def gate(cmp: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """``cmp`` (`compare_runs`, with `anchor`'s columns) with each result's ``gate`` outcome
-    and ``gate_reason``. An anchor found slower alone is ``inconclusive`` where the rest of
-    its case moved with it (`_case_moved_along`)."""
+    and ``gate_reason``, less the results ``unsupported`` in both runs (a backend that
+    cannot run the case there: nothing to judge). An anchor found slower alone is
+    ``inconclusive`` where the rest of its case moved with it (`_case_moved_along`)."""
+    both = (cmp["status_old"] == "unsupported") & (cmp["status_new"] == "unsupported")
+    cmp = cmp[~both]  # a backend neither run could run here: nothing to judge
     rows = cmp.to_dict("records")
     judged = []
     for row in rows:

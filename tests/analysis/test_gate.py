@@ -188,3 +188,13 @@ def test_anchored_intervals_widen_by_the_spread_between_runs():
     assert (few["anchored_spread"] == 0).all() and np.allclose(
         few["anchored_high"], cmp["anchored_high"][:4]
     )
+
+
+def test_a_backend_unsupported_in_both_runs_is_left_out_of_the_gate():
+    old = {**results("a", 0.01, status="unsupported"), "result_key": "u", "backend": "cudnn"}
+    new = {**results("b", 0.01, status="unsupported"), "result_key": "u", "backend": "cudnn"}
+    cmp = compare_runs(
+        pd.DataFrame([results("a", 0.01), old]), pd.DataFrame([results("b", 0.01, seed=1), new])
+    )
+    gated = gate(cmp, 0.05)
+    assert list(gated["backend"]) == ["b"] and overall(gated) == "pass"
