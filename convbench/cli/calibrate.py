@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
         action="store_true",
         help="instead: the regression gate's false-alarm and detection rates, from A/A pairs "
         "of --suite and pairs with torch slowed by 5/10/20%%, quiet and under load; "
-        "about a minute per run on two cores",
+        "22 runs of the suite: about 5 minutes on two cores",
     )
     p.add_argument("--pairs", type=int, default=10, help="for --gate: pairs per condition (10)")
     p.add_argument(

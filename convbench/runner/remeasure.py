@@ -133,8 +133,7 @@ def remeasure(
         return done
     again = [t for group in chosen for t in group]
     reasons = {
-        t.key: (rows[t.key].get("reason") or "flagged") if t.key in flagged else None
-        for t in again
+        t.key: (rows[t.key].get("reason") or "flagged") if t.key in flagged else None for t in again
     }
     recorder = Replacing(store, run_id, suite_name, reasons)
     result = sweep(again, recorder, options, execution, workers=workers)
