@@ -141,6 +141,16 @@ def tally(compared: dict[int, list[pd.DataFrame]], condition: str, threshold: fl
     return found
 
 
+def check_arguments(pairs: int, conditions: Sequence[str]) -> None:
+    """A ValueError naming the argument (``pairs``, ``conditions``) that `calibrate_gate`
+    cannot take, before anything is measured."""
+    if pairs < 1:
+        raise ValueError(f"pairs: expected at least 1, got {pairs}")
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown:
+        raise ValueError(f"conditions: unknown {unknown[0]!r}; known: {', '.join(CONDITIONS)}")
+
+
 def calibrate_gate(
     db: str,
     suite: str = "smoke",
@@ -151,11 +161,7 @@ def calibrate_gate(
     on_run: Callable[[str, int], None] | None = None,
 ) -> GateCalibration:
     """Measure (see the module doc) into the store ``db`` and count the gate's outcomes."""
-    if pairs < 1:
-        raise ValueError(f"pairs: expected at least 1, got {pairs}")
-    unknown = [c for c in conditions if c not in CONDITIONS]
-    if unknown:
-        raise ValueError(f"conditions: unknown {unknown}; known: {', '.join(CONDITIONS)}")
+    check_arguments(pairs, conditions)
     backends = [*MEASURED, *SLOWED.values()]
     filters = {"backends": backends, "directions": ["forward"]}
     plan = RunPlan(load_suite(suite), filters, threads=threads)
