@@ -15,6 +15,10 @@ Significance of a timing difference between two results ``a`` and ``b`` (see `di
   (`convbench.analysis.stats.ratio_ci`);
 * otherwise, with the medians' confidence intervals: significant when the intervals do not
   overlap; the ratio interval is then ``[a.ci_low / b.ci_high, a.ci_high / b.ci_low]``;
+* with samples, a difference is significant only if, beyond the test, its ratio interval lies
+  wholly outside the timing resolution (`RESOLUTION`): two backends that run one kernel
+  measure up to that far apart (where each one's memory landed, its place in the rounds), so
+  a smaller difference says nothing about the backends, however many samples show it;
 * with neither: never significant (the ratio is still reported).
 
 Ratios of times are ``a / b`` (> 1: ``a`` slower). Speedups are the inverse (> 1: faster).
@@ -37,6 +41,12 @@ from convbench.problem.axes import TOLERANCE
 
 #: The keys that make two results comparable within a run (one problem, one measurement).
 KEYS = ("case", "dtype", "device", "direction", "layout")
+#: The timing resolution: within one run, two backends that dispatch to the identical
+#: kernel (``torch`` and ``onednn`` on the CPU) measure up to ~1–2% apart, case by case,
+#: with rank-test p far below 0.05 (hundreds of samples). A time ratio whose interval
+#: reaches inside ``[1 / (1 + RESOLUTION), 1 + RESOLUTION]`` is therefore not significant.
+RESOLUTION = 0.02
+
 #: The device's vendor library at its best first: the baseline speedups are measured against
 #: by default (the first of these measured; ``onednn_packed`` runs the forward alone).
 VENDOR_BACKENDS = {"cpu": ("onednn_packed", "onednn"), "cuda": ("cudnn",)}
@@ -129,6 +139,12 @@ def _num(row: Mapping, name: str) -> float:
     return math.nan if value is None or pd.isna(value) else float(value)
 
 
+def beyond_resolution(low: float, high: float) -> bool:
+    """Whether the time-ratio interval ``[low, high]`` lies wholly outside the timing
+    resolution band around 1 (`RESOLUTION`); False for an unknown (NaN) interval."""
+    return bool(low > 1.0 + RESOLUTION or high < 1.0 / (1.0 + RESOLUTION))
+
+
 def difference(
     a: Mapping, b: Mapping, *, alpha: float = 0.05, confidence: float = 0.95
 ) -> Difference:
@@ -139,13 +155,16 @@ def difference(
     sa, sb = _samples(a), _samples(b)
     if sa and sb:
         rci = stats.ratio_ci(sa, sb, confidence)
+        resolved = beyond_resolution(rci.ci_low, rci.ci_high)
         rounds = _paired_rounds(a, b)
         if rounds is not None:
             p = stats.stratified_rank_p(sa, sb, *rounds)
             if not math.isnan(p):
-                return Difference(ratio, rci.ci_low, rci.ci_high, p, bool(p < alpha), "rounds")
+                significant = bool(p < alpha) and resolved
+                return Difference(ratio, rci.ci_low, rci.ci_high, p, significant, "rounds")
         p = stats.mannwhitney_p(sa, sb)
-        return Difference(ratio, rci.ci_low, rci.ci_high, p, bool(p < alpha), "mannwhitney")
+        significant = bool(p < alpha) and resolved
+        return Difference(ratio, rci.ci_low, rci.ci_high, p, significant, "mannwhitney")
     lo_a, hi_a = _num(a, "ci_low_ms"), _num(a, "ci_high_ms")
     lo_b, hi_b = _num(b, "ci_low_ms"), _num(b, "ci_high_ms")
     if all(v > 0 for v in (lo_a, hi_a, lo_b, hi_b)):
@@ -244,7 +263,7 @@ def geomean_speedups(sp: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
 
     * ``ci_low``/``ci_high`` (`combined_ratio`): the measurement noise of this geomean over
       *these* cases — narrow when every case was timed precisely, whatever their spread;
-      ``significant`` when it excludes 1;
+      ``significant`` when it lies wholly outside the resolution (`beyond_resolution`);
     * ``cases_ci_low``/``cases_ci_high``: a t-interval of the mean log speedup over the cases
       (n - 1 degrees of freedom) — where the geomean of *similar* cases would fall, i.e. what
       a reader can expect of shapes like these; wide when the cases disagree. NaN for fewer
@@ -262,7 +281,7 @@ def geomean_speedups(sp: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
         row = dict(zip(["run_id", "device", "dtype", "backend"], key, strict=True))
         row.update(baseline=baseline_label(group["baseline"]), n_cases=len(group))
         row["geomean_speedup"] = geo
-        row.update(ci_low=low, ci_high=high, significant=bool(low > 1 or high < 1))
+        row.update(ci_low=low, ci_high=high, significant=beyond_resolution(low, high))
         logs = np.log(group["speedup"].to_numpy(dtype=float))
         if len(logs) >= 2:
             t = sp_stats.t.ppf(1 - (1 - confidence) / 2, len(logs) - 1)

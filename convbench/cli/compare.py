@@ -66,7 +66,8 @@ def add_parser(sub) -> None:
 
 FOOTNOTE = (
     "~ not significant (rank test on raw samples, stratified by round when measured "
-    "together; α={alpha}); † outside tolerance; ! measured disturbed (see the result's "
+    "together; α={alpha}; and beyond the ±{resolution:.0%} one kernel measures from itself); † outside "
+    "tolerance; ! measured disturbed (see the result's "
     "reason): do not trust it. Geometric mean: 95% CI over cases = where the "
     "geomean of similar cases would fall (t-interval of the log speedups); range = slowest–"
     "fastest case; noise CI = measurement noise of this geomean over these cases only"
@@ -245,7 +246,7 @@ def _backends(args, run_id: str, df: pd.DataFrame) -> int:
     geo_title, geo_columns, geo_rows = move_constant_columns(
         "geometric mean speedup per backend", geo_columns, geo_rows, (1, 2, 3)
     )
-    note = FOOTNOTE.format(alpha=args.alpha)
+    note = FOOTNOTE.format(alpha=args.alpha, resolution=analysis.RESOLUTION)
     if args.format == "markdown":
         print_tables([(title, case_columns, case_rows), (geo_title, geo_columns, geo_rows),
                       *model_tables], "markdown", note)  # fmt: skip

@@ -80,6 +80,19 @@ def test_difference_uses_mann_whitney_on_samples(row):
     assert not analysis.difference(noisy_a, noisy_b).significant
 
 
+def test_a_difference_inside_the_timing_resolution_is_not_significant(row):
+    # Two backends that run one kernel, 1% apart on a thousand samples each: the rank test
+    # alone calls it (p far below 0.05), but one kernel measures that far from itself.
+    one = row(backend="onednn", median=1.0, n=1000, spread=0.005, seed=5)
+    same_kernel = row(backend="torch", median=0.99, n=1000, spread=0.005, seed=6)
+    d = analysis.difference(same_kernel, one)
+    assert d.p_value < 1e-6 and d.ci_high < 1.0
+    assert d.ci_high > 1 / (1 + analysis.RESOLUTION) and not d.significant
+    faster = row(backend="winograd", median=0.95, n=1000, spread=0.005, seed=7)
+    assert analysis.difference(faster, one).significant  # 5%: beyond the resolution
+    assert not analysis.beyond_resolution(math.nan, math.nan)
+
+
 def test_difference_falls_back_to_confidence_intervals(row):
     a = row(median=1.0, with_samples=False) | {"ci_low_ms": 0.98, "ci_high_ms": 1.02}
     b = row(median=1.5, with_samples=False) | {"ci_low_ms": 1.45, "ci_high_ms": 1.55}
