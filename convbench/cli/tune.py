@@ -95,8 +95,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         result = tune(
             args.factory, args.input_shape, target, rules, db=args.db, out=out, output=output
         )
-    for w in caught:
-        console.print(f"[yellow]note[/]: {w.message}", markup=True, highlight=False)
+    for message in notes(caught):
+        console.print(f"[yellow]note[/]: {message}", markup=True, highlight=False)
     if result.interrupted:
         console.print(
             f"[yellow]interrupted[/]: finish with the same command (run {result.run_id} resumes)"
@@ -164,3 +164,20 @@ def e2e_tables(records: list[dict]) -> list:
         return []
     rows = texts(end_to_end_rows(records))
     return [move_constant_columns("the whole model, end to end", E2E_COLUMNS, rows, (0,))]
+
+
+def notes(caught) -> list[str]:
+    """The warnings raised during a tune, each distinct message once, without PyTorch's own
+    deprecation notices (Inductor's compiles raise them about PyTorch's internals: nothing the
+    user can act on)."""
+    import torch
+
+    torch_dir = str(Path(torch.__file__).parent)
+    seen: dict[str, None] = {}
+    for w in caught:
+        internal = issubclass(w.category, DeprecationWarning | FutureWarning)
+        if internal and str(w.filename).startswith(torch_dir):
+            continue
+        seen.setdefault(str(w.message), None)
+    return list(seen)
+

@@ -35,6 +35,7 @@ TUNED, FOLDED = "tuned", "tuned, folded"
 PLANNED = "tuned, per-layer layouts"
 TUNED_CL, TORCH_CL = "tuned, channels_last", "torch, channels_last"
 COMPILED, TUNED_COMPILED = "torch.compile(original)", "torch.compile(tuned)"
+PLANNED_COMPILED = "torch.compile(per-layer plan)"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ VARIANTS = {
         Variant(TORCH_CL, tuned=False, memory_format="channels_last"),
         Variant(COMPILED, tuned=False, compiled=True),
         Variant(TUNED_COMPILED, folded=True, compiled=True),
+        Variant(PLANNED_COMPILED, folded=True, per_layer=True, compiled=True, inference_only=True),
     )
 }
 
@@ -73,14 +75,16 @@ def applicable(model: nn.Module, table: DecisionTable, folds, compiled: bool) ->
     off_torch = any(e["backend"] != BASELINE for e in table.entries)
     steps = (table.plan or {}).get("layers", [])
     has_2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    planned = any(step["layout"] != "contiguous" for step in steps)
     wanted = {
         TUNED: True,
         FOLDED: bool(folds),
-        PLANNED: any(step["layout"] != "contiguous" for step in steps),
+        PLANNED: planned,
         TUNED_CL: has_2d,
         TORCH_CL: has_2d and off_torch,
         COMPILED: compiled,
         TUNED_COMPILED: compiled and (off_torch or bool(folds)),
+        PLANNED_COMPILED: compiled and planned,
     }
     return [VARIANTS[name] for name, keep in wanted.items() if keep]
 

@@ -7,13 +7,15 @@ import importlib.machinery
 import json
 import sys
 import textwrap
+import warnings
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from convbench.cli import main
-from convbench.cli.tune import NOTE, e2e_tables, flagged_line, layer_tables
+from convbench.cli.tune import NOTE, e2e_tables, flagged_line, layer_tables, notes
 from convbench.measure import endtoend
 from convbench.measure.endtoend import EndToEnd
 
@@ -216,3 +218,17 @@ def test_the_closing_line_names_the_flagged_results_and_what_to_do():
     assert line.startswith("convbench: 7 per-layer result(s) the decisions rest on were flagged")
     assert "conv0 torch forward (disturbed, off pace)" in line and "and 2 more" in line
     assert "conv5" not in line and "--db NEW.sqlite" in line and "\n" not in line
+
+
+def test_tune_notes_each_warning_once_without_pytorchs_own_deprecations():
+    inside_torch = str(Path(torch.__file__).parent / "jit" / "_script.py")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            warnings.warn_explicit("script_method is deprecated", DeprecationWarning, inside_torch, 1)
+            warnings.warn("layer 'conv1@0' falls back to torch", UserWarning)
+        warnings.warn_explicit("a deprecation of the user's own", DeprecationWarning, "user.py", 1)
+    assert notes(caught) == [
+        "layer 'conv1@0' falls back to torch",
+        "a deprecation of the user's own",
+    ]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from convbench.flows import build, variants
-from convbench.flows.build import COMPILED, FOLDED, TUNED, TUNED_COMPILED
+from convbench.flows.build import COMPILED, FOLDED, PLANNED, PLANNED_COMPILED, TUNED, TUNED_COMPILED
 from convbench.measure.clocks import FakeClock
 from convbench.measure.config import TimingConfig
 from convbench.measure.disturbance import FakeProbe
@@ -80,6 +80,35 @@ def test_a_kept_compiled_variant_is_recorded_as_optimize_applies_it(im2col_decis
     kept = DecisionTable("<t>", table.entries, layout=layout)
     model = conv_bn().eval()
     again = optimize(copy.deepcopy(model), kept)  # compile=None: as the file says
+    assert again._compiled_call_impl is not None
+    with torch.no_grad():
+        assert torch.allclose(again(X), model(X), rtol=1e-5, atol=1e-6)
+
+
+def planned(table: DecisionTable) -> DecisionTable:
+    """``table`` with a per-layer plan that computes the model's convolution in
+    channels_last with its decision's backend."""
+    entry = table.entries[0]
+    step = dict(layer="0", problem=entry["problem"], backend=entry["backend"],
+                layout="channels_last", arrives="contiguous", convert=True)  # fmt: skip
+    plan = {"dtype": "float32", "device": "cpu", "context": entry["context"], "layers": [step]}
+    return DecisionTable(table.path, table.entries, table.model, plan=plan)
+
+
+def test_the_plan_is_compiled_where_it_is_timed(im2col_decision):
+    with_plan, without = planned(im2col_decision()), im2col_decision()
+    names = lambda table, compiled: [v.name for v in build.applicable(conv_bn(), table, (), compiled)]  # noqa: E731
+    assert {PLANNED, PLANNED_COMPILED} <= set(names(with_plan, True))
+    assert PLANNED_COMPILED not in names(with_plan, False) + names(without, True)
+
+
+def test_a_kept_compiled_plan_is_recorded_as_optimize_applies_it(im2col_decision):
+    table, layout, every, said = run(planned(im2col_decision()), faster(PLANNED_COMPILED))
+    assert layout["variant"] == PLANNED_COMPILED and layout["per_layer"], said
+    assert layout["compile"] == {"dynamic": False, "options": {"freezing": True}}
+    kept = DecisionTable("<t>", table.entries, layout=layout, plan=table.plan)
+    model = conv_bn().eval()
+    again = optimize(copy.deepcopy(model), kept)
     assert again._compiled_call_impl is not None
     with torch.no_grad():
         assert torch.allclose(again(X), model(X), rtol=1e-5, atol=1e-6)
