@@ -12,7 +12,7 @@ from convbench.measure.options import measure_options
 from convbench.measure.result import new_result
 from convbench.problem.files import load_suite
 from convbench.runner.session import RunPlan, execute
-from convbench.runner.sweep import Execution, Recorder, sweep
+from convbench.runner.sweep import Execution, Recorder, format_seconds, sweep
 from convbench.runner.worker import WorkerDied
 from convbench.store import Store
 
@@ -148,3 +148,9 @@ def test_execute_creates_the_run_measures_peaks_and_finishes_it_with_fakes():
 def test_an_unknown_executor_is_refused():
     with Store(None) as store, pytest.raises(ValueError, match="unknown executor 'nope'"):
         sweep(tasks_of(), Recorder(store, "r", "s"), OPTIONS, Execution(kind="nope"))
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(0.5, "0.5 s"), (2.5, "2.5 s"), (12.34, "12 s")])
+def test_a_time_limit_is_shown_readably(seconds, shown):
+    # A limit under 10 s keeps its digits ("0.5 s", never "0 s"); a longer one is whole.
+    assert format_seconds(seconds) == shown
