@@ -66,9 +66,9 @@ def add_parser(sub) -> None:
 
 FOOTNOTE = (
     "~ not significant (rank test on raw samples, stratified by round when measured "
-    "together; α={alpha}; and beyond the ±{resolution:.0%} one kernel measures from itself); † outside "
-    "tolerance; ! measured disturbed (see the result's "
-    "reason): do not trust it. Geometric mean: 95% CI over cases = where the "
+    "together; α={alpha}; and beyond the ±{resolution:.0%} one kernel measures from "
+    "itself); † outside tolerance; ! measured disturbed (see the result's reason): do not "
+    "trust it. Geometric mean: 95% CI over cases = where the "
     "geomean of similar cases would fall (t-interval of the log speedups); range = slowest–"
     "fastest case; noise CI = measurement noise of this geomean over these cases only"
 )

@@ -180,4 +180,3 @@ def notes(caught) -> list[str]:
             continue
         seen.setdefault(str(w.message), None)
     return list(seen)
-

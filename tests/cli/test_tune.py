@@ -225,8 +225,10 @@ def test_tune_notes_each_warning_once_without_pytorchs_own_deprecations():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(3):
-            warnings.warn_explicit("script_method is deprecated", DeprecationWarning, inside_torch, 1)
-            warnings.warn("layer 'conv1@0' falls back to torch", UserWarning)
+            warnings.warn_explicit(
+                "script_method is deprecated", DeprecationWarning, inside_torch, 1
+            )
+            warnings.warn("layer 'conv1@0' falls back to torch", UserWarning, stacklevel=1)
         warnings.warn_explicit("a deprecation of the user's own", DeprecationWarning, "user.py", 1)
     assert notes(caught) == [
         "layer 'conv1@0' falls back to torch",

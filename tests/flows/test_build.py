@@ -97,7 +97,10 @@ def planned(table: DecisionTable) -> DecisionTable:
 
 def test_the_plan_is_compiled_where_it_is_timed(im2col_decision):
     with_plan, without = planned(im2col_decision()), im2col_decision()
-    names = lambda table, compiled: [v.name for v in build.applicable(conv_bn(), table, (), compiled)]  # noqa: E731
+
+    def names(table, compiled):
+        return [v.name for v in build.applicable(conv_bn(), table, (), compiled)]
+
     assert {PLANNED, PLANNED_COMPILED} <= set(names(with_plan, True))
     assert PLANNED_COMPILED not in names(with_plan, False) + names(without, True)
 
