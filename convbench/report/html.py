@@ -228,6 +228,7 @@ def render_report(
             ],
         },
         "alpha": alpha,
+        "resolution": analysis.RESOLUTION,
         "threshold_pct": f"{threshold * 100:g}%",
         "winners": {
             "columns": winner_columns,
