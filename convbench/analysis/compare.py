@@ -155,16 +155,14 @@ def difference(
     sa, sb = _samples(a), _samples(b)
     if sa and sb:
         rci = stats.ratio_ci(sa, sb, confidence)
-        resolved = beyond_resolution(rci.ci_low, rci.ci_high)
         rounds = _paired_rounds(a, b)
+        p, method = math.nan, "rounds"
         if rounds is not None:
             p = stats.stratified_rank_p(sa, sb, *rounds)
-            if not math.isnan(p):
-                significant = bool(p < alpha) and resolved
-                return Difference(ratio, rci.ci_low, rci.ci_high, p, significant, "rounds")
-        p = stats.mannwhitney_p(sa, sb)
-        significant = bool(p < alpha) and resolved
-        return Difference(ratio, rci.ci_low, rci.ci_high, p, significant, "mannwhitney")
+        if math.isnan(p):
+            p, method = stats.mannwhitney_p(sa, sb), "mannwhitney"
+        significant = bool(p < alpha) and beyond_resolution(rci.ci_low, rci.ci_high)
+        return Difference(ratio, rci.ci_low, rci.ci_high, p, significant, method)
     lo_a, hi_a = _num(a, "ci_low_ms"), _num(a, "ci_high_ms")
     lo_b, hi_b = _num(b, "ci_low_ms"), _num(b, "ci_high_ms")
     if all(v > 0 for v in (lo_a, hi_a, lo_b, hi_b)):

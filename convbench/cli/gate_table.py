@@ -88,10 +88,10 @@ def _thresholds(cal, console) -> None:
     """The same pairs judged at other thresholds, and the smallest that meets the goals."""
     from rich.table import Table
 
-    swept = cal.sweep()
-    table = Table(title="the same pairs at other thresholds")
     from convbench.flows.gate_calibration import DETECT
 
+    swept = cal.sweep()
+    table = Table(title="the same pairs at other thresholds")
     table.add_column("threshold", justify="right")
     for condition in cal.compared:
         table.add_column(f"{condition}: A/A regression", justify="right")
