@@ -56,6 +56,13 @@ def add_parser(sub) -> None:
         help="end-to-end timing cap per model and mode in seconds (default: 10)",
     )
     p.add_argument(
+        "--e2e-attempts",
+        type=int,
+        metavar="N",
+        help="where the end-to-end evidence is flagged (a busy host), time the model again, "
+        "up to N times in all, before keeping it as it was (default: once more)",
+    )
+    p.add_argument(
         "--no-compile",
         dest="compiled",
         action="store_false",
@@ -79,6 +86,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     if args.max_time <= 0 or args.e2e_time <= 0:
         raise UserError("--max-time, --e2e-time: expected seconds > 0")
+    attempts = Rules.e2e_attempts if args.e2e_attempts is None else args.e2e_attempts
+    if attempts < 1:
+        raise UserError(f"--e2e-attempts: expected a count >= 1, got {args.e2e_attempts}")
     if not args.max_pace > 0:
         raise UserError(f"--max-pace: expected a number > 0, got {args.max_pace}")
     console = Console(stderr=True)
@@ -88,7 +98,13 @@ def cmd_tune(args: argparse.Namespace) -> int:
         target = Target(args.dtype, args.device, args.train, args.backends, args.threads)
         e2e = replace(DEFAULT_TIMING, max_time_s=args.e2e_time)
         rules = Rules(
-            args.max_rel_err, args.alpha, args.max_time, e2e, args.max_pace, args.compiled
+            args.max_rel_err,
+            args.alpha,
+            args.max_time,
+            e2e,
+            args.max_pace,
+            args.compiled,
+            attempts,
         )
         say = lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True)  # noqa: E731
         output = Output(not args.quiet, console, args.command_line, say)

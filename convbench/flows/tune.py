@@ -197,8 +197,9 @@ class Rules:
     dtype's tolerance), the significance level, the per-layer sampling cap, how the whole
     model is timed (``end_to_end``, default `DEFAULT_TIMING`; it too gets at least
     `FLOOR_SAMPLES` undisturbed samples), the pace a result (per layer or end to end) may be
-    off by before it is flagged, and whether the compiled variants are timed
-    (`convbench.flows.build`)."""
+    off by before it is flagged, whether the compiled variants are timed
+    (`convbench.flows.build`), and how many times in all the end-to-end rounds are made where
+    the evidence they gave was flagged (`convbench.flows.variants.end_to_end`)."""
 
     max_rel_err: float | None = None
     alpha: float = 0.05
@@ -206,6 +207,7 @@ class Rules:
     end_to_end: TimingConfig | None = None
     max_pace: float = DEFAULTS["max_pace"]
     compiled: bool = True
+    e2e_attempts: int = 2
 
 
 @dataclass(frozen=True)
@@ -290,6 +292,7 @@ def tune(
         e2e, layout, every, records = variants.end_to_end(
             original, table, x, modes, config, rules.alpha, device, say,
             compare=_compare(store, device, threads), compiled=rules.compiled,
+            attempts=rules.e2e_attempts,
         )  # fmt: skip
         if path is not None:
             e2e_dicts = [e.to_dict() for e in e2e]

@@ -10,8 +10,10 @@
   timed in;
 * **the evidence** (`evidence_flags`): a choice that changes the model rests on rounds
   convbench would not flag (disturbed, too few undisturbed samples, unsteady, off pace —
-  `convbench.measure.flags`). Where they are flagged, the model stays as it was: every
-  decision back to torch, contiguous (`keep_as_is`), and tune says why;
+  `convbench.measure.flags`). Where they are flagged, the modes they rest on are timed
+  again, a bounded number of times (tune's ``--e2e-attempts``), since the host may have
+  calmed; still flagged, the model stays as it was: every decision back to torch,
+  contiguous (`keep_as_is`), and tune says why;
 * **the guard** (`revert_if_slower`): where the kept model came out significantly slower
   than the original, the decisions of that mode go back to torch, and the model as finally
   decided is timed again, so that the figures kept are the kept model's.
@@ -150,21 +152,31 @@ Compare = Callable[..., dict[str, EndToEnd]]
 
 def end_to_end(
     original, table: DecisionTable, x, modes, config, alpha, device, say,
-    compare: Compare = compare_variants, compiled: bool = True,
+    compare: Compare = compare_variants, compiled: bool = True, attempts: int = 1,
 ):  # fmt: skip
     """The model-level choices of the module docstring: the variants timed against the
     original (by ``compare``, `compare_variants` or a stand-in; the compiled ones only where
     ``compiled`` and Inductor runs), the one kept chosen and its evidence checked — flagged,
-    the model stays as it was — its decisions (``table.entries``, edited in place) reverted
-    where it was slower, and then the model as finally decided timed again. Returns the kept
-    model's comparisons, the layout record, every comparison made, and their records as
-    stored (`_records`)."""
+    the modes it rests on are timed again, up to ``attempts`` times in all, and still
+    flagged, the model stays as it was —, its decisions (``table.entries``, edited in place)
+    reverted where it was slower, and then the model as finally decided timed again. Returns
+    the kept model's comparisons, the layout record, every comparison the choice rests on,
+    and their records as stored (`_records`)."""
     from convbench.nn import optimize
 
     how = dict(folds=folds_of(original, table, x), compile_kwargs=build.compile_options(modes))
-    results = _timed(original, table, x, modes, config, device, say, compare, compiled, how)
-    every = [e for by_name in results.values() for e in by_name.values()]
+    variants = _Variants.built(original, table, device, say, compiled, how)
+    results = {mode: variants.timed(mode, x, config, compare) for mode in modes}
     chosen, why = choose_variant(results, alpha)
+    for attempt in range(2, attempts + 1):
+        if not (flags := evidence_flags(results, chosen)):
+            break
+        again = [m for m in modes if any(f.startswith(f"{m}: ") for f in flags)]
+        say(f"end-to-end evidence flagged ({'; '.join(flags)}); timing {', '.join(again)} "
+            f"again (attempt {attempt} of {attempts})")  # fmt: skip
+        results.update({mode: variants.timed(mode, x, config, compare) for mode in again})
+        chosen, why = choose_variant(results, alpha)
+    every = [e for by_name in results.values() for e in by_name.values()]
     entries = table.entries
     if flags := evidence_flags(results, chosen):
         line = keep_as_is(entries, flags)
@@ -201,35 +213,55 @@ def folds_of(original, table: DecisionTable, x) -> list[tuple[str, str]]:
     return [pair for pair in foldable(original, x) if pair[0] in tuned] if tuned else []
 
 
-def _timed(original, table, x, modes, config, device, say, compare, compiled, how) -> dict:
-    """Each mode's comparisons of the applicable variants (`build.applicable`), by name; a
-    compiled variant's figures carry its compile time (its first call in that mode), and one
-    Inductor cannot compile is left out, with one line saying why."""
-    if compiled and (why := build.inductor_unavailable(device)):
-        say(f"compiled variants skipped: {why}")
-        compiled = False
-    kinds = build.applicable(original, table, how["folds"], compiled)
-    models = {v.name: build.build(original, table, v, device, **how) for v in kinds}
-    results = {}
-    for mode in modes:
-        compile_s = {}
-        for v in kinds:
-            if v.compiled and v.name in models:
+@dataclasses.dataclass
+class _Variants:
+    """The applicable variants (`build.applicable`), built once, and their compile times by
+    mode: a compiled variant's is its first call in that mode, and one Inductor cannot
+    compile is left out, with one line saying why."""
+
+    original: object
+    kinds: list
+    models: dict
+    say: Callable[[str], None]
+    compile_s: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def built(cls, original, table, device, say, compiled, how) -> _Variants:
+        if compiled and (why := build.inductor_unavailable(device)):
+            say(f"compiled variants skipped: {why}")
+            compiled = False
+        kinds = build.applicable(original, table, how["folds"], compiled)
+        models = {v.name: build.build(original, table, v, device, **how) for v in kinds}
+        return cls(original, kinds, models, say)
+
+    def _compiled(self, x, mode: str) -> dict[str, float]:
+        """The compile times of ``mode``, compiling on the first time it is timed."""
+        if mode in self.compile_s:
+            return self.compile_s[mode]
+        times = self.compile_s[mode] = {}
+        for v in self.kinds:
+            if v.compiled and v.name in self.models:
                 try:
-                    compile_s[v.name] = build.first_call_s(models[v.name], x, mode)
+                    times[v.name] = build.first_call_s(self.models[v.name], x, mode)
                 except Exception as exc:  # noqa: BLE001 — a failed compile is one line, not a crash
-                    say(f"{v.name}: skipped — compiling it failed: {str(exc).splitlines()[0]}")
-                    del models[v.name]
-        timed = {v.name: models[v.name] for v in kinds if v.name in models
+                    self.say(f"{v.name}: skipped — compiling it failed: {str(exc).splitlines()[0]}")
+                    del self.models[v.name]
+        return times
+
+    def timed(self, mode: str, x, config, compare: Compare) -> dict[str, EndToEnd]:
+        """``mode``'s comparisons of the variants with the original, by name, in one set of
+        interleaved rounds; each with its compile time and its ratio to the compiled
+        original's."""
+        compile_s = self._compiled(x, mode)
+        timed = {v.name: self.models[v.name] for v in self.kinds if v.name in self.models
                  and not (v.inference_only and mode != "inference")}  # fmt: skip
-        compared = compare(original, timed, x, mode, config)
-        results[mode] = {
+        compared = compare(self.original, timed, x, mode, config)
+        return {
             name: dataclasses.replace(
                 e, compile_s=compile_s.get(name), vs_compiled=_vs(compared.get(COMPILED), e)
             )
             for name, e in compared.items()
         }
-    return results
 
 
 def _vs(compiled: EndToEnd | None, e: EndToEnd) -> tuple[float, float, float] | None:

@@ -145,10 +145,19 @@ def test_bad_models_are_one_line_errors(tune_here, factory, message):
     assert "Traceback" not in proc.stderr
 
 
-def test_bad_max_pace_is_a_one_line_error(tune_here):
-    _, run = tune_here
-    proc = run(["cbmodels:tiny", "--input-shape", "2,3,16,16", "--max-pace", "0"])
-    assert proc.returncode == 2 and "--max-pace: expected a number > 0" in proc.stderr
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (["--max-pace", "0"], "--max-pace: expected a number > 0, got 0.0"),
+        (["--e2e-attempts", "0"], "--e2e-attempts: expected a count >= 1, got 0"),
+        (["--e2e-time", "0"], "--max-time, --e2e-time: expected seconds > 0"),
+    ],
+)
+def test_bad_values_are_one_line_errors_before_anything_runs(capsys, flag, message):
+    from convbench.cli import main
+
+    assert main(["tune", "examples.models:vgg16", "--input-shape", "1,3,32,32", *flag]) == 2
+    assert capsys.readouterr().err == f"convbench: error: {message}\n"
 
 
 def _shadows(folder) -> bool:

@@ -251,3 +251,44 @@ def test_off_pace_scripted_rounds_leave_the_model_as_it_is(im2col_decision):
     )
     assert table.entries[0]["backend"] == "torch" and layout["memory_format"] == "contiguous"
     assert "off pace: the host ran the reference kernel 210% slower than usual" in said[0]
+
+
+def run_with_paces(table, readings: list[int], attempts: int) -> tuple[dict, list[str], list]:
+    """End to end with ``attempts``, each set of rounds on the host pace of the next reading
+    (3100 against 1000: the host 210% slow, flagged; 1000: clean)."""
+    said: list[str] = []
+    paces = iter(readings)
+
+    def compare(*args):
+        return compare_variants(*args, clock=FakeClock(MS), probe=FakeProbe([0.0]),
+                                pace=FakePace(next(paces)))  # fmt: skip
+
+    _, layout, every, records = variants.end_to_end(
+        tiny(), table, torch.randn(2, 3, 8, 8), ("inference",), FAST, 0.05, "cpu", said.append,
+        compare=compare, compiled=False, attempts=attempts,
+    )  # fmt: skip
+    return layout, said, records
+
+
+def test_flagged_rounds_are_timed_again_and_clean_ones_then_decide(im2col_decision):
+    table = im2col_decision()
+    layout, said, records = run_with_paces(table, [3100, 1000], attempts=2)
+    assert said[0].startswith("end-to-end evidence flagged (inference: original: off pace: ")
+    assert said[0].endswith("timing inference again (attempt 2 of 2)")
+    assert said[1].startswith("layout: tuned") and len(said) == 2
+    assert table.entries[0]["backend"] == "im2col" and layout["variant"] == TUNED
+    assert records and not any(r["flags"] for r in records)  # the clean rounds' comparisons
+
+
+def test_rounds_flagged_at_every_attempt_leave_the_model_as_it_is(im2col_decision):
+    table = im2col_decision()
+    layout, said, _ = run_with_paces(table, [3100, 3100, 3100], attempts=3)
+    assert [line.rpartition("(")[2] for line in said[:2]] == ["attempt 2 of 3)", "attempt 3 of 3)"]
+    assert said[2].startswith("layout: kept contiguous, 1 decision(s) back to torch")
+    assert table.entries[0]["backend"] == "torch" and layout["memory_format"] == "contiguous"
+
+
+def test_one_attempt_times_the_rounds_once(im2col_decision):
+    table = im2col_decision()
+    _, said, _ = run_with_paces(table, [3100], attempts=1)  # a second set would raise
+    assert len(said) == 1 and said[0].startswith("layout: kept contiguous")
