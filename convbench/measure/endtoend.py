@@ -9,8 +9,12 @@ statistics `convbench compare` uses — and the largest output difference betwee
 The rounds are watched as per-layer rows are (`convbench.measure.task`): the device's
 disturbance probe sets disturbed samples apart (schedstat on the CPU, the SM clock on CUDA),
 the host's pace is read between rounds on the CPU, and each comparison carries the flags of
-its two measurements (`convbench.measure.flags`: disturbed, too few undisturbed samples,
-unsteady, off pace) — a decision about the model must not rest on a flagged one.
+its two measurements (`convbench.measure.flags`: disturbed, too few undisturbed samples, off
+pace) — a decision about the model must not rest on a flagged one. Steadiness is judged on
+what is compared: a comparison is *unsteady* when the speedup moved by more than
+``max_drift`` between stretches of its rounds (`ratio_drift`). A host that changes pace under
+both models alike — the drift interleaving is there to cancel — moves each model's median but
+not their ratio; a change that slows one model more than the other moves the ratio.
 
 ``inference`` is ``model(x)`` in eval mode under `torch.no_grad()`. ``train`` is one
 training step: forward, ``loss.backward()`` (loss: the mean square of the output) and an
@@ -24,8 +28,9 @@ compared with each other.
 from __future__ import annotations
 
 import contextlib
+import statistics
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -34,7 +39,7 @@ from convbench.analysis import stats
 from convbench.measure.clocks import Clock, clock_for
 from convbench.measure.config import TimingConfig
 from convbench.measure.disturbance import Probe, cpu_probe
-from convbench.measure.engine import Measurement, measure_interleaved
+from convbench.measure.engine import Measurement, measure_interleaved, stretch_drift
 from convbench.measure.flags import flag_reasons, probe_rule
 from convbench.measure.pace import PaceReference
 from convbench.measure.pace import reference as pace_reference
@@ -198,10 +203,39 @@ def compare_variants(
             n_samples=min(base.n_samples, m.n_samples),
             variant=name,
             samples_ms=tuple(m.samples_ms),
-            flags=base_flags + _flags(name, m, rule, config),
+            flags=base_flags + _flags(name, m, rule, config) + _unsteady(name, base, m, config),
         )
     return results
 
 
 def _flags(name: str, m: Measurement, rule: str, config: TimingConfig) -> tuple[str, ...]:
-    return tuple(f"{name}: {r}" for r in flag_reasons(m, rule, config.floor_samples))
+    """The flags of one model's measurement, but for its own drift (`ratio_drift` judges the
+    comparison's)."""
+    steady = replace(m, unsteady=False)
+    return tuple(f"{name}: {r}" for r in flag_reasons(steady, rule, config.floor_samples))
+
+
+def ratio_drift(base: Measurement, m: Measurement) -> float:
+    """How far the speedup of ``m`` over ``base`` moved during their interleaved rounds: each
+    round's ratio of the two models' medians in it (base / m), in round order, and the
+    `stretch_drift` of those ratios (0 where too few rounds hold both)."""
+    ours, theirs = _round_medians(base), _round_medians(m)
+    return stretch_drift([ours[r] / theirs[r] for r in sorted(ours) if theirs.get(r)])
+
+
+def _round_medians(m: Measurement) -> dict[int, float]:
+    """The median of ``m``'s samples in each round it sampled in; empty where its samples
+    carry no rounds (nothing clean: the disturbed ones)."""
+    if len(m.rounds) != len(m.samples_ms):
+        return {}
+    by_round: dict[int, list[float]] = {}
+    for r, sample in zip(m.rounds, m.samples_ms, strict=True):
+        by_round.setdefault(r, []).append(sample)
+    return {r: statistics.median(samples) for r, samples in by_round.items()}
+
+
+def _unsteady(name: str, base: Measurement, m: Measurement, config: TimingConfig) -> tuple:
+    drift = ratio_drift(base, m)
+    if drift <= config.max_drift:
+        return ()
+    return (f"{name}: unsteady: its speedup moved {drift:.0%} between stretches of the rounds",)

@@ -13,7 +13,8 @@ from torch import nn
 from convbench.measure.clocks import FakeClock
 from convbench.measure.config import TimingConfig
 from convbench.measure.disturbance import FakeProbe
-from convbench.measure.endtoend import compare_models, compare_variants
+from convbench.measure.endtoend import compare_models, compare_variants, ratio_drift
+from convbench.measure.engine import Measurement
 from convbench.measure.pace import FakePace
 
 FAST = TimingConfig(warmup_s=0.01, min_samples=5, max_samples=8, max_time_s=0.2)
@@ -102,3 +103,58 @@ def test_too_few_undisturbed_samples_for_a_decision_are_flagged():
     config = replace(FAST, min_samples=2, floor_samples=6)
     result = scripted(FakeProbe([0.0, 0.5, 0.5, 0.5]), FakePace(1000), config)
     assert any("too few samples" in f and "the 6 a decision needs" in f for f in result.flags)
+
+
+class _ShiftingClock(FakeClock):
+    """1 ms a call, until the virtual time passes ``at_ns``; then each model in ``slowed``
+    costs ``factor`` times as much (the model last called is known from its forward hook)."""
+
+    def __init__(self, at_ns: int, slowed: set[str], factor: float):
+        super().__init__(MS)
+        self.at_ns, self.slowed, self.factor, self.last = at_ns, slowed, factor, ""
+
+    def _next_cost_ns(self) -> int:
+        late = self._t_ns > self.at_ns and self.last in self.slowed
+        return round(MS * (self.factor if late else 1.0))
+
+
+def shifted(slowed: set[str]):
+    """The original against a copy, 20 samples each, one a round; halfway, ``slowed`` get
+    1.5× slower."""
+    original, same = model(), model()
+    clock = _ShiftingClock(40 * MS, slowed, 1.5)  # 20 warm-up calls, then 2 a round
+    for name, m in (("original", original), ("same", same)):
+        m.register_forward_hook(lambda *_, name=name: setattr(clock, "last", name))
+    config = replace(FAST, min_samples=20, max_samples=20, max_time_s=10.0, round_s=1e-4)
+    return compare_variants(
+        original, {"same": same}, X, "inference", config, clock=clock,
+        probe=FakeProbe([0.0]), pace=FakePace(1000),
+    )["same"]  # fmt: skip
+
+
+def test_a_host_slowing_both_models_alike_moves_no_speedup_and_flags_nothing():
+    result = shifted({"original", "same"})  # each model's median moved 50%; their ratio not
+    assert result.flags == () and result.speedup == pytest.approx(1.0)
+    assert result.original_ms > 1.0 and result.n_samples == 20
+
+
+def test_a_change_that_slows_one_model_flags_the_comparison_unsteady():
+    result = shifted({"same"})
+    assert result.flags == (
+        "same: unsteady: its speedup moved 50% between stretches of the rounds",
+    )
+
+
+def test_ratio_drift_pairs_the_samples_by_round():
+    def m(samples, rounds):
+        return Measurement(tuple(samples), 1, 0, 0.0, 0.0, "ci", "latency", "fake", 0, 0.0,
+                           rounds=tuple(rounds))  # fmt: skip
+
+    base = m([1.0] * 10 + [2.0] * 10, range(20))
+    assert ratio_drift(base, m([1.0] * 10 + [2.0] * 10, range(20))) == 0.0
+    # the same times, recorded in another order: paired by round, not by position
+    assert ratio_drift(base, m([2.0] * 10 + [1.0] * 10, reversed(range(20)))) == 0.0
+    # several samples a round: their median stands for the round
+    assert ratio_drift(base, m([1.0, 1.0, 9.0] * 10 + [2.0] * 30, [r // 3 for r in range(60)])) == 0
+    assert ratio_drift(base, m([2.0] * 20, range(20))) == pytest.approx(1.0)  # 0.5 → 1
+    assert ratio_drift(base, m([1.0] * 3, ())) == 0.0  # samples without rounds
