@@ -60,10 +60,13 @@ def test_run_stores_one_row_per_task(tiny_suite, tmp_path, capsys, fast):
 
 
 def test_failing_cases_become_rows_and_the_sweep_goes_on(
-    tiny_suite, tmp_path, plugin_env, fast, run_cli
+    tiny_suite, tmp_path, fast, plugins, warm_workers
 ):
+    """A backend that raises, one that kills its worker and one that hangs past the limit
+    (its worker killed): each an error or timeout row, the run going on past it — in this
+    process (the worker's crash and kill are what is tested, not the parent's start-up)."""
     db = tmp_path / "r.sqlite"
-    proc = run_cli(
+    code = main(
         [
             "run",
             str(tiny_suite),
@@ -76,10 +79,9 @@ def test_failing_cases_become_rows_and_the_sweep_goes_on(
             "--timeout",
             "2.5",  # a limit below 10 s is printed as given, not rounded to "2 s"
             *fast,
-        ],
-        env=plugin_env,
+        ]
     )
-    assert proc.returncode == 0, proc.stderr
+    assert code == 0
     df = results.load(db)
     by = {(r.case, r.backend): r for r in df.itertuples()}
     assert len(df) == 2 * 4
