@@ -92,10 +92,10 @@ def test_tune_refuses_the_fast_wrong_backend_and_reuses_its_run(tune_here):
     variants = {v["variant"] for v in layout["variants"]}
     assert {"tuned", "tuned, channels_last"} <= variants
     assert "layout: " in proc.stderr
-    if "end-to-end evidence flagged" in proc.stderr:  # a busy host: the model as it was
+    if layout.get("flags"):  # a busy host, every attempt flagged: the model as it was
         assert "(flagged)" in proc.stdout and layout["memory_format"] == "contiguous"
-        assert backends == {"torch"} and layout["flags"]
-    else:
+        assert backends == {"torch"} and "rerun on a quieter host" in proc.stderr
+    else:  # clean at once, or on an attempt after a flagged one (timed again)
         assert "(kept)" in proc.stdout
     layers = {tuple(e["layers"]) for e in document["decisions"]}
     assert layers == {("conv1@0",), ("conv2@2", "conv3@4"), ("conv4@5",)}
