@@ -44,9 +44,12 @@ def decisions_off_torch(factory, shape, backends) -> tuple[DecisionTable, int]:
         args = call.problem.args(torch.float32, torch.device("cpu"))
         name = next((b for b in backends if get_backend(b).reason(args, "train") is None), "torch")
         off += name != "torch"
+        context = decision_context("cpu")
         for p in PASSES:
-            entries.append({"problem": call.problem.key, "dtype": "float32", "device": "cpu",
-                            "pass": p, "backend": name, "context": decision_context("cpu")})  # fmt: skip
+            entries.append(
+                {"problem": call.problem.key, "dtype": "float32", "device": "cpu", "pass": p}
+                | {"backend": name, "context": context}
+            )
     return DecisionTable("<compile_check>", entries), off
 
 
@@ -77,9 +80,10 @@ def check(name: str, shape, backends) -> str:
     nodes = sum(
         node.target is torch.ops.convbench.conv for g in counter.graphs for node in g.graph.nodes
     ) // max(1, len(counter.graphs))
+    breaks = sum(counters["graph_break"].values())
     return (
         f"{name:14} frames: inference {frames_inference}, +training "
-        f"{counter.frame_count - frames_inference}; graph breaks {sum(counters['graph_break'].values())}; "
+        f"{counter.frame_count - frames_inference}; graph breaks {breaks}; "
         f"convbench::conv nodes per graph {nodes} (layers off torch: {off} problems); "
         f"max rel. diff {diff:.1e}; {time.perf_counter() - start:.0f} s"
     )
