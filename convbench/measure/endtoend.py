@@ -52,6 +52,14 @@ ORIGINAL = "original"
 DEFAULT_TIMING = TimingConfig(warmup_s=0.5, min_samples=10, max_time_s=10.0)
 
 
+def timing_for(max_time_s: float) -> TimingConfig:
+    """`DEFAULT_TIMING` with ``max_time_s`` per model and mode (``--e2e-time``), its warm-up
+    per model at most a tenth of that: a short budget stays short (1 s: 0.1 s of warm-up per
+    model, not 0.5 s), a long one keeps the half second."""
+    warmup_s = min(DEFAULT_TIMING.warmup_s, max_time_s / 10)
+    return replace(DEFAULT_TIMING, max_time_s=max_time_s, warmup_s=warmup_s)
+
+
 @dataclass(frozen=True)
 class EndToEnd:
     """One mode's comparison; times are medians in ms, ``speedup`` = original / optimized.

@@ -8,7 +8,6 @@ import json
 import sys
 import textwrap
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ import torch
 
 from convbench.cli import main
 from convbench.cli.tune import NOTE, e2e_tables, flagged_line, layer_tables, notes
-from convbench.measure import endtoend
 from convbench.measure.endtoend import EndToEnd
 
 MODELS = """
@@ -61,8 +59,6 @@ def tune_here(tmp_path, monkeypatch, capsys, plugins, warm_workers):
     (tmp_path / "cbmodels.py").write_text(textwrap.dedent(MODELS))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    # the end-to-end timing's warm-up, 0.5 s per variant and mode, cut for these small models
-    monkeypatch.setattr(endtoend, "DEFAULT_TIMING", replace(endtoend.DEFAULT_TIMING, warmup_s=0.05))
     threads = torch.get_num_threads()
 
     def tune(args):

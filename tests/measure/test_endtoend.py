@@ -13,7 +13,13 @@ from torch import nn
 from convbench.measure.clocks import FakeClock
 from convbench.measure.config import TimingConfig
 from convbench.measure.disturbance import FakeProbe
-from convbench.measure.endtoend import compare_models, compare_variants, ratio_drift
+from convbench.measure.endtoend import (
+    DEFAULT_TIMING,
+    compare_models,
+    compare_variants,
+    ratio_drift,
+    timing_for,
+)
 from convbench.measure.engine import Measurement
 from convbench.measure.pace import FakePace
 
@@ -158,3 +164,12 @@ def test_ratio_drift_pairs_the_samples_by_round():
     assert ratio_drift(base, m([1.0, 1.0, 9.0] * 10 + [2.0] * 30, [r // 3 for r in range(60)])) == 0
     assert ratio_drift(base, m([2.0] * 20, range(20))) == pytest.approx(1.0)  # 0.5 → 1
     assert ratio_drift(base, m([1.0] * 3, ())) == 0.0  # samples without rounds
+
+
+def test_a_short_end_to_end_budget_gets_a_short_warm_up():
+    """--e2e-time S: S of samples per model and mode, after a tenth of it warming up, and
+    never more than the default half second (a long budget is unchanged but for S)."""
+    short, long = timing_for(1.0), timing_for(30.0)
+    assert (short.max_time_s, short.warmup_s) == (1.0, pytest.approx(0.1))
+    assert (long.max_time_s, long.warmup_s) == (30.0, DEFAULT_TIMING.warmup_s)
+    assert replace(long, max_time_s=DEFAULT_TIMING.max_time_s) == DEFAULT_TIMING
