@@ -40,15 +40,21 @@ def decisions_off_torch(factory, shape, backends) -> tuple[DecisionTable, int]:
     """Every traced problem on the first of ``backends`` that computes all its passes."""
     trace = trace_convs(factory, shape, label=factory.__name__)
     entries, off = [], 0
+    context = decision_context("cpu")
     for call in {c.problem.key: c for c in trace.recorded}.values():
         args = call.problem.args(torch.float32, torch.device("cpu"))
         name = next((b for b in backends if get_backend(b).reason(args, "train") is None), "torch")
         off += name != "torch"
-        context = decision_context("cpu")
         for p in PASSES:
             entries.append(
-                {"problem": call.problem.key, "dtype": "float32", "device": "cpu", "pass": p}
-                | {"backend": name, "context": context}
+                {
+                    "problem": call.problem.key,
+                    "dtype": "float32",
+                    "device": "cpu",
+                    "pass": p,
+                    "backend": name,
+                    "context": context,
+                }
             )
     return DecisionTable("<compile_check>", entries), off
 
