@@ -150,9 +150,24 @@ def measure_peaks(
     return peaks
 
 
+class _Lent:
+    """The caller's worker, lent to a sweep: the sweep may kill it (Ctrl-C, a timeout) but
+    does not stop it when done, so the re-measure pass after it finds it still running
+    instead of paying a second start-up (imports, thread pools). The caller stops it."""
+
+    def __init__(self, worker):
+        self._worker = worker
+
+    def __getattr__(self, name: str):
+        return getattr(self._worker, name)
+
+    def stop(self) -> None:
+        pass
+
+
 def _first_then(first, make: Callable[[], object]) -> Callable[[], object]:
-    """A worker factory that hands out ``first``, then new workers from ``make``."""
-    given = [first]
+    """A worker factory that lends ``first`` (`_Lent`), then makes new workers with ``make``."""
+    given = [_Lent(first)]
     return lambda: given.pop() if given else make()
 
 

@@ -22,21 +22,25 @@ OPTIONS = measure_options(max_time_s=0.05, warmup_s=0.01)
 
 class ScriptedWorker:
     """Answers each task's n-th measurement with ``script[backend][n]`` ("flagged", "clean",
-    "error"; past the script's end: clean)."""
+    "error"; past the script's end: clean). Counts its starts and stops as a `Worker` would:
+    a call after ``stop`` starts it again."""
 
     def __init__(self, script):
-        self.script, self.seen, self.proc = script, {}, object()
+        self.script, self.seen, self.proc = script, {}, None
+        self.starts = self.stops = 0
 
     def ensure(self):
-        pass
+        if self.proc is None:
+            self.proc, self.starts = object(), self.starts + 1
 
     def stop(self):
-        pass
+        self.proc, self.stops = None, self.stops + 1
 
     def kill(self):
         pass
 
     def call(self, message, timeout_s):
+        self.ensure()
         if message[0] == "env":
             return {"fake": True}
         if message[0] in ("peak", "bandwidth"):
@@ -102,6 +106,13 @@ def test_a_case_measured_again_with_fewer_flagged_results_replaces_the_first(roo
         f"re-measured {n} of {n} flagged result(s) with the {n_cases} other result(s) of "
         f"their cases: {n_cases} clean"
     )
+    store.close()
+
+
+def test_the_sweep_s_worker_measures_the_flagged_cases_again_without_a_second_start(roomy):
+    store, result, worker = run({"im2col": ["flagged"]})
+    assert result.remeasured.tried > 0
+    assert (worker.starts, worker.stops) == (1, 1)  # lent to the sweep and the pass, stopped once
     store.close()
 
 
