@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 from pathlib import Path
@@ -117,12 +118,27 @@ def _plan(args: argparse.Namespace) -> RunPlan:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.markup import escape
 
-    from convbench.runner.session import RunPlan, execute, new_run_id
+    from convbench.runner.worker import Prelaunched
 
     console = Console(stderr=True)
-    out = Console()
+    # a new run's worker starts up while this process imports the rest and loads the suite
+    # (a resumed run's thread count is in its record: its worker starts in `execute`)
+    with contextlib.ExitStack() as stack:
+        try:
+            workers = None if args.resume else stack.enter_context(Prelaunched(args.threads))
+            plan, run_id, store = _open(args)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/] before the run started; nothing was stored")
+            return 130
+        return _run(args, plan, run_id, store, console, workers)
+
+
+def _open(args: argparse.Namespace) -> tuple[RunPlan, str, Store]:
+    """The run's plan, its id and its store: a new run's (nothing is written before its plan
+    holds) or the resumed run's."""
+    from convbench.runner.session import RunPlan, new_run_id
+
     if args.resume:
         store = Store.open_existing(args.db)
         try:
@@ -130,14 +146,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         except BaseException:
             store.close()
             raise
-        run_id = args.resume
         if args.remeasure_time is not None:
             plan = dataclasses.replace(plan, remeasure_s=args.remeasure_time)
-    else:
-        plan = _plan(args)  # a mistake in the flags or the suite: no store is touched
-        plan.tasks()
-        run_id = args.run_id or new_run_id()
-        store = Store(args.db)
+        return plan, args.resume, store
+    plan = _plan(args)  # a mistake in the flags or the suite: no store is touched
+    plan.tasks()
+    return plan, args.run_id or new_run_id(), Store(args.db)
+
+
+def _run(args, plan: RunPlan, run_id: str, store: Store, console: Console, workers) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from convbench.runner.session import execute
+
+    out = Console()
     created = store.created
     try:
         n_tasks = len(plan.tasks())
@@ -151,6 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             console=console,
             progress=not args.quiet,
             address=getattr(args, "address", None),
+            workers=workers,
         )
         if result is None or result.interrupted:
             if run_id not in store.run_ids():

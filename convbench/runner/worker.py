@@ -162,15 +162,21 @@ class Worker:
         self.ctx = mp.get_context("spawn")
         self.proc = None
         self.conn = None
+        self.ready = False
 
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Spawn the process and return at once: its start-up (importing torch) runs while
+        the parent goes on with its own work; the first `call` waits for it (`ensure`).
+        Nothing happens when a process is already there."""
+        if self.proc is not None:
+            return
         parent, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(
             target=_worker_main, args=(child, self.threads, os.getpid()), daemon=True
         )
         # Born with SIGINT blocked, so a Ctrl-C during the worker's imports cannot print a
         # traceback there; in the parent it stays pending, never lost (see the module doc).
-        self.conn = parent
+        self.conn, self.ready = parent, False
         # Spawning starts multiprocessing's resource tracker the first time, and that start
         # *unblocks* SIGINT when it is done: let it happen before the block, not inside it.
         resource_tracker.ensure_running()
@@ -182,15 +188,27 @@ class Worker:
             child.close()
         if deferred.caught:  # now that the child has everything it needs to start
             raise KeyboardInterrupt
+
+    def _wait_ready(self) -> None:
         # Start-up (importing torch) is not part of any task's time limit.
-        if not parent.poll(self.startup_timeout_s):
+        if not self.conn.poll(self.startup_timeout_s):
             self.kill()
             raise RuntimeError(f"worker did not start within {self.startup_timeout_s:.0f} s")
-        hello = parent.recv()
+        hello = self.conn.recv()
         assert hello[0] == "ready", hello
+        self.ready = True
+
+    def start(self) -> None:
+        self.launch()
+        self._wait_ready()
 
     def ensure(self) -> None:
+        """A started process to talk to: the launched one once it is ready, or a new one
+        where there is none or it died."""
+        if self.proc is not None and not self.ready:
+            self._wait_ready()
         if self.proc is None or not self.proc.is_alive():
+            self.kill()
             self.start()
 
     def call(self, message: tuple, timeout_s: float):
@@ -237,6 +255,36 @@ class Worker:
             pass
         finally:
             self.kill()
+
+
+class Prelaunched:
+    """A worker factory (`convbench.runner.session.execute`'s ``workers``) whose first
+    worker is launched when it is made, so that the worker's start-up (spawning, importing
+    torch: about two seconds) runs while the caller does its own work before the sweep:
+    importing the rest of convbench, loading a suite, tracing a model. Later calls make new
+    workers. Used as a context manager: a first worker never handed out (the caller failed
+    before its run) is killed on exit; one handed out is stopped by whoever took it."""
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+        self._first = Worker(threads)
+        try:
+            self._first.launch()
+        except BaseException:  # a Ctrl-C held back until the child was spawned
+            self._first.kill()
+            raise
+
+    def __call__(self) -> Worker:
+        first, self._first = self._first, None
+        return first if first is not None else Worker(self.threads)
+
+    def __enter__(self) -> Prelaunched:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._first is not None:
+            self._first.kill()
+            self._first = None
 
 
 class WorkerDied(Exception):

@@ -64,7 +64,8 @@ def test_failing_cases_become_rows_and_the_sweep_goes_on(
 ):
     """A backend that raises, one that kills its worker and one that hangs past the limit
     (its worker killed): each an error or timeout row, the run going on past it — in this
-    process (the worker's crash and kill are what is tested, not the parent's start-up)."""
+    process (the worker's crash and kill are what is tested, not the parent's start-up), each
+    task alone (a failed interleaved group measured again task by task: `tests/runner`)."""
     db = tmp_path / "r.sqlite"
     code = main(
         [
@@ -78,6 +79,7 @@ def test_failing_cases_become_rows_and_the_sweep_goes_on(
             "forward",
             "--timeout",
             "2.5",  # a limit below 10 s is printed as given, not rounded to "2 s"
+            "--no-interleave",
             *fast,
         ]
     )
@@ -115,7 +117,7 @@ def test_sigkill_mid_sweep_then_resume(tiny_suite, tmp_path, run_cli):
         "--db",
         str(db),
         "--max-time",
-        "0.4",
+        "0.2",
         "--min-samples",
         "2000",
         "--warmup",

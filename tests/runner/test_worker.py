@@ -1,4 +1,5 @@
-"""The worker process: Ctrl-C while it is being spawned is never lost (deterministically)."""
+"""The worker process: Ctrl-C while it is being spawned is never lost (deterministically); a
+worker launched ahead of its run serves the run, or is killed when the run never comes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import psutil
 import pytest
 
 from convbench.cli import main
-from convbench.runner.worker import Worker
+from convbench.runner.worker import Prelaunched, Worker
 
 
 @pytest.fixture
@@ -149,3 +150,32 @@ def test_a_message_of_an_unknown_kind_is_answered_at_once_with_the_known_ones():
         assert "malloc" in worker.call(("env",), timeout_s=120)  # and it goes on serving
     finally:
         worker.stop()
+
+
+def _alive(pid: int) -> bool:
+    return psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+
+
+def test_a_prelaunched_worker_serves_the_first_call_and_one_never_used_is_killed():
+    with Prelaunched(threads=1) as make:
+        first = make()
+        assert first.proc is not None and not first.ready  # spawned, its start-up not awaited
+        try:
+            assert first.call(("env",), timeout_s=120)["python"] and first.ready
+        finally:
+            first.stop()
+        later = make()
+        assert later is not first and later.proc is None  # made as usual, started on first use
+    before = {c.pid for c in psutil.Process().children()}
+    with Prelaunched(threads=1):  # the caller failed before its run: nothing takes the worker
+        (child,) = {c.pid for c in psutil.Process().children()} - before
+        assert _alive(child)
+    assert not _alive(child)
+
+
+def test_a_ctrl_c_held_back_until_the_prelaunched_child_was_spawned_kills_it(
+    ctrl_c_during_spawn,
+):
+    with pytest.raises(KeyboardInterrupt):
+        Prelaunched()
+    assert not _alive(ctrl_c_during_spawn[0])
