@@ -78,7 +78,16 @@ def backend_names(unlisted: bool = False) -> list[str]:
     suite runs when it names none; with ``unlisted``, also the test backends that run only
     when named (``Backend.listed = False``, as `convbench.backends.slowed`)."""
     _load()
-    return [name for name, b in _REGISTRY.items() if unlisted or b.listed]
+    ordered = sorted(_REGISTRY.items(), key=_canonical_place)  # stable within a module
+    return [name for name, b in ordered if unlisted or b.listed]
+
+
+def _canonical_place(item: tuple[str, Backend]) -> int:
+    """A backend's place: its built-in module's in `BUILTIN_MODULES` (so the order does not
+    depend on which module was imported first), after them for any other."""
+    modules = [f"{__name__}.{MODULE_OF.get(name, name)}" for name in BUILTIN_MODULES]
+    module = type(item[1]).__module__
+    return modules.index(module) if module in modules else len(modules)
 
 
 def get_backend(name: str) -> Backend:

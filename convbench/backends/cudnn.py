@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from convbench.backends import Backend, register
-from convbench.backends.dispatch import TorchPasses, selected_path
+from convbench.backends.dispatch import TorchPasses, kernel_family, selected_path
 from convbench.problem.axes import dtype_name
 from convbench.problem.spec import ConvArgs
 
@@ -54,7 +54,8 @@ class CudnnBackend(Backend):
             {"cudnn": True, "benchmark": self.benchmark, "allow_tf32": self.tf32},
         )
         path = selected_path(args, cudnn=True, benchmark=self.benchmark)
-        passes.prepared = {"autotune": self.benchmark, "tf32": self.tf32, "dispatch": path}
+        family = kernel_family(path, args.dtype, tf32=self.tf32, autotune=self.benchmark)
+        passes.prepared = {"autotune": self.benchmark, "tf32": self.tf32, "dispatch": family}
         return passes
 
 

@@ -59,6 +59,24 @@ def selected_path(args: ConvArgs, **switches) -> str:
     return str(backend).rsplit(".", 1)[-1]
 
 
+def kernel_family(path: str, dtype: torch.dtype, *, tf32: bool, autotune: bool) -> str:
+    """The kernel family a result records (its ``dispatch`` column): PyTorch's path
+    (`selected_path`), qualified on cuDNN by what changes the kernel that runs. TF32 math
+    for float32 selects tensor-core kernels with 10-bit mantissas instead of float32
+    arithmetic, and the autotuner runs the algorithm it timed fastest instead of cuDNN's
+    heuristic pick. So ``Cudnn``, ``Cudnn (TF32)``, ``Cudnn (autotuned)`` and
+    ``Cudnn (TF32, autotuned)`` are different kernels. Two results of one family ran the
+    same kernel (`convbench.analysis.winners.same_kernel`)."""
+    if not path.startswith("Cudnn"):
+        return path
+    qualifiers = [
+        name
+        for name, on in (("TF32", tf32 and dtype == torch.float32), ("autotuned", autotune))
+        if on
+    ]
+    return f"{path} ({', '.join(qualifiers)})" if qualifiers else path
+
+
 def _probe_tensor(shape, args: ConvArgs) -> torch.Tensor:
     # Dispatch looks at shapes, dtype, device and memory format, not at data: an empty
     # tensor with contiguous strides answers without allocating the problem's memory.

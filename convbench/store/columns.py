@@ -159,7 +159,8 @@ RESULTS: tuple[Column, ...] = (
       "device, pass), or empty when timed alone."),
     C("saved_bytes", "INTEGER", "Bytes a training forward keeps for the backward passes.",
       "bytes"),
-    C("dispatch", "TEXT", "The kernel family the vendor dispatch chose (torch, onednn, cudnn)."),
+    C("dispatch", "TEXT", "The kernel family the vendor dispatch chose (torch, onednn, cudnn); "
+      "on cuDNN with its math mode and autotuner, e.g. `Cudnn (TF32)`."),
     C("options_json", "TEXT", "What the backend's plan chose (tile size, FFT size, …)."),
     C("mem_method", "TEXT", "How peak memory was measured."),
     C("max_abs_err", "REAL", "Largest absolute error against the float64 reference."),

@@ -307,3 +307,24 @@ def test_a_winner_on_the_baselines_own_kernel_is_not_crowned(row):
     df.loc[df.backend == "torch", "dispatch"] = "Slow2d"
     assert winner_map(df).iloc[0]["same_kernel"] is None
     assert same_kernel({"backend": "onednn", "dispatch": "Mkldnn"}, None) is None
+
+
+def test_tf32_against_float32_on_cudnn_is_a_win_not_one_kernel(row):
+    """On a GPU, torch with PyTorch's default (TF32 for float32) runs other cuDNN kernels than
+    cudnn (float32 arithmetic): its speed is TF32's, and it is crowned; beside cudnn_tf32 it
+    is one kernel measured twice (`convbench.backends.dispatch.kernel_family`)."""
+    import pandas as pd
+
+    from convbench.analysis.winners import winner_map
+
+    timed = (("torch", 0.5, "Cudnn (TF32)"), ("cudnn", 1.0, "Cudnn"))
+    rows = [row(case="c", backend=b, median=m, device="cuda") | {"dispatch": d}
+            for b, m, d in timed]  # fmt: skip
+    w = winner_map(pd.DataFrame(rows), {"float32": 1e-2}).iloc[0]
+    assert (w["winner"], w["baseline"], w["same_kernel"]) == ("torch", "cudnn", None)
+    assert w["speedup"] == pytest.approx(2.0, rel=0.05)
+    tf32 = row(case="c", backend="cudnn_tf32", median=0.48, device="cuda")
+    rows = [rows[0], tf32 | {"dispatch": "Cudnn (TF32)"}]  # no cudnn row: torch is the baseline
+    w = winner_map(pd.DataFrame(rows), {"float32": 1e-2}).iloc[0]
+    assert (w["winner"], w["baseline"]) == ("cudnn_tf32", "torch")
+    assert w["same_kernel"] == "Cudnn (TF32)"

@@ -14,6 +14,19 @@ import convbench
 from convbench.errors import UnknownBackend, UserError
 
 
+def test_the_order_does_not_depend_on_which_backend_module_was_imported_first():
+    import subprocess
+    import sys
+
+    code = (
+        "from convbench.backends import cudnn, pytorch\n"  # registers these before the rest
+        "import convbench\n"
+        "print(','.join(convbench.backend_names()))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == ",".join(convbench.backend_names()), proc.stderr
+
+
 def test_builtin_names_in_order():
     names = convbench.backend_names()
     assert names[:8] == [
