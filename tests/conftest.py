@@ -293,7 +293,7 @@ class WorkerPool:
 
     def _give_back(self, key, w) -> None:
         if any(w is idle for _, idle in self.idle):
-            return  # stopped twice (the sweep, then the run): once is enough
+            return  # stopped again (a caller stopping what it was lent): once is enough
         self.idle.append((key, w))
         while len(self.idle) > self.keep:
             self.real.stop(self.idle.pop(0)[1])

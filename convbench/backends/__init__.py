@@ -34,6 +34,9 @@ BUILTIN_MODULES = (
 #: that the package never shadows torch itself.
 MODULE_OF = {"torch": "pytorch"}
 
+#: Each built-in module's place in `BUILTIN_MODULES`, by module name (`_canonical_place`).
+_PLACES = {f"{__name__}.{MODULE_OF.get(n, n)}": i for i, n in enumerate(BUILTIN_MODULES)}
+
 _REGISTRY: dict[str, Backend] = {}
 _loaded = False
 
@@ -85,9 +88,7 @@ def backend_names(unlisted: bool = False) -> list[str]:
 def _canonical_place(item: tuple[str, Backend]) -> int:
     """A backend's place: its built-in module's in `BUILTIN_MODULES` (so the order does not
     depend on which module was imported first), after them for any other."""
-    modules = [f"{__name__}.{MODULE_OF.get(name, name)}" for name in BUILTIN_MODULES]
-    module = type(item[1]).__module__
-    return modules.index(module) if module in modules else len(modules)
+    return _PLACES.get(type(item[1]).__module__, len(_PLACES))
 
 
 def get_backend(name: str) -> Backend:

@@ -26,6 +26,7 @@ measuring worker would import it instead (`check_not_shadowed`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.machinery
@@ -246,7 +247,9 @@ def tune(
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the current directory imports
     check_not_shadowed()
-    with Prelaunched(threads) as workers:  # its start-up overlaps loading and tracing the model
+    with contextlib.ExitStack() as stack:
+        # the worker's start-up overlaps loading and tracing the model
+        workers = stack.enter_context(Prelaunched(threads))
         factory = load_factory(spec)
         trace = trace_convs(factory, input_shape, label=spec)
         name = spec.rpartition(":")[2].lower()
@@ -266,50 +269,47 @@ def tune(
         run_id = run_id_for(
             spec, input_shape, dtype, device, passes, candidates, threads, options.to_dict()
         )
-        store = Store(db)
-        try:
-            resume = run_id in store.run_ids()
-            if resume:
-                say(f"{run_id}: measured before; measuring only what is missing")
-            result = execute(
-                store, plan, run_id, command=output.command, resume=resume, console=output.console,
-                progress=output.progress, workers=workers,
-            )  # fmt: skip
-            if result is None or result.interrupted:
-                return TuneResult(run_id, [], [], None, interrupted=True)
-            frame = load(store, run_id, samples=True)
-            decisions = decide(
-                frame, alpha=rules.alpha, max_rel_err=rules.max_rel_err, weight_changes=train
-            )
-            entries = _entries([d for d in decisions if d.layout == "contiguous"], trace, device)
-            path = write(out, entries, model=spec, input_shape=input_shape) if out else None
-            original, x = _model_and_input(factory, spec, input_shape, dtype, device)
-            modes = ("inference", "train") if train else ("inference",)
-            planned = None if train else per_layer_plan(
-                trace, original, x, decisions, frame, options.timing, say
-            )  # fmt: skip
-            table = DecisionTable(str(path or "<tune>"), entries, spec, plan=planned)
-            config = replace(rules.end_to_end or DEFAULT_TIMING, max_pace=rules.max_pace)
-            config = replace(config, floor_samples=max(config.floor_samples, FLOOR_SAMPLES))
-            e2e, layout, every, records = variants.end_to_end(
-                original, table, x, modes, config, rules.alpha, device, say,
-                compare=_compare(store, device, threads), compiled=rules.compiled,
-                attempts=rules.e2e_attempts,
-            )  # fmt: skip
-            if path is not None:
-                e2e_dicts = [e.to_dict() for e in e2e]
-                layout_record = dict(layout, variants=[e.to_dict() for e in every])
-                path = write(out, entries, model=spec, input_shape=input_shape,
-                             end_to_end=e2e_dicts, layout=layout_record, plan=planned)  # fmt: skip
-            if planned is not None:
-                say(predicted_line(planned, every))
-            store.add_tune(
-                run_id, run_id, model=spec, input_shape=input_shape, decisions_path=path,
-                decisions=entries, end_to_end=records,
-            )  # fmt: skip
-            return TuneResult(
-                run_id, decisions, entries, path, e2e, layout=layout, variants=every,
-                records=records, flagged=flagged_results(frame, decisions),
-            )  # fmt: skip
-        finally:
-            store.close()
+        store = stack.enter_context(Store(db))
+        resume = run_id in store.run_ids()
+        if resume:
+            say(f"{run_id}: measured before; measuring only what is missing")
+        result = execute(
+            store, plan, run_id, command=output.command, resume=resume, console=output.console,
+            progress=output.progress, workers=workers,
+        )  # fmt: skip
+        if result is None or result.interrupted:
+            return TuneResult(run_id, [], [], None, interrupted=True)
+        frame = load(store, run_id, samples=True)
+        decisions = decide(
+            frame, alpha=rules.alpha, max_rel_err=rules.max_rel_err, weight_changes=train
+        )
+        entries = _entries([d for d in decisions if d.layout == "contiguous"], trace, device)
+        path = write(out, entries, model=spec, input_shape=input_shape) if out else None
+        original, x = _model_and_input(factory, spec, input_shape, dtype, device)
+        modes = ("inference", "train") if train else ("inference",)
+        planned = None if train else per_layer_plan(
+            trace, original, x, decisions, frame, options.timing, say
+        )  # fmt: skip
+        table = DecisionTable(str(path or "<tune>"), entries, spec, plan=planned)
+        config = replace(rules.end_to_end or DEFAULT_TIMING, max_pace=rules.max_pace)
+        config = replace(config, floor_samples=max(config.floor_samples, FLOOR_SAMPLES))
+        e2e, layout, every, records = variants.end_to_end(
+            original, table, x, modes, config, rules.alpha, device, say,
+            compare=_compare(store, device, threads), compiled=rules.compiled,
+            attempts=rules.e2e_attempts,
+        )  # fmt: skip
+        if path is not None:
+            e2e_dicts = [e.to_dict() for e in e2e]
+            layout_record = dict(layout, variants=[e.to_dict() for e in every])
+            path = write(out, entries, model=spec, input_shape=input_shape,
+                         end_to_end=e2e_dicts, layout=layout_record, plan=planned)  # fmt: skip
+        if planned is not None:
+            say(predicted_line(planned, every))
+        store.add_tune(
+            run_id, run_id, model=spec, input_shape=input_shape, decisions_path=path,
+            decisions=entries, end_to_end=records,
+        )  # fmt: skip
+        return TuneResult(
+            run_id, decisions, entries, path, e2e, layout=layout, variants=every,
+            records=records, flagged=flagged_results(frame, decisions),
+        )  # fmt: skip
