@@ -21,26 +21,24 @@ import os
 import sys
 
 import torch
+from compiled_profile import tuned_table
 
 from convbench.analysis import stats
 from convbench.flows import build
-from convbench.measure.config import TimingConfig
-from convbench.measure.endtoend import compare_variants
-from convbench.nn import load_decisions
-from convbench.nn.fold import foldable
+from convbench.flows.variants import folds_of
+from convbench.measure.endtoend import compare_variants, timing_for
 from convbench.problem.trace import load_factory
 from convbench.store.decisions import DecisionTable
 
 
 def restricted(table: DecisionTable, keep: set[str] | None) -> DecisionTable:
-    """``table`` with its plan's layers outside ``keep`` back to torch (None: all kept), and
-    the model-level reverts undone (the tuned model as tune timed it)."""
-    entries = [dict(e, backend=e.get("reverted_from") or e["backend"]) for e in table.entries]
+    """``table`` (`tuned_table`) with its plan's layers outside ``keep`` back to torch (None:
+    all kept)."""
     plan = copy.deepcopy(table.plan)
     for step in plan["layers"]:
         if keep is not None and step["backend"] not in keep:
             step["backend"] = "torch"
-    return DecisionTable(table.path, entries, table.model, plan=plan)
+    return DecisionTable(table.path, table.entries, table.model, plan=plan)
 
 
 def main() -> None:
@@ -56,23 +54,21 @@ def main() -> None:
     sys.path.insert(0, os.getcwd())
     original = load_factory(args.factory)().eval()
     x = torch.randn([int(v) for v in args.input_shape.split(",")])
-    table = load_decisions(args.decisions)
+    table = tuned_table(args.decisions)
     if not table.plan:
         parser.error(f"{args.decisions}: no per-layer plan (tune it for inference)")
-    off_torch = {s["layer"] for s in table.plan["layers"] if s["backend"] != "torch"}
-    folds = [pair for pair in foldable(original, x) if pair[0] in off_torch]
-    how = dict(folds=folds, compile_kwargs=build.compile_options(("inference",)))
+    compile_kwargs = build.compile_options(("inference",))
     subsets = {"whole plan": None} | {f"plan, {k}": set(k.split(",")) for k in args.keep}
     compiled = build.VARIANTS[build.COMPILED]
-    models = {build.COMPILED: build.build(original, table, compiled, "cpu", **how)}
+    models = {build.COMPILED: build.build(original, table, compiled, "cpu", (), compile_kwargs)}
     for name, keep in subsets.items():
-        variant = build.VARIANTS[build.PLANNED_COMPILED]
-        models[name] = build.build(original, restricted(table, keep), variant, "cpu", **how)
+        variant, part = build.VARIANTS[build.PLANNED_COMPILED], restricted(table, keep)
+        folds = folds_of(original, part, x)  # as tune folds: into the layers off torch only
+        models[name] = build.build(original, part, variant, "cpu", folds, compile_kwargs)
     with torch.no_grad():
         for model in models.values():
             model(x)  # compiles
-    config = TimingConfig(warmup_s=0.5, max_time_s=args.time)
-    timed = compare_variants(original, models, x, "inference", config)
+    timed = compare_variants(original, models, x, "inference", timing_for(args.time))
     base = timed[build.COMPILED]
     print(f"{'variant':32} {'ms':>8}  vs torch.compile(original) [95% CI]  samples  flags")
     for name, e in timed.items():

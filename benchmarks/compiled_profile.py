@@ -39,7 +39,7 @@ GROUPS = (
 def tuned_table(path: str) -> DecisionTable:
     table = load_decisions(path)
     entries = [dict(e, backend=e.get("reverted_from") or e["backend"]) for e in table.entries]
-    return DecisionTable(table.path, entries, table.model)
+    return DecisionTable(table.path, entries, table.model, plan=table.plan)
 
 
 def group_of(name: str) -> str:
