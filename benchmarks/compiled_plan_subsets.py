@@ -16,7 +16,6 @@ Each ``--keep`` is one variant (a comma list of backends); the whole plan is alw
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 
@@ -31,14 +30,14 @@ from convbench.problem.trace import load_factory
 from convbench.store.decisions import DecisionTable
 
 
-def restricted(table: DecisionTable, keep: set[str] | None) -> DecisionTable:
-    """``table`` (`tuned_table`) with its plan's layers outside ``keep`` back to torch (None:
-    all kept)."""
-    plan = copy.deepcopy(table.plan)
-    for step in plan["layers"]:
-        if keep is not None and step["backend"] not in keep:
-            step["backend"] = "torch"
-    return DecisionTable(table.path, table.entries, table.model, plan=plan)
+def kept_only(table: DecisionTable, folds: list, keep: set[str] | None) -> tuple:
+    """``table`` (`tuned_table`) and its ``folds`` with the plan's layers on backends outside
+    ``keep`` back on torch, unfolded, as tune builds its plan without a backend
+    (`build.without`); None keeps them all."""
+    for backend in [b for b in build.plan_backends(table) if keep is not None and b not in keep]:
+        folds = build.folds_without(folds, table, backend)
+        table = build.restricted(table, backend)
+    return table, folds
 
 
 def main() -> None:
@@ -61,9 +60,10 @@ def main() -> None:
     subsets = {"whole plan": None} | {f"plan, {k}": set(k.split(",")) for k in args.keep}
     compiled = build.VARIANTS[build.COMPILED]
     models = {build.COMPILED: build.build(original, table, compiled, "cpu", (), compile_kwargs)}
+    whole = folds_of(original, table, x)  # as tune folds: into the layers off torch only
     for name, keep in subsets.items():
-        variant, part = build.VARIANTS[build.PLANNED_COMPILED], restricted(table, keep)
-        folds = folds_of(original, part, x)  # as tune folds: into the layers off torch only
+        part, folds = kept_only(table, whole, keep)
+        variant = build.VARIANTS[build.PLANNED_COMPILED]
         models[name] = build.build(original, part, variant, "cpu", folds, compile_kwargs)
     with torch.no_grad():
         for model in models.values():

@@ -50,6 +50,7 @@ class Variant:
     compiled: bool = False
     inference_only: bool = False
     per_layer: bool = False  # the per-layer plan's backends and layouts (`flows.plan`)
+    without: str | None = None  # the plan's layers on this backend back on torch (`without`)
 
 
 VARIANTS = {
@@ -67,11 +68,53 @@ VARIANTS = {
 }
 
 
+def without(backend: str) -> Variant:
+    """The compiled per-layer plan with its layers on ``backend`` back on torch (in the layout
+    the plan gave them). A layer that saves time in eager can cost time inside the compiled
+    graph, where the compiler fuses torch's convolutions with their neighbours and prepacks
+    their weights; timing the plan without each of its backends shows which of them pay
+    there, by the same end-to-end rule as every variant."""
+    name = f"torch.compile(per-layer plan without {backend})"
+    return Variant(name, folded=True, per_layer=True, compiled=True, inference_only=True,
+                   without=backend)  # fmt: skip
+
+
+def plan_backends(table: DecisionTable) -> list[str]:
+    """The backends other than torch the per-layer plan runs, in the order it first runs them."""
+    steps = (table.plan or {}).get("layers", [])
+    return list(dict.fromkeys(s["backend"] for s in steps if s["backend"] != BASELINE))
+
+
+def restricted(table: DecisionTable, backend: str) -> DecisionTable:
+    """``table`` with its plan's layers on ``backend`` back on torch, in the same layout."""
+    plan = copy.deepcopy(table.plan)
+    revert(plan, backend)
+    return DecisionTable(table.path, table.entries, table.model, plan=plan)
+
+
+def revert(plan: dict, backend: str, reason: str = "") -> None:
+    """``plan``'s layers on ``backend`` back on torch, in place, each keeping the backend it
+    had (``reverted_from``) and, where given, why."""
+    for step in plan["layers"]:
+        if step["backend"] == backend:
+            step.update(backend=BASELINE, reverted_from=backend)
+            if reason:
+                step["reason"] = reason
+
+
+def folds_without(folds, table: DecisionTable, backend: str) -> list:
+    """``folds`` less those into the plan's layers on ``backend``: back on torch, such a layer
+    runs PyTorch's own convolution, its BatchNorm after it as in the original."""
+    gone = {s["layer"] for s in table.plan["layers"] if s["backend"] == backend}
+    return [pair for pair in folds if pair[0] not in gone]
+
+
 def applicable(model: nn.Module, table: DecisionTable, folds, compiled: bool) -> list[Variant]:
     """The variants worth timing for ``model``: a fold only where there are ``folds``, a
     channels_last one only with 2-D convolutions, the per-layer plan only where it computes
     a layer in another layout than contiguous, torch throughout only where a decision left
-    torch, the compiled ones only where ``compiled``."""
+    torch, the compiled ones only where ``compiled``, and the compiled plan without each of
+    its backends (`without`) where it runs more than one."""
     off_torch = any(e["backend"] != BASELINE for e in table.entries)
     steps = (table.plan or {}).get("layers", [])
     has_2d = any(isinstance(m, nn.Conv2d) for m in model.modules())
@@ -86,7 +129,10 @@ def applicable(model: nn.Module, table: DecisionTable, folds, compiled: bool) ->
         TUNED_COMPILED: compiled and (off_torch or bool(folds)),
         PLANNED_COMPILED: compiled and planned,
     }
-    return [VARIANTS[name] for name, keep in wanted.items() if keep]
+    found = [VARIANTS[name] for name, keep in wanted.items() if keep]
+    if compiled and planned and len(backends := plan_backends(table)) > 1:
+        found += [without(backend) for backend in backends]
+    return found
 
 
 def compile_options(modes) -> dict:
@@ -122,9 +168,12 @@ def torch_throughout(entries: list[dict]) -> list[dict]:
 def build(
     original: nn.Module, table: DecisionTable, variant: Variant, device: str, folds, compile_kwargs
 ) -> nn.Module:
-    """A copy of ``original`` made into ``variant`` (with ``table``'s decisions)."""
+    """A copy of ``original`` made into ``variant`` (with ``table``'s decisions; ``folds``
+    are the variant's own: `convbench.flows.variants.folds_of` its table)."""
     from convbench.nn import compile_in_place, optimize
 
+    if variant.without:
+        table = restricted(table, variant.without)
     entries = table.entries if variant.tuned else torch_throughout(table.entries)
     layout = layout_record(variant, "", device, folds, compile_kwargs)
     decisions = DecisionTable(table.path, entries, table.model, layout=layout, plan=table.plan)

@@ -5,7 +5,9 @@
   (`convbench.flows.build`): in ``channels_last`` — with the decisions, and with torch
   throughout —, with the per-layer plan's backends and layouts (`convbench.flows.plan`:
   conversions only where the plan switches), with the BatchNorms after tuned layers folded
-  into them, and compiled, beside ``torch.compile`` of the original. A variant replaces the
+  into them, and compiled, beside ``torch.compile`` of the original — the plan compiled
+  also without each of its backends, since a layer's eager win may not hold inside the
+  compiled graph (`build.without`). A variant replaces the
   contiguous tuned model only if it is significantly faster than it in every mode it was
   timed in;
 * **the evidence** (`evidence_flags`): a choice that changes the model rests on rounds
@@ -28,7 +30,7 @@ from collections.abc import Callable, Sequence
 from convbench.analysis import stats
 from convbench.analysis.decisions import BASELINE, PASSES
 from convbench.flows import build
-from convbench.flows.build import COMPILED, TUNED, VARIANTS
+from convbench.flows.build import COMPILED, TUNED
 from convbench.measure.endtoend import EndToEnd, compare_variants
 from convbench.store.decisions import DecisionTable
 
@@ -126,13 +128,16 @@ def choose_variant(results: dict[str, dict[str, EndToEnd]], alpha: float) -> tup
     return best, (f"{why}: " + "; ".join(figures)) if figures else why
 
 
-def _apply_variant(name: str, entries: list[dict], reason: str, device: str, **how) -> dict:
-    """The layout record for variant ``name`` (``how``: the folds and compile options it
-    was built with); a variant of torch throughout sends every decision back, saying why."""
-    variant = VARIANTS[name]
+def _apply_variant(variant, table: DecisionTable, reason: str, device: str, **how) -> dict:
+    """The layout record of ``variant`` (``how``: the folds and compile options it was built
+    with); a variant of torch throughout sends every decision back, and the plan without a
+    backend sends that backend's planned layers back (`build.revert`), each saying why."""
     if not variant.tuned:  # each entry names the variant; the layout record says why
-        for entry in entries:
-            _to_torch(entry, f"the model keeps {name}, which runs torch here")
+        for entry in table.entries:
+            _to_torch(entry, f"the model keeps {variant.name}, which runs torch here")
+    if variant.without:
+        why = f"the model keeps {variant.name}: {variant.without} did not pay compiled"
+        build.revert(table.plan, variant.without, why)
     return build.layout_record(variant, reason, device, **how)
 
 
@@ -184,7 +189,7 @@ def end_to_end(
         layout = build.layout_record(None, line, device, flags=flags)
         return [], layout, every, _records(every, [], [])
     say(f"layout: {chosen} ({why})")
-    layout = _apply_variant(chosen, entries, why, device, **how)
+    layout = _apply_variant(variants.kind(chosen), table, why, device, **variants.how[chosen])
     picked = [results[m][chosen] for m in modes if chosen in results[m]]
     e2e, reverted = picked, []
     if any(slower(e, alpha) for e in picked):
@@ -215,13 +220,15 @@ def folds_of(original, table: DecisionTable, x) -> list[tuple[str, str]]:
 
 @dataclasses.dataclass
 class _Variants:
-    """The applicable variants (`build.applicable`), built once, and their compile times by
-    mode: a compiled variant's is its first call in that mode, and one Inductor cannot
-    compile is left out, with one line saying why."""
+    """The applicable variants (`build.applicable`), built once, each with how it was built
+    (its folds and compile options), and their compile times by mode: a compiled variant's
+    is its first call in that mode, and one Inductor cannot compile is left out, with one
+    line saying why."""
 
     original: object
     kinds: list
     models: dict
+    how: dict
     say: Callable[[str], None]
     compile_s: dict = dataclasses.field(default_factory=dict)
 
@@ -231,8 +238,14 @@ class _Variants:
             say(f"compiled variants skipped: {why}")
             compiled = False
         kinds = build.applicable(original, table, how["folds"], compiled)
-        models = {v.name: build.build(original, table, v, device, **how) for v in kinds}
-        return cls(original, kinds, models, say)
+        hows = {v.name: how for v in kinds}
+        for v in (v for v in kinds if v.without):
+            hows[v.name] = dict(how, folds=build.folds_without(how["folds"], table, v.without))
+        models = {v.name: build.build(original, table, v, device, **hows[v.name]) for v in kinds}
+        return cls(original, kinds, models, hows, say)
+
+    def kind(self, name: str) -> build.Variant:
+        return next(v for v in self.kinds if v.name == name)
 
     def _compiled(self, x, mode: str) -> dict[str, float]:
         """The compile times of ``mode``, compiling on the first time it is timed."""

@@ -151,3 +151,76 @@ def test_without_inductor_the_compiled_variants_are_skipped_with_one_line(
     assert "compiled variants skipped: no C++ compiler (g++)" in said
     assert not {COMPILED, TUNED_COMPILED} & {e.variant for e in every}
     assert all(e.vs_compiled is None for e in every)
+
+
+def two_convs() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+    )  # fmt: skip
+    with torch.no_grad():
+        for bn in (model[1], model[4]):
+            bn.running_var.uniform_(0.5, 2)
+    return model
+
+
+def two_backend_plan(table: DecisionTable) -> DecisionTable:
+    """``table`` (`im2col_decision`) with a plan that runs the first convolution of
+    `two_convs` on im2col and the second on winograd, both in channels_last."""
+    from convbench.problem.spec import ConvProblem
+
+    second = ConvProblem(batch=2, in_channels=4, out_channels=4, spatial=(8, 8), kernel=(3, 3),
+                         padding=(1, 1))  # fmt: skip
+    entry = table.entries[0]
+    steps = [
+        dict(layer="conv1@0", problem=entry["problem"], backend="im2col", layout="channels_last",
+             arrives="contiguous", convert=True),
+        dict(layer="conv2@3", problem=second.key, backend="winograd", layout="channels_last",
+             arrives="channels_last", convert=False),
+    ]  # fmt: skip
+    plan = {"dtype": "float32", "device": "cpu", "context": entry["context"], "layers": steps}
+    return DecisionTable(table.path, table.entries, table.model, plan=plan)
+
+
+def test_the_compiled_plan_is_also_timed_without_each_of_its_backends(im2col_decision):
+    def names(table, compiled=True):
+        return [v.name for v in build.applicable(two_convs(), table, (), compiled)]
+
+    two = two_backend_plan(im2col_decision())
+    expected = [build.without(b).name for b in ("im2col", "winograd")]
+    assert names(two)[-2:] == expected
+    assert not set(expected) & set(names(two, compiled=False))
+    one = planned(im2col_decision())  # a plan on one backend: without it, no plan is left
+    assert not [n for n in names(one) if "without" in n]
+    part = build.restricted(two, "im2col")
+    assert [s["backend"] for s in part.plan["layers"]] == ["torch", "winograd"]
+    assert [s["backend"] for s in two.plan["layers"]] == ["im2col", "winograd"]  # a copy
+
+
+def test_a_kept_plan_without_a_backend_is_recorded_as_optimize_applies_it(
+    monkeypatch, im2col_decision
+):
+    """The plan without im2col kept: its im2col layer is back on torch in the plan the
+    decisions file holds (saying why), its BatchNorm unfolded, the winograd layer's folded;
+    `optimize` then builds the model tune timed. No compile is run (a stand-in times them)."""
+    monkeypatch.setattr(build, "first_call_s", lambda model, x, mode: 1.0)
+    table = two_backend_plan(im2col_decision())
+    kept = build.without("im2col").name
+    e2e, layout, every, said = variants.end_to_end(
+        two_convs(), table, X, ("inference",), FAST, 0.05, "cpu", [].append,
+        compare=faster(kept),
+    )  # fmt: skip
+    assert layout["variant"] == kept and layout["per_layer"] and layout["compile"]
+    assert layout["folds"] == [["conv2@3", "4"]]
+    first, second = table.plan["layers"]
+    assert first["backend"] == "torch" and first["reverted_from"] == "im2col"
+    assert "did not pay compiled" in first["reason"] and second["backend"] == "winograd"
+    model = two_convs().eval()
+    again = optimize(copy.deepcopy(model), DecisionTable("<t>", table.entries, layout=layout,
+                     plan=table.plan), compile=False)  # fmt: skip
+    first, second = (again[i]._convbench for i in (0, 3))
+    assert set(first.decisions.values()) == {"torch"} and first.bn is None
+    assert "winograd" in second.decisions.values() and second.bn is again[4]
+    with torch.no_grad():
+        assert torch.allclose(again(X), model(X), rtol=1e-5, atol=1e-6)

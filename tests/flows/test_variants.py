@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from convbench.flows import variants
-from convbench.flows.build import TORCH_CL, TUNED, TUNED_CL
+from convbench.flows.build import TORCH_CL, TUNED, TUNED_CL, VARIANTS
 from convbench.flows.variants import (
     GUARDED,
     _apply_variant,
@@ -94,7 +94,7 @@ def test_a_layout_is_kept_only_if_significantly_faster_in_every_mode():
 
 def test_the_layout_alone_sends_every_decision_back_to_torch_saying_why():
     table = entries()
-    layout = _apply_variant(TORCH_CL, table, "faster", "cpu")
+    layout = _apply_variant(VARIANTS[TORCH_CL], DecisionTable("<t>", table), "faster", "cpu")
     assert layout["memory_format"] == "channels_last" and layout["variant"] == TORCH_CL
     assert layout["device"] == "cpu" and layout["context"]["threads"] >= 1
     assert {e["backend"] for e in table} == {"torch"}
@@ -102,8 +102,9 @@ def test_the_layout_alone_sends_every_decision_back_to_torch_saying_why():
     assert table[0]["reason"] == f"the model keeps {TORCH_CL}, which runs torch here"
     assert "reverted_from" not in table[1]
     kept = entries()
-    assert _apply_variant(TUNED, kept, "no", "cpu")["memory_format"] == "contiguous"
-    assert _apply_variant(TUNED_CL, kept, "yes", "cpu")["memory_format"] == "channels_last"
+    for name, memory_format in ((TUNED, "contiguous"), (TUNED_CL, "channels_last")):
+        layout = _apply_variant(VARIANTS[name], DecisionTable("<t>", kept), "no", "cpu")
+        assert layout["memory_format"] == memory_format
     assert kept == entries()
 
 
