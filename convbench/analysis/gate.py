@@ -1,13 +1,15 @@
 """The regression gate of `convbench compare --fail-on-regression`: three outcomes per result and
 for the whole comparison, each with its exit code (pure).
 
-A result is judged against an **anchor** where it has one: the case's baseline backend (the
-vendor's), timed in the same interleaved rounds in both runs (`anchor`). Its time relative
-to the anchor, round by round, does not move with the host's pace, which changes by 20–40%
-between minutes on a shared VM and which the guest cannot see; so a flagged run still gives
-evidence. The anchor itself, and a case without one, is judged on its own time.
+A result is judged against **anchors** where it has them: the library backends of its case
+(vendor kernels: ``dispatch`` recorded) and always the case's baseline backend, timed in the
+same interleaved rounds in both runs (`anchor`). Its time relative to an anchor, round by
+round, does not move with the host's pace, which changes by 20–40% between minutes on a
+shared VM and which the guest cannot see; so a flagged run still gives evidence. The median
+over several anchors does not move with one anchor's jitter between runs. The baseline
+itself, and a case without anchors, is judged on its own time.
 
-* ``regression`` — anchored: slower than the anchor by more than the threshold, the
+* ``regression`` — anchored: slower than its anchors by more than the threshold, the
   interval above 1. Alone: significantly slower (Mann–Whitney at ``alpha``) by more than
   the threshold, on evidence neither run flagged, or, flagged, by more than any disturbance
   has been seen to move a median (`BEYOND_DISTURBANCE`).
@@ -18,8 +20,8 @@ evidence. The anchor itself, and a case without one, is judged on its own time.
   not measured ``ok`` in both runs.
 
 The gate never says ``pass`` on evidence that could not have shown the regression: a change
-that slows a backend and its anchor alike is not in the anchored ratio, and it shows in the
-anchor's own row, which the whole comparison includes. The whole comparison is
+that slows a backend and its anchors alike is not in the anchored ratio, and it shows in the
+baseline's own row, which the whole comparison includes. The whole comparison is
 ``regression`` if any result is, else ``inconclusive`` if any result is, else ``pass``.
 `convbench calibrate --gate` measures its false-alarm and detection rates on this machine.
 """
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,31 +90,58 @@ def _anchored(old: tuple[Mapping, Mapping], new: tuple[Mapping, Mapping]) -> tup
     return ratio, ratio * math.exp(-half), ratio * math.exp(half)
 
 
+def _against(pairs: list[tuple], refs: Sequence[str]) -> tuple[float, ...]:
+    """One result's `_anchored` figure against each of ``refs`` (``pairs``: per side, the
+    rows by backend), combined: the median of the log ratios, and the median of the
+    intervals' log half-widths. A reference that jittered in one run moves one of the
+    ratios, not their median."""
+    found = [
+        f for f in (_anchored(*[(side[0], side[1][r]) for side in pairs]) for r in refs)
+        if not math.isnan(f[0])
+    ]  # fmt: skip
+    if not found:
+        return math.nan, math.nan, math.nan
+    ratio = math.exp(float(np.median([math.log(f[0]) for f in found])))
+    half = float(np.median([math.log(f[2] / f[1]) / 2 for f in found]))
+    return ratio, ratio * math.exp(-half), ratio * math.exp(half)
+
+
 def anchor(cmp: pd.DataFrame, old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """``cmp`` (`compare_runs` of ``old`` and ``new``, with raw samples) with each result's
-    time relative to an anchor timed beside it, new run over old (`_anchored`): the case's
-    baseline backend (`baseline_backend` among those ``ok`` in both runs), whose own rows
-    get none. A host that changed pace between the runs moves a raw ratio, not an anchored
-    one; a change in the anchor itself shows in its own row."""
+    time relative to anchors timed beside it, new run over old (`_against`): the case's
+    library backends (those whose vendor kernel is recorded, ``dispatch``) measured ``ok``
+    in both runs, other than itself, and always its baseline backend (`baseline_backend`),
+    whose own row gets none: it is judged alone, with ``case_ratio`` its figure against the
+    rest of its case. A host that changed pace between the runs moves a raw ratio, not an
+    anchored one; one anchor's jitter between runs moves one of a result's ratios, not
+    their median; a change in the baseline itself shows in its own row."""
     sides = [
         {(tuple(r[k] for k in KEYS), r["backend"]): r for r in keyed(f).to_dict("records")
          if r["status"] == "ok"}
         for f in (old, new)
     ]  # fmt: skip
     in_both: dict[tuple, set] = defaultdict(set)
+    library: dict[tuple, set] = defaultdict(set)
     for key, backend in sides[0].keys() & sides[1].keys():
         in_both[key].add(backend)
-    columns: dict[str, list] = {name: [] for name in ANCHORED}
+        if isinstance(sides[1][(key, backend)].get("dispatch"), str):
+            library[key].add(backend)
+    columns: dict[str, list] = {name: [] for name in (*ANCHORED, "case_ratio")}
     for row in cmp.to_dict("records"):
-        key = tuple(row[k] for k in KEYS)
+        key, backend = tuple(row[k] for k in KEYS), row["backend"]
         name = baseline_backend(in_both[key], row["device"]) if in_both[key] else None
-        figures = (math.nan,) * 3
-        if name not in (None, row["backend"]) and row["backend"] in in_both[key]:
-            pairs = [(side[(key, row["backend"])], side[(key, name)]) for side in sides]
-            figures = _anchored(*pairs)
-        columns["anchor"].append(None if math.isnan(figures[0]) else name)
+        pairs = [(side.get((key, backend)), {b: side[(key, b)] for b in in_both[key]})
+                 for side in sides]  # fmt: skip
+        refs: list[str] = []
+        if name not in (None, backend) and backend in in_both[key]:
+            refs = sorted(({name} | library[key]) & in_both[key] - {backend})
+        figures = _against(pairs, refs) if refs else (math.nan,) * 3
+        others = sorted(in_both[key] - {backend})
+        case = _against(pairs, others)[0] if backend == name and others else math.nan
+        columns["anchor"].append(None if math.isnan(figures[0]) else ", ".join(refs))
         for column, value in zip(ANCHORED[1:], figures, strict=True):
             columns[column].append(value)
+        columns["case_ratio"].append(case)
     return _widened(cmp.assign(**columns))
 
 
@@ -120,18 +149,38 @@ def anchor(cmp: pd.DataFrame, old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFr
 MIN_SPREAD_RESULTS = 5
 
 
+#: The fewest anchored results of one backend whose own median `_deviations` centres them on.
+MIN_BACKEND_RESULTS = 3
+
+
+def _deviations(cmp: pd.DataFrame) -> np.ndarray:
+    """The anchored log ratios less each backend's own median over its cases (the
+    comparison's median for a backend with fewer than `MIN_BACKEND_RESULTS`), scaled by
+    √(n/(n−1)) for the median they lost. A change slows a backend across its cases; it
+    moves that backend's median, not these deviations, which are the jitter between runs."""
+    rows = cmp.dropna(subset=["anchored_ratio"])
+    logs = np.log(rows["anchored_ratio"].to_numpy(dtype=float))
+    groups = rows["backend"].to_numpy() if "backend" in rows else np.zeros(len(logs))
+    found = logs - (np.median(logs) if len(logs) else 0.0)
+    for name in set(groups):
+        mine = groups == name
+        if (n := int(mine.sum())) >= MIN_BACKEND_RESULTS:
+            found[mine] = (logs[mine] - np.median(logs[mine])) * math.sqrt(n / (n - 1))
+    return found
+
+
 def _widened(cmp: pd.DataFrame) -> pd.DataFrame:
     """Anchored intervals widened by the spread between runs. Each run places its tensors
-    anew, and a result's ratio to its anchor moves by about 2% from run to run on the
+    anew, and a result's ratio to its anchors moves by about 2% from run to run on the
     development VM although nothing changed (`convbench calibrate --gate`), which no sample
     of one run shows. Its size here: the robust spread (1.4826 × the median absolute
-    deviation) of the comparison's anchored log ratios, added in quadrature to each
-    interval's half-width at 95%. Needs `MIN_SPREAD_RESULTS` anchored results;
-    ``anchored_spread`` says what was added (0 with fewer)."""
-    logs = np.log(cmp["anchored_ratio"].dropna().to_numpy(dtype=float))
+    deviation) of the comparison's `_deviations`, added in quadrature to each interval's
+    half-width at 95%. Needs `MIN_SPREAD_RESULTS` anchored results; ``anchored_spread``
+    says what was added (0 with fewer)."""
+    found = _deviations(cmp)
     spread = 0.0
-    if len(logs) >= MIN_SPREAD_RESULTS:
-        spread = 1.4826 * float(np.median(np.abs(logs - np.median(logs))))
+    if len(found) >= MIN_SPREAD_RESULTS:
+        spread = 1.4826 * float(np.median(np.abs(found)))
     if spread == 0.0:
         return cmp.assign(anchored_spread=spread)
     ratio = cmp["anchored_ratio"]
@@ -166,7 +215,9 @@ def _anchored_result(row: Mapping, threshold: float) -> tuple[str, str]:
     the anchor's own row."""
     limit = 1.0 + threshold
     ratio, low, high = (float(row[c]) for c in ANCHORED[1:])
-    against = f"{_figure(ratio, low, high)} against {row['anchor']} timed beside it"
+    names = str(row["anchor"]).split(", ")
+    anchors = names[0] if len(names) == 1 else f"the median of {', '.join(names)}"
+    against = f"{_figure(ratio, low, high)} against {anchors} timed beside it"
     alone = f"alone {_figure(row['ratio'], row['ci_low'], row['ci_high'])}"
     if ratio > limit and low > 1.0:
         return "regression", f"slower beyond {threshold:.0%}: {against} ({alone})"
@@ -204,25 +255,17 @@ def _alone_result(row: Mapping, threshold: float) -> tuple[str, str]:
     )
 
 
-def _case_moved_along(row: Mapping, rows: list[Mapping]) -> str | None:
-    """For an anchor judged slower alone: did the backends anchored to it in its case move
-    with it? Their anchored ratios stay near 1 when the whole case moved (the host's pace,
-    or a change they all share), and fall to 1 / its ratio when the anchor alone did. Says
-    so in words when the first is nearer, else None."""
-    key = tuple(row[k] for k in KEYS)
-    anchored = [
-        float(r["anchored_ratio"])
-        for r in rows
-        if r.get("anchor") == row["backend"] and tuple(r[k] for k in KEYS) == key
-    ]
-    if not anchored:
-        return None
-    middle = float(np.median(anchored))
-    if abs(math.log(middle)) >= abs(math.log(middle * float(row["ratio"]))):
+def _case_moved_along(row: Mapping, threshold: float) -> str | None:
+    """For a baseline judged slower alone: did the rest of its case move with it? Its
+    ``case_ratio`` (`anchor`) within ``threshold`` says the whole case moved — the host's
+    pace, or a change they all share —, which one pair of runs cannot tell apart; says so
+    in words, else None."""
+    case = row.get("case_ratio", math.nan)
+    if case is None or math.isnan(case) or case > 1.0 + threshold:
         return None
     return (
-        f"but the {len(anchored)} other backend(s) of its case moved with it (median "
-        f"{middle:.3f}× against it): the host's pace, or a change they share; measure again"
+        f"but the rest of its case moved with it ({case:.3f}× against it): the host's pace, "
+        "or a change they share; measure again"
     )
 
 
@@ -233,11 +276,10 @@ def gate(cmp: pd.DataFrame, threshold: float) -> pd.DataFrame:
     ``inconclusive`` where the rest of its case moved with it (`_case_moved_along`)."""
     both = (cmp["status_old"] == "unsupported") & (cmp["status_new"] == "unsupported")
     cmp = cmp[~both]  # a backend neither run could run here: nothing to judge
-    rows = cmp.to_dict("records")
     judged = []
-    for row in rows:
+    for row in cmp.to_dict("records"):
         outcome, why = gate_result(row, threshold)
-        along = _case_moved_along(row, rows) if outcome == "regression" else None
+        along = _case_moved_along(row, threshold) if outcome == "regression" else None
         judged.append(("inconclusive", f"{why}, {along}") if along else (outcome, why))
     out = cmp.copy()
     out["gate"] = [outcome for outcome, _ in judged]

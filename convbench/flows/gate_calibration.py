@@ -101,23 +101,28 @@ class GateCalibration:
         return True
 
 
-def _renamed(frame: pd.DataFrame, backend: str, as_name: str) -> pd.DataFrame:
-    """``frame``'s rows of ``backend`` as ``as_name``'s, the anchors' rows kept, each keyed
-    by its problem and backend, so that `compare_runs` matches them across runs."""
-    rows = frame[frame["backend"].isin([backend, *MEASURED])]
-    rows = rows[(rows["backend"] == backend) | (rows["backend"] != as_name)]
-    rows = rows.assign(backend=rows["backend"].replace({backend: as_name}))
-    key = rows[list(KEYS)].astype(str).agg("/".join, axis=1) + "/" + rows["backend"]
-    return rows.assign(result_key=key)
+def _injected(old: pd.DataFrame, new: pd.DataFrame, injected: int) -> tuple:
+    """The two runs as if a change had slowed ``torch`` by ``injected``%: ``old`` without
+    that slowed backend, ``new`` with it in place of ``torch``, each row keyed by its problem
+    and backend so that `compare_runs` matches them across runs; the other backends stay,
+    the anchors among them."""
+    slowed = SLOWED[injected]
+    old = old[old["backend"] != slowed]
+    new = new[new["backend"] != "torch"]
+    new = new.assign(backend=new["backend"].replace({slowed: "torch"}))
+    return tuple(
+        f.assign(result_key=f[list(KEYS)].astype(str).agg("/".join, axis=1) + "/" + f["backend"])
+        for f in (old, new)
+    )
 
 
 def compare_pair(old: pd.DataFrame, new: pd.DataFrame, injected: int) -> pd.DataFrame:
     """One pair's comparison with its anchored figures (`convbench.analysis.gate.anchor`):
     A/A (``injected`` 0) over every backend measured in both runs, or ``torch`` of ``old``
-    against ``torch_slowed{injected}`` of ``new``. Nothing in it depends on the threshold
-    but the verdict, which the gate does not read."""
+    against ``torch_slowed{injected}`` of ``new`` (`_injected`). Nothing in it depends on
+    the threshold but the verdict, which the gate does not read."""
     if injected:
-        old, new = _renamed(old, "torch", "torch"), _renamed(new, SLOWED[injected], "torch")
+        old, new = _injected(old, new, injected)
     cmp = gate.anchor(compare_runs(old, new), old, new)
     return cmp if not injected else cmp[cmp["backend"] == "torch"]
 

@@ -69,3 +69,23 @@ def test_a_threshold_is_recommended_only_with_few_false_alarms_and_no_miss(
     false_alarms, detected, missed, meets
 ):
     assert mod.GateCalibration.meets(tallies(false_alarms, detected, missed)) is meets
+
+
+def test_an_injected_pair_keeps_the_other_backends_as_anchors():
+    """torch +10%: the later run's torch_slowed10 stands in for torch; the earlier run's
+    torch stays torch; every other backend stays itself in both, to anchor them."""
+    import pandas as pd
+
+    def run(run_id):
+        rows = [dict(case="c", dtype="float32", device="cpu", direction="forward",
+                     layout="contiguous", backend=b, run_id=run_id, median_ms=1.0)
+                for b in [*mod.MEASURED, *mod.SLOWED.values()]]  # fmt: skip
+        return pd.DataFrame(rows).assign(median_ms=lambda f: f.index + 1.0)
+
+    old, new = mod._injected(run("a"), run("b"), 10)
+    assert sorted(old.backend) == sorted(new.backend) == [
+        "onednn", "torch", "torch_slowed20", "torch_slowed5",
+    ]  # fmt: skip
+    assert old.set_index("backend").median_ms["torch"] == 2.0  # the earlier run's own torch
+    assert new.set_index("backend").median_ms["torch"] == 4.0  # the later run's slowed10
+    assert old.result_key.str.endswith("/torch").sum() == 1
