@@ -149,7 +149,7 @@ def anchor(cmp: pd.DataFrame, old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFr
 MIN_SPREAD_RESULTS = 5
 
 
-#: The fewest anchored results of one backend whose own median `_deviations` centres them on.
+#: The fewest anchored results a backend needs for `_deviations` to centre them on its median.
 MIN_BACKEND_RESULTS = 3
 
 

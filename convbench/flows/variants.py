@@ -7,9 +7,8 @@
   conversions only where the plan switches), with the BatchNorms after tuned layers folded
   into them, and compiled, beside ``torch.compile`` of the original — the plan compiled
   also without each of its backends, since a layer's eager win may not hold inside the
-  compiled graph (`build.without`). A variant replaces the
-  contiguous tuned model only if it is significantly faster than it in every mode it was
-  timed in;
+  compiled graph (`build.without`). A variant replaces the contiguous tuned model only if
+  it is significantly faster than it in every mode it was timed in;
 * **the evidence** (`evidence_flags`): a choice that changes the model rests on rounds
   convbench would not flag (disturbed, too few undisturbed samples, unsteady, off pace —
   `convbench.measure.flags`). Where they are flagged, the modes they rest on are timed
