@@ -174,13 +174,17 @@ def _widened(cmp: pd.DataFrame) -> pd.DataFrame:
     anew, and a result's ratio to its anchors moves by about 2% from run to run on the
     development VM although nothing changed (`convbench calibrate --gate`), which no sample
     of one run shows. Its size here: the robust spread (1.4826 × the median absolute
-    deviation) of the comparison's `_deviations`, added in quadrature to each interval's
-    half-width at 95%. Needs `MIN_SPREAD_RESULTS` anchored results; ``anchored_spread``
-    says what was added (0 with fewer)."""
+    deviation) of the comparison's `_deviations`, less the part of it that each result's own
+    interval already holds (the median within-run variance, taken off in quadrature), added
+    in quadrature to each interval's half-width at 95%. Needs `MIN_SPREAD_RESULTS` anchored
+    results; ``anchored_spread`` says what was added (0 with fewer)."""
     found = _deviations(cmp)
     spread = 0.0
     if len(found) >= MIN_SPREAD_RESULTS:
-        spread = 1.4826 * float(np.median(np.abs(found)))
+        rows = cmp.dropna(subset=["anchored_ratio"])
+        within = np.log(rows["anchored_high"] / rows["anchored_low"]).to_numpy(float) / 3.92
+        total = 1.4826 * float(np.median(np.abs(found)))
+        spread = math.sqrt(max(0.0, total**2 - float(np.median(within**2))))
     if spread == 0.0:
         return cmp.assign(anchored_spread=spread)
     ratio = cmp["anchored_ratio"]

@@ -202,9 +202,10 @@ def test_a_backend_unsupported_in_both_runs_is_left_out_of_the_gate():
 
 
 def test_one_anchor_s_jitter_between_runs_moves_one_ratio_not_their_median():
-    """im2col unchanged; its baseline (onednn_packed) ran 6% faster in the second run (a placement that
-    happened to suit it), the other library backends as before. Against the baseline alone
-    im2col looks 6% slower; against the median of the three library backends it is not."""
+    """im2col unchanged; its baseline (onednn_packed) ran 6% faster in the second run (a
+    placement that happened to suit it), the other library backends as before. Against the
+    baseline alone im2col looks 6% slower; against the median of the three library backends
+    it is not."""
 
     def run(run_id, packed):
         return [
@@ -243,3 +244,21 @@ def test_a_backend_slowed_in_every_case_does_not_widen_the_others_intervals():
     row = {"verdict": "same", "anchor": "onednn", "ratio": 1.0, "ci_low": 0.9, "ci_high": 1.1}
     judged = [gate_result({**row, **r}, 0.05)[0] for r in wide.to_dict("records")]
     assert judged == ["regression"] * 6 + ["pass"] * 6
+
+
+def test_the_spread_between_runs_leaves_out_what_each_interval_already_holds():
+    """Anchored ratios that scatter about as much as their own intervals say: the scatter is
+    the within-run noise those intervals already carry, so nothing is added; with narrow
+    intervals the same scatter is between runs, and is added."""
+    logs = np.array([-0.03, -0.02, -0.013, -0.007, -0.003, 0.0, 0.001, 0.003, 0.007, 0.013])
+    ratios = np.exp(logs)
+
+    def widened(half):
+        cmp = pd.DataFrame({
+            "backend": ["fft"] * len(ratios), "anchored_ratio": ratios,
+            "anchored_low": ratios * np.exp(-half), "anchored_high": ratios * np.exp(half),
+        })  # fmt: skip
+        return _widened(cmp)["anchored_spread"].iloc[0]
+
+    assert widened(1.96 * 0.03) == 0.0  # within-run sd 3%, above the scatter
+    assert 0.005 < widened(0.001) < 0.02  # within-run sd 0.05%: the scatter is between runs
