@@ -30,14 +30,12 @@ from convbench.problem.trace import load_factory
 from convbench.store.decisions import DecisionTable
 
 
-def kept_only(table: DecisionTable, folds: list, keep: set[str] | None) -> tuple:
-    """``table`` (`tuned_table`) and its ``folds`` with the plan's layers on backends outside
-    ``keep`` back on torch, unfolded, as tune builds its plan without a backend
-    (`build.without`); None keeps them all."""
+def kept_only(table: DecisionTable, keep: set[str] | None) -> DecisionTable:
+    """``table`` (`tuned_table`) with the plan's layers on backends outside ``keep`` back on
+    torch, as tune builds its plan without a backend (`build.without`); None keeps them all."""
     for backend in [b for b in build.plan_backends(table) if keep is not None and b not in keep]:
-        folds = build.folds_without(folds, table, backend)
         table = build.restricted(table, backend)
-    return table, folds
+    return table
 
 
 def main() -> None:
@@ -60,9 +58,9 @@ def main() -> None:
     subsets = {"whole plan": None} | {f"plan, {k}": set(k.split(",")) for k in args.keep}
     compiled = build.VARIANTS[build.COMPILED]
     models = {build.COMPILED: build.build(original, table, compiled, "cpu", (), compile_kwargs)}
-    whole = folds_of(original, table, x)  # as tune folds: into the layers off torch only
     for name, keep in subsets.items():
-        part, folds = kept_only(table, whole, keep)
+        part = kept_only(table, keep)
+        folds = folds_of(original, part, x, per_layer=True)  # as tune folds a plan
         variant = build.VARIANTS[build.PLANNED_COMPILED]
         models[name] = build.build(original, part, variant, "cpu", folds, compile_kwargs)
     with torch.no_grad():

@@ -102,13 +102,6 @@ def revert(plan: dict, backend: str, reason: str = "") -> None:
                 step["reason"] = reason
 
 
-def folds_without(folds, table: DecisionTable, backend: str) -> list:
-    """``folds`` less those into the plan's layers on ``backend``: back on torch, such a layer
-    runs PyTorch's own convolution, its BatchNorm after it as in the original."""
-    gone = {s["layer"] for s in table.plan["layers"] if s["backend"] == backend}
-    return [pair for pair in folds if pair[0] not in gone]
-
-
 def applicable(model: nn.Module, table: DecisionTable, folds, compiled: bool) -> list[Variant]:
     """The variants worth timing for ``model``: a fold only where there are ``folds``, a
     channels_last one only with 2-D convolutions, the per-layer plan only where it computes
@@ -169,7 +162,8 @@ def build(
     original: nn.Module, table: DecisionTable, variant: Variant, device: str, folds, compile_kwargs
 ) -> nn.Module:
     """A copy of ``original`` made into ``variant`` (with ``table``'s decisions; ``folds``
-    are the variant's own: `convbench.flows.variants.folds_of` its table)."""
+    are the variant's own: `convbench.flows.variants.folds_of` its table, ``per_layer`` as
+    the variant is)."""
     from convbench.nn import compile_in_place, optimize
 
     if variant.without:

@@ -169,7 +169,7 @@ def end_to_end(
     from convbench.nn import optimize
 
     how = dict(folds=folds_of(original, table, x), compile_kwargs=build.compile_options(modes))
-    variants = _Variants.built(original, table, device, say, compiled, how)
+    variants = _Variants.built(original, table, x, device, say, compiled, how)
     results = {mode: variants.timed(mode, x, config, compare) for mode in modes}
     chosen, why = choose_variant(results, alpha)
     for attempt in range(2, attempts + 1):
@@ -205,15 +205,25 @@ def end_to_end(
     return e2e, layout, every, _records(every, e2e, reverted)
 
 
-def folds_of(original, table: DecisionTable, x) -> list[tuple[str, str]]:
-    """The BatchNorms that may fold into a layer the decisions, or the per-layer plan, take
-    off torch (`convbench.nn.fold.foldable`)."""
-    from convbench.nn.fold import foldable
-
+def off_torch(table: DecisionTable, per_layer: bool = False) -> set[str]:
+    """The layers a variant takes off torch in inference: the decisions' forward layers, or
+    with ``per_layer`` the plan's, where it covers a layer (the decisions' elsewhere)."""
     tuned = {layer for e in table.entries if e["pass"] == "forward" and e["backend"] != BASELINE
              for layer in e.get("layers") or []}  # fmt: skip
-    steps = (table.plan or {}).get("layers", [])
-    tuned |= {s["layer"] for s in steps if s["backend"] != BASELINE}
+    if per_layer:
+        steps = {s["layer"]: s["backend"] for s in (table.plan or {}).get("layers", [])}
+        tuned = {layer for layer in tuned if layer not in steps}
+        tuned |= {layer for layer, backend in steps.items() if backend != BASELINE}
+    return tuned
+
+
+def folds_of(original, table: DecisionTable, x, per_layer: bool = False) -> list[tuple[str, str]]:
+    """The BatchNorms that may fold into a layer the decisions, or with ``per_layer`` the
+    per-layer plan, take off torch (`off_torch`, `convbench.nn.fold.foldable`): a layer left
+    on torch runs PyTorch's own convolution, its BatchNorm after it as in the original."""
+    from convbench.nn.fold import foldable
+
+    tuned = off_torch(table, per_layer)
     return [pair for pair in foldable(original, x) if pair[0] in tuned] if tuned else []
 
 
@@ -232,14 +242,19 @@ class _Variants:
     compile_s: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def built(cls, original, table, device, say, compiled, how) -> _Variants:
+    def built(cls, original, table, x, device, say, compiled, how) -> _Variants:
+        from convbench.nn.fold import foldable
+
         if compiled and (why := build.inductor_unavailable(device)):
             say(f"compiled variants skipped: {why}")
             compiled = False
         kinds = build.applicable(original, table, how["folds"], compiled)
         hows = {v.name: how for v in kinds}
-        for v in (v for v in kinds if v.without):
-            hows[v.name] = dict(how, folds=build.folds_without(how["folds"], table, v.without))
+        pairs = foldable(original, x) if any(v.per_layer for v in kinds) else []
+        for v in (v for v in kinds if v.per_layer):  # the plan's folds, as the plan has them
+            part = build.restricted(table, v.without) if v.without else table
+            tuned = off_torch(part, per_layer=True)
+            hows[v.name] = dict(how, folds=[pair for pair in pairs if pair[0] in tuned])
         models = {v.name: build.build(original, table, v, device, **hows[v.name]) for v in kinds}
         return cls(original, kinds, models, hows, say)
 

@@ -224,3 +224,14 @@ def test_a_kept_plan_without_a_backend_is_recorded_as_optimize_applies_it(
     assert "winograd" in second.decisions.values() and second.bn is again[4]
     with torch.no_grad():
         assert torch.allclose(again(X), model(X), rtol=1e-5, atol=1e-6)
+
+
+def test_a_plan_folds_only_into_the_layers_it_takes_off_torch(im2col_decision):
+    """The first convolution: im2col in the decisions, torch in the plan. A variant of the
+    decisions folds its BatchNorm; a plan variant leaves it to PyTorch's own convolution
+    and folds the second's, which only the plan takes off torch."""
+    table = build.restricted(two_backend_plan(im2col_decision()), "im2col")
+    model = two_convs().eval()
+    assert [list(p) for p in variants.folds_of(model, table, X)] == [["conv1@0", "1"]]
+    planned_folds = variants.folds_of(model, table, X, per_layer=True)
+    assert [list(p) for p in planned_folds] == [["conv2@3", "4"]]
