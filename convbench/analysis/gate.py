@@ -135,9 +135,9 @@ def anchor(cmp: pd.DataFrame, old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFr
         refs: list[str] = []
         if name not in (None, backend) and backend in in_both[key]:
             refs = sorted(({name} | library[key]) & in_both[key] - {backend})
-        figures = _against(pairs, refs) if refs else (math.nan,) * 3
+        figures = _against(pairs, refs)
         others = sorted(in_both[key] - {backend})
-        case = _against(pairs, others)[0] if backend == name and others else math.nan
+        case = _against(pairs, others)[0] if backend == name else math.nan
         columns["anchor"].append(None if math.isnan(figures[0]) else ", ".join(refs))
         for column, value in zip(ANCHORED[1:], figures, strict=True):
             columns[column].append(value)

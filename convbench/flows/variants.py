@@ -167,9 +167,12 @@ def end_to_end(
     the kept model's comparisons, the layout record, every comparison the choice rests on,
     and their records as stored (`_records`)."""
     from convbench.nn import optimize
+    from convbench.nn.fold import foldable
 
-    how = dict(folds=folds_of(original, table, x), compile_kwargs=build.compile_options(modes))
-    variants = _Variants.built(original, table, x, device, say, compiled, how)
+    any_off = off_torch(table) or off_torch(table, per_layer=True)
+    pairs = foldable(original, x) if any_off else []  # one forward, for every variant's folds
+    how = dict(folds=folds_in(pairs, table), compile_kwargs=build.compile_options(modes))
+    variants = _Variants.built(original, table, pairs, device, say, compiled, how)
     results = {mode: variants.timed(mode, x, config, compare) for mode in modes}
     chosen, why = choose_variant(results, alpha)
     for attempt in range(2, attempts + 1):
@@ -217,14 +220,22 @@ def off_torch(table: DecisionTable, per_layer: bool = False) -> set[str]:
     return tuned
 
 
+def folds_in(pairs, table: DecisionTable, per_layer: bool = False) -> list[tuple[str, str]]:
+    """Of the foldable (convolution, BatchNorm) ``pairs`` (`convbench.nn.fold.foldable`),
+    those into a layer the decisions, or with ``per_layer`` the per-layer plan, take off
+    torch (`off_torch`): a layer left on torch runs PyTorch's own convolution, its BatchNorm
+    after it as in the original."""
+    tuned = off_torch(table, per_layer)
+    return [pair for pair in pairs if pair[0] in tuned]
+
+
 def folds_of(original, table: DecisionTable, x, per_layer: bool = False) -> list[tuple[str, str]]:
-    """The BatchNorms that may fold into a layer the decisions, or with ``per_layer`` the
-    per-layer plan, take off torch (`off_torch`, `convbench.nn.fold.foldable`): a layer left
-    on torch runs PyTorch's own convolution, its BatchNorm after it as in the original."""
+    """`folds_in` the pairs ``original`` has on ``x`` (no forward where no layer leaves torch)."""
     from convbench.nn.fold import foldable
 
-    tuned = off_torch(table, per_layer)
-    return [pair for pair in foldable(original, x) if pair[0] in tuned] if tuned else []
+    if not off_torch(table, per_layer):
+        return []
+    return folds_in(foldable(original, x), table, per_layer)
 
 
 @dataclasses.dataclass
@@ -242,19 +253,15 @@ class _Variants:
     compile_s: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def built(cls, original, table, x, device, say, compiled, how) -> _Variants:
-        from convbench.nn.fold import foldable
-
+    def built(cls, original, table, pairs, device, say, compiled, how) -> _Variants:
         if compiled and (why := build.inductor_unavailable(device)):
             say(f"compiled variants skipped: {why}")
             compiled = False
         kinds = build.applicable(original, table, how["folds"], compiled)
         hows = {v.name: how for v in kinds}
-        pairs = foldable(original, x) if any(v.per_layer for v in kinds) else []
         for v in (v for v in kinds if v.per_layer):  # the plan's folds, as the plan has them
             part = build.restricted(table, v.without) if v.without else table
-            tuned = off_torch(part, per_layer=True)
-            hows[v.name] = dict(how, folds=[pair for pair in pairs if pair[0] in tuned])
+            hows[v.name] = dict(how, folds=folds_in(pairs, part, per_layer=True))
         models = {v.name: build.build(original, table, v, device, **hows[v.name]) for v in kinds}
         return cls(original, kinds, models, hows, say)
 
