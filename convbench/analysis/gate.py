@@ -150,23 +150,24 @@ MIN_SPREAD_RESULTS = 5
 
 
 #: The fewest anchored results a backend needs for `_deviations` to centre them on its median.
-MIN_BACKEND_RESULTS = 3
+MIN_BACKEND_RESULTS = 2
 
 
 def _deviations(cmp: pd.DataFrame) -> np.ndarray:
-    """The anchored log ratios less each backend's own median over its cases (the
-    comparison's median for a backend with fewer than `MIN_BACKEND_RESULTS`), scaled by
-    √(n/(n−1)) for the median they lost. A change slows a backend across its cases; it
-    moves that backend's median, not these deviations, which are the jitter between runs."""
+    """The anchored log ratios less each backend's own median over its cases, scaled by
+    √(n/(n−1)) for the median they lost; a backend with fewer than `MIN_BACKEND_RESULTS`
+    gives none. A change slows a backend across its cases; it moves that backend's median,
+    not these deviations, which are the jitter between runs. (Centred on the comparison's
+    median instead, a backend that a change slowed would widen every interval.)"""
     rows = cmp.dropna(subset=["anchored_ratio"])
     logs = np.log(rows["anchored_ratio"].to_numpy(dtype=float))
     groups = rows["backend"].to_numpy() if "backend" in rows else np.zeros(len(logs))
-    found = logs - (np.median(logs) if len(logs) else 0.0)
+    found = [np.empty(0)]
     for name in set(groups):
-        mine = groups == name
-        if (n := int(mine.sum())) >= MIN_BACKEND_RESULTS:
-            found[mine] = (logs[mine] - np.median(logs[mine])) * math.sqrt(n / (n - 1))
-    return found
+        mine = logs[groups == name]
+        if (n := len(mine)) >= MIN_BACKEND_RESULTS:
+            found.append((mine - np.median(mine)) * math.sqrt(n / (n - 1)))
+    return np.concatenate(found)
 
 
 def _widened(cmp: pd.DataFrame) -> pd.DataFrame:

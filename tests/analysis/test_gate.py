@@ -262,3 +262,20 @@ def test_the_spread_between_runs_leaves_out_what_each_interval_already_holds():
 
     assert widened(1.96 * 0.03) == 0.0  # within-run sd 3%, above the scatter
     assert 0.005 < widened(0.001) < 0.02  # within-run sd 0.05%: the scatter is between runs
+
+
+def test_two_cases_per_backend_are_enough_to_keep_a_slowed_backend_out_of_the_spread():
+    """A suite of two cases: torch slowed 20% in both, two other backends moved a little
+    each. The spread comes from each backend's two results about their own median, so the
+    slowdown does not widen the intervals into `inconclusive` (seen in `calibrate --gate`'s
+    test when they were centred on the comparison's median)."""
+    ratios = np.array([1.20, 1.21, 0.97, 0.98, 1.04, 1.05])
+    cmp = pd.DataFrame({
+        "backend": ["torch"] * 2 + ["fft"] * 2 + ["winograd"] * 2, "anchored_ratio": ratios,
+        "anchored_low": ratios * 0.99, "anchored_high": ratios * 1.01,
+    })  # fmt: skip
+    wide = _widened(cmp)
+    assert wide["anchored_spread"].iloc[0] < 0.02
+    row = {"verdict": "same", "anchor": "onednn", "ratio": 1.0, "ci_low": 0.9, "ci_high": 1.1}
+    judged = [gate_result({**row, **r}, 0.05)[0] for r in wide.to_dict("records")]
+    assert judged[:2] == ["regression", "regression"]
