@@ -228,6 +228,20 @@ def test_one_anchor_s_jitter_between_runs_moves_one_ratio_not_their_median():
     assert gated.loc["torch", "anchor"] == "onednn, onednn_packed"
 
 
+def widened_and_judged(backends, ratios, half):
+    """Anchored results of ``backends`` at ``ratios``, each with an interval of log
+    half-width ``half``, widened (`_widened`): the spread added, and each one's outcome."""
+    ratios = np.asarray(ratios)
+    cmp = pd.DataFrame({
+        "backend": backends, "anchored_ratio": ratios,
+        "anchored_low": ratios * np.exp(-half), "anchored_high": ratios * np.exp(half),
+    })  # fmt: skip
+    wide = _widened(cmp)
+    row = {"verdict": "same", "anchor": "onednn", "ratio": 1.0, "ci_low": 0.9, "ci_high": 1.1}
+    judged = [gate_result({**row, **r}, 0.05)[0] for r in wide.to_dict("records")]
+    return wide["anchored_spread"].iloc[0], judged
+
+
 def test_a_backend_slowed_in_every_case_does_not_widen_the_others_intervals():
     """Half the anchored results are one backend slowed 10% in each of its cases: the spread
     between runs is each backend's scatter about its own median (1%), not the gap between
@@ -235,14 +249,8 @@ def test_a_backend_slowed_in_every_case_does_not_widen_the_others_intervals():
     rng = np.random.default_rng(0)
     ratios = np.concatenate([1.10 * (1 + rng.uniform(-0.01, 0.01, 6)),
                              1.00 * (1 + rng.uniform(-0.01, 0.01, 6))])  # fmt: skip
-    cmp = pd.DataFrame({
-        "backend": ["fft"] * 6 + ["winograd"] * 6, "anchored_ratio": ratios,
-        "anchored_low": ratios * 0.995, "anchored_high": ratios * 1.005,
-    })  # fmt: skip
-    wide = _widened(cmp)
-    assert wide["anchored_spread"].iloc[0] < 0.02
-    row = {"verdict": "same", "anchor": "onednn", "ratio": 1.0, "ci_low": 0.9, "ci_high": 1.1}
-    judged = [gate_result({**row, **r}, 0.05)[0] for r in wide.to_dict("records")]
+    spread, judged = widened_and_judged(["fft"] * 6 + ["winograd"] * 6, ratios, 0.005)
+    assert spread < 0.02
     assert judged == ["regression"] * 6 + ["pass"] * 6
 
 
@@ -254,11 +262,7 @@ def test_the_spread_between_runs_leaves_out_what_each_interval_already_holds():
     ratios = np.exp(logs)
 
     def widened(half):
-        cmp = pd.DataFrame({
-            "backend": ["fft"] * len(ratios), "anchored_ratio": ratios,
-            "anchored_low": ratios * np.exp(-half), "anchored_high": ratios * np.exp(half),
-        })  # fmt: skip
-        return _widened(cmp)["anchored_spread"].iloc[0]
+        return widened_and_judged(["fft"] * len(ratios), ratios, half)[0]
 
     assert widened(1.96 * 0.03) == 0.0  # within-run sd 3%, above the scatter
     assert 0.005 < widened(0.001) < 0.02  # within-run sd 0.05%: the scatter is between runs
@@ -269,13 +273,7 @@ def test_two_cases_per_backend_are_enough_to_keep_a_slowed_backend_out_of_the_sp
     each. The spread comes from each backend's two results about their own median, so the
     slowdown does not widen the intervals into `inconclusive` (seen in `calibrate --gate`'s
     test when they were centred on the comparison's median)."""
-    ratios = np.array([1.20, 1.21, 0.97, 0.98, 1.04, 1.05])
-    cmp = pd.DataFrame({
-        "backend": ["torch"] * 2 + ["fft"] * 2 + ["winograd"] * 2, "anchored_ratio": ratios,
-        "anchored_low": ratios * 0.99, "anchored_high": ratios * 1.01,
-    })  # fmt: skip
-    wide = _widened(cmp)
-    assert wide["anchored_spread"].iloc[0] < 0.02
-    row = {"verdict": "same", "anchor": "onednn", "ratio": 1.0, "ci_low": 0.9, "ci_high": 1.1}
-    judged = [gate_result({**row, **r}, 0.05)[0] for r in wide.to_dict("records")]
+    backends = ["torch"] * 2 + ["fft"] * 2 + ["winograd"] * 2
+    spread, judged = widened_and_judged(backends, [1.20, 1.21, 0.97, 0.98, 1.04, 1.05], 0.01)
+    assert spread < 0.02
     assert judged[:2] == ["regression", "regression"]
