@@ -55,28 +55,47 @@ EXIT_CODES: Mapping[str, int] = {"pass": 0, "regression": 1, "inconclusive": 3}
 ANCHORED = ("anchor", "anchored_ratio", "anchored_low", "anchored_high")
 
 
+#: The fewest shared rounds from which `round_ratio` takes one figure per round; with fewer
+#: (a store from before `TimingConfig.min_rounds` was 20) it takes one per sample.
+MIN_ROUNDS = 6
+
+
 def round_ratio(x: Mapping, anchor: Mapping, confidence: float = 0.95) -> tuple[float, ...]:
-    """``x / anchor`` for two results timed in the same interleaved rounds: each sample of
-    ``x`` over the anchor's median in the sample's round, then the median of these ratios
+    """``x / anchor`` for two results timed in the same interleaved rounds: in each round,
+    the median of ``x``'s samples over the anchor's median, then the median of these ratios
     with its order-statistic interval (`convbench.analysis.stats.median_ci`). A pace the
-    host keeps for a round moves a sample and its round's anchor alike, so it cancels.
-    NaNs without shared rounds."""
+    host keeps for a round moves a sample and its round's anchor alike, so it cancels. The
+    round is the unit: a fast kernel's samples of one round are taken within milliseconds
+    and move together, so counted one by one they would give an interval too narrow (the
+    ratio then moves between runs by more than it says). With fewer than `MIN_ROUNDS`
+    shared rounds, one ratio per sample. NaNs without shared rounds."""
     rounds = _paired_rounds(x, anchor)
     if rounds is None:
         return math.nan, math.nan, math.nan
-    by_round: dict[int, list[float]] = defaultdict(list)
-    for value, mark in zip(_samples(anchor), rounds[1], strict=True):
-        by_round[mark].append(value)
-    pace = {mark: float(np.median(values)) for mark, values in by_round.items()}
-    logs = [
-        math.log(value / pace[mark])
-        for value, mark in zip(_samples(x), rounds[0], strict=True)
-        if mark in pace
+    medians = [
+        _round_medians(_samples(r), marks) for r, marks in ((x, rounds[0]), (anchor, rounds[1]))
     ]
+    shared = medians[0].keys() & medians[1].keys()
+    if len(shared) >= MIN_ROUNDS:
+        logs = [math.log(medians[0][m] / medians[1][m]) for m in shared]
+    else:
+        logs = [
+            math.log(value / medians[1][mark])
+            for value, mark in zip(_samples(x), rounds[0], strict=True)
+            if mark in medians[1]
+        ]
     low, high = stats.median_ci(logs, confidence) if logs else (math.nan, math.nan)
     if math.isnan(low):
         return math.nan, math.nan, math.nan
     return math.exp(float(np.median(logs))), math.exp(low), math.exp(high)
+
+
+def _round_medians(samples: Sequence[float], marks: Sequence[int]) -> dict[int, float]:
+    """Each round's median of ``samples`` (``marks``: the round of each)."""
+    by_round: dict[int, list[float]] = defaultdict(list)
+    for value, mark in zip(samples, marks, strict=True):
+        by_round[mark].append(value)
+    return {mark: float(np.median(values)) for mark, values in by_round.items()}
 
 
 def _anchored(old: tuple[Mapping, Mapping], new: tuple[Mapping, Mapping]) -> tuple[float, ...]:
@@ -171,13 +190,15 @@ def _deviations(cmp: pd.DataFrame) -> np.ndarray:
 
 
 def _widened(cmp: pd.DataFrame) -> pd.DataFrame:
-    """Anchored intervals widened by the spread between runs. Each run places its tensors
-    anew, and a result's ratio to its anchors moves by about 2% from run to run on the
-    development VM although nothing changed (`convbench calibrate --gate`), which no sample
-    of one run shows. Its size here: the robust spread (1.4826 × the median absolute
-    deviation) of the comparison's `_deviations`, less the part of it that each result's own
-    interval already holds (the median within-run variance, taken off in quadrature), added
-    in quadrature to each interval's half-width at 95%. Needs `MIN_SPREAD_RESULTS` anchored
+    """Anchored intervals widened by whatever spread between runs they do not already hold.
+    Taken over 20 rounds (`TimingConfig.min_rounds`) one figure a round, the intervals held
+    the runs' scatter on the development VM (`convbench calibrate --gate`: nothing added);
+    over 3 rounds, one figure a sample, a ratio moved by about 2% from run to run beyond
+    them. A store, or a host, where they do not is caught here. Its size: the robust spread
+    (1.4826 × the median absolute deviation) of the comparison's `_deviations`, less the
+    part of it that each result's own interval already holds (the median within-run
+    variance, taken off in quadrature), added in quadrature to each interval's half-width
+    at 95%. Needs `MIN_SPREAD_RESULTS` anchored
     results; ``anchored_spread`` says what was added (0 with fewer)."""
     found = _deviations(cmp)
     spread = 0.0

@@ -45,8 +45,15 @@ class TimingConfig:
     ``max_drift``: a measurement whose successive stretches of samples have medians further
     apart than this (max/min - 1) is flagged unsteady (`convbench.measure.engine.stretch_drift`).
     ``round_s``, ``min_rounds``: functions timed together (`measure_interleaved`) take turns,
-    each turn a burst of about ``round_s`` of samples; a function stops no earlier than after
-    ``min_rounds`` turns, so its samples span the group's time.
+    each turn a burst of about ``round_s`` of samples (at most ``max_samples // min_rounds``).
+    A function whose turns hold several samples (a fast kernel) stops no earlier than after
+    ``min_rounds`` turns: the samples of one turn are taken within milliseconds of each other
+    and move together, so a comparison's interval comes from the turns
+    (`convbench.analysis.gate.round_ratio`); the ratio of two fast kernels measured over 3
+    turns moved by 0.6–2.1% (standard deviation) between back-to-back measurements on the
+    development VM, over 20 turns 0.25–0.46% (``benchmarks/round_span.py``). A function
+    with one sample per turn (a slow call) is governed by
+    ``min_samples``.
     ``max_pace``: a CPU measurement during which the host ran a fixed reference kernel more
     than this share slower (or faster) than it usually does is flagged off-pace
     (`convbench.measure.pace`).
@@ -81,7 +88,7 @@ class TimingConfig:
     )  # fmt: skip
     max_drift: float = 0.10
     round_s: float = 0.005
-    min_rounds: int = 3
+    min_rounds: int = 20
     floor_samples: int = 0
     max_pace: float = option(
         0.10, "--max-pace", "max_pace", "flag a result measured while the host ran a fixed "

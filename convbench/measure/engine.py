@@ -129,6 +129,13 @@ class Measurement:
         return self.clock_overhead_ns / sample_ns if sample_ns > 0 else math.inf
 
 
+def per_round_cap(config: TimingConfig) -> int:
+    """The most samples one function takes in one turn of `measure_interleaved`: few enough
+    that ``min_rounds`` turns fit in ``max_samples`` (a fast kernel's turn is shorter than
+    ``round_s`` then)."""
+    return max(1, config.max_samples // config.min_rounds)
+
+
 def _ci_is_narrow(ordered_ms: list[float], config: TimingConfig) -> bool:
     """The stop test on already-sorted samples: the median's CI within ``±rel_ci``."""
     n = len(ordered_ms)
@@ -306,7 +313,7 @@ class _Track:
         as fit in ``burst_ns`` (at least one). Alone, one sample per round, no re-warm."""
         t0 = clock.now_ns()
         sample_ns = max(self.warmup[2] * self.block, 1.0)
-        n = 1 if single else max(1, min(round(burst_ns / sample_ns), config.max_samples))
+        n = 1 if single else max(1, min(round(burst_ns / sample_ns), per_round_cap(config)))
         if not single and flush is None and n > 1:
             # Re-warm: the first calls after a switch run up to ~20% slow and recover over
             # a few more; a fifth of the burst (at least two blocks) absorbs that.
@@ -343,7 +350,10 @@ class _Track:
         return replace(m, pace_us=pace_us, pace=pace, off_pace=off)
 
     def _check_stop(self, config) -> None:
-        enough_rounds = self.n_rounds >= config.min_rounds
+        # One sample per turn (a slow call): the turns are the samples, and min_samples
+        # governs. Several per turn: they move together, so the turns must be enough.
+        one_each = len(self.clean) + len(self.discarded) <= self.n_rounds
+        enough_rounds = one_each or self.n_rounds >= config.min_rounds
         if (
             len(self.clean) >= config.min_samples
             and enough_rounds

@@ -14,6 +14,7 @@ import pytest
 from convbench.analysis.compare import compare_runs
 from convbench.analysis.gate import (
     EXIT_CODES,
+    MIN_ROUNDS,
     _widened,
     anchor,
     gate,
@@ -121,6 +122,22 @@ def test_round_ratio_cancels_a_pace_the_rounds_share():
     assert ratio == pytest.approx(1.2, rel=0.01) and low < ratio < high
     assert high / low < 1.03
     assert all(math.isnan(v) for v in round_ratio(x, {**a, "run_id": "other"}))
+
+
+def test_round_ratio_takes_the_round_as_its_unit():
+    """A fast kernel's samples of one round move together: here each round of ``x`` is off
+    its anchor by ±2% (alternating), 50 samples a round each within ±1%. One ratio per
+    round gives an interval that holds that scatter; one per sample (1000 of them) would
+    call the ratio known to a few tenths of a percent."""
+    rounds = 20
+    x = timed("a", "torch", 1.0, [1.02, 0.98] * (rounds // 2), per_round=50)
+    a = timed("a", "onednn", 1.0, [1.0] * rounds, per_round=50)
+    ratio, low, high = round_ratio(x, a)
+    assert low <= 0.985 and high >= 1.015 and low < ratio < high
+    # three rounds (a store from before 20 were the minimum): one ratio per sample
+    few = [timed("a", b, 1.0, [1.02, 0.98, 1.02][:rounds], per_round=50) for b in ("x", "y")]
+    _, low, high = round_ratio(*few)
+    assert high / low < 1.01 and MIN_ROUNDS > 3
 
 
 @pytest.mark.parametrize("slowdown", [1.10, 1.20])

@@ -8,7 +8,12 @@ import pytest
 from convbench.analysis.stats import summarize
 from convbench.measure.clocks import FakeClock, measure_overhead
 from convbench.measure.config import TimingConfig
-from convbench.measure.engine import block_size_for, measure, measure_interleaved
+from convbench.measure.engine import (
+    block_size_for,
+    measure,
+    measure_interleaved,
+    per_round_cap,
+)
 
 MS = 1_000_000  # ns
 
@@ -281,7 +286,8 @@ def test_interleaved_functions_take_turns_in_bursts():
     config = TimingConfig(warmup_s=0, min_samples=6, max_time_s=1.0, round_s=0.005)
     a, b = measure_interleaved(fns, config, clock)
     assert a.stop_reason == b.stop_reason == "ci"  # constant cost: narrow at once
-    assert a.rounds == b.rounds == tuple(r for r in range(3) for _ in range(5))  # min_rounds
+    # min_rounds: several samples a turn, so 20 turns however narrow the CI was sooner
+    assert a.rounds == b.rounds == tuple(r for r in range(20) for _ in range(5))
     turns = "".join(log[2:])  # after each function's single warmup call
     runs = [turns[i : i + 7] for i in range(0, len(turns), 7)]
     assert all(len(set(run)) == 1 and len(run) == 7 for run in runs)
@@ -300,7 +306,7 @@ def test_a_function_leaves_the_rotation_when_its_ci_is_narrow():
 
     clock = FakeClock(cost)
     fns = [lambda: log.append("a"), lambda: log.append("b")]
-    config = TimingConfig(warmup_s=0, min_samples=6, max_time_s=0.5, rel_ci=0.01)
+    config = TimingConfig(warmup_s=0, min_samples=6, max_time_s=0.5, rel_ci=0.01, min_rounds=3)
     a, b = measure_interleaved(fns, config, clock)
     assert a.stop_reason == "ci" and max(a.rounds) == 2  # three rounds, then done
     assert b.stop_reason in ("time_cap", "max_samples") and max(b.rounds) > 2
@@ -317,3 +323,26 @@ def test_a_slow_function_meets_its_own_time_cap():
     assert fast.stop_reason == "ci" and fast.n_samples >= 10
     assert slow.stop_reason == "time_cap" and slow.n_samples == 3  # 3 × 200 ms > 0.5 s
     assert slow.rounds == (0, 1, 2)  # one sample per turn when a sample outlasts round_s
+
+
+def test_a_fast_kernel_samples_over_min_rounds_turns_within_max_samples():
+    """0.01 ms calls would fill a 5 ms turn with 500 samples, and `max_samples` (1000) after
+    two turns: a turn holds at most max_samples // min_rounds samples, so the measurement
+    spans min_rounds turns."""
+    clock = FakeClock(MS // 100)
+    config = TimingConfig(warmup_s=0, max_time_s=1.0)
+    a, b = measure_interleaved([noop, noop], config, clock)
+    assert per_round_cap(config) == 50
+    assert a.stop_reason == b.stop_reason == "ci"
+    assert len(set(a.rounds)) == config.min_rounds == 20
+    assert max(a.rounds.count(r) for r in set(a.rounds)) <= 50
+
+
+def test_min_rounds_does_not_hold_a_call_that_fills_its_turn():
+    """One sample per turn (a call longer than round_s): the turns are the samples, and
+    min_samples, not min_rounds, says when enough were taken."""
+    clock = FakeClock(10 * MS)
+    config = TimingConfig(warmup_s=0, min_samples=10, max_time_s=5.0)
+    a, b = measure_interleaved([noop, noop], config, clock)
+    assert a.stop_reason == b.stop_reason == "ci"
+    assert a.n_samples == 10 and a.rounds == tuple(range(10))
