@@ -273,7 +273,8 @@ def _alone_result(row: Mapping, threshold: float) -> tuple[str, str]:
             f"flagged ({row.get('flag') or 'disturbed'}): its evidence cannot rule out a "
             f"{threshold:.0%} regression ({figure})"
         )
-    if not math.isnan(high) and high <= limit:
+    if not math.isnan(high) and max(high, ratio) <= limit:  # the medians' ratio too: it
+        # is another estimate than the interval's (Hodges–Lehmann) and can lie outside it
         return "pass", f"95% CI ends at {high:.3f}× ≤ {limit:.3f}×"
     return "inconclusive", (
         f"95% CI reaches {high:.3f}×, past {limit:.3f}×: too noisy to rule out a "

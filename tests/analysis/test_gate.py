@@ -46,6 +46,15 @@ def test_a_tight_unchanged_result_passes():
     assert (row.gate, outcome) == ("pass", "pass") and "95% CI ends at" in row.gate_reason
 
 
+def test_a_result_alone_whose_medians_moved_past_the_threshold_never_passes():
+    """The ratio of the medians is not the interval's estimate (Hodges–Lehmann) and can lie
+    outside it, as a skewed pair of runs gave: 1.054× against [1.037–1.050]."""
+    row = {"verdict": "same", "ratio": 1.054, "ci_low": 1.037, "ci_high": 1.050}
+    row.update(p_value=0.2, significant=False, flagged=False)
+    assert gate_result(row, 0.05)[0] == "inconclusive"
+    assert gate_result({**row, "ratio": 1.04}, 0.05)[0] == "pass"
+
+
 @pytest.mark.parametrize("slowdown", [1.10, 1.20])
 def test_a_clean_slowdown_beyond_the_threshold_is_a_regression(slowdown):
     row, outcome = judged(results("a", 0.01), results("b", 0.01, scale=slowdown, seed=1))
