@@ -179,7 +179,15 @@ def conv(
 ) -> torch.Tensor:
     bn = None if bn_mean is None else (bn_weight, bn_bias, bn_mean, bn_var, bn_eps)
     args = _conv(stride, padding, dilation, groups)
-    plans, backend = plans_of(key), backends.split(",")[0]
+    return forward(x, weight, bias, args, backends.split(",")[0], key, bn, keep)
+
+
+def forward(x, weight, bias, args: Conv, backend: str, key: int, bn=None, keep=False):
+    """What ``convbench::conv`` computes: ``backend``'s forward of the layer ``key`` (with
+    ``bn``, the BatchNorm folded in; with ``keep``, keeping what its weight gradient may
+    reuse). A tuned layer calls it directly in eager inference, where the operator's
+    dispatch (~80 µs a call on the development CPU) buys nothing."""
+    plans = plans_of(key)
     # a plan that serves the weight gradient too is prepared for both, as tune measured it
     plan = plans.plan(backend, "train" if keep else PASS_NAMES[0], x, weight, bias, args, bn)
     if not keep:

@@ -14,7 +14,8 @@ changes:
    optimises as its own (prepacked weights, folded BatchNorm, fused pointwise ops);
 3. otherwise call the ``convbench::conv`` operator (`convbench.backends.library`), one node
    for the compiler, whose autograd runs the decided backward passes. The plans live behind
-   the operator, keyed by the layer.
+   the operator, keyed by the layer. In eager inference (a plain tensor, autograd off, no
+   compiler) the layer calls the operator's body (`library.forward`) without its dispatch.
 
 With a BatchNorm folded into the layer (`convbench.nn.fold`), in eval mode and with autograd
 off, the layer returns ``batch_norm(conv(x))`` by itself — its plan prepared from the folded
@@ -140,6 +141,11 @@ class _TunedConv:
                 y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
             )
         folded = () if bn is None else (bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+        if _eager_inference(input):  # the operator's body, without its dispatch
+            conv = (tuple(self.stride), tuple(tuning.pads), tuple(self.dilation), self.groups)
+            return library.forward(
+                input, weight, bias, conv, backends[0], tuning.key, folded or None
+            )
         keep = backends[0] == backends[2] and torch.is_grad_enabled() and weight.requires_grad
         return torch.ops.convbench.conv(
             input, weight, bias, list(self.stride), tuning.pads, list(self.dilation),
@@ -151,6 +157,18 @@ class _TunedConv:
         if "_convbench" in state:
             self._convbench.layer = weakref.ref(self)
             self._convbench.pads = _pads(self)
+
+
+def _eager_inference(input: torch.Tensor) -> bool:
+    """A call nothing traces and autograd does not record: a plain tensor, no gradient, no
+    compiler. There the ``convbench::conv`` operator would only add its dispatch; anywhere
+    else (``torch.compile``, ``torch.export``, a fake or functional tensor, training) the
+    operator is what the graph and autograd need."""
+    return (
+        type(input) is torch.Tensor
+        and not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+    )
 
 
 class TunedConv1d(_TunedConv, nn.Conv1d):

@@ -82,6 +82,31 @@ def test_every_conv_runs_its_decided_backend(monkeypatch, decisions_for):
     assert torch.allclose(out, reference, rtol=1e-4, atol=1e-5)
 
 
+def test_eager_inference_calls_the_operator_body_and_everything_else_the_operator(
+    monkeypatch, decisions_for
+):
+    """Autograd off on a plain tensor: the layer calls `library.forward` itself (the
+    operator's dispatch costs ~80 µs a call); with autograd on it goes through
+    ``convbench::conv``, whose autograd the backward needs. The same answer either way."""
+    from convbench.backends import library
+
+    model = Net()
+    tuned = optimize(copy.deepcopy(model), decisions_for(model, X, forward="winograd"))
+    direct, dispatched = [], []
+    body = library.forward
+    monkeypatch.setattr(library, "forward", lambda *a, **k: direct.append(1) or body(*a, **k))
+    op = torch.ops.convbench.conv
+    monkeypatch.setattr(
+        torch.ops.convbench, "conv", lambda *a, **k: dispatched.append(1) or op(*a, **k)
+    )
+    with torch.no_grad():
+        fast = tuned(X)
+    assert (len(direct), len(dispatched)) == (3, 0)
+    slow = tuned(X)
+    assert len(dispatched) == 3 and slow.requires_grad
+    assert torch.equal(fast, slow.detach())
+
+
 def test_layers_without_a_decision_fall_back_to_torch_with_one_warning(decisions_for):
     model = Net()
     tuned = optimize(copy.deepcopy(model), decisions_for(model, X, forward="im2col"))
