@@ -186,7 +186,7 @@ def forward(x, weight, bias, args: Conv, backend: str, key: int, bn=None, keep=F
     """What ``convbench::conv`` computes: ``backend``'s forward of the layer ``key`` (with
     ``bn``, the BatchNorm folded in; with ``keep``, keeping what its weight gradient may
     reuse). A tuned layer calls it directly in eager inference, where the operator's
-    dispatch (~80 µs a call on the development CPU) buys nothing."""
+    dispatch (its autograd wrapper, a redispatch, a frame Dynamo skips) buys nothing."""
     plans = plans_of(key)
     # a plan that serves the weight gradient too is prepared for both, as tune measured it
     plan = plans.plan(backend, "train" if keep else PASS_NAMES[0], x, weight, bias, args, bn)

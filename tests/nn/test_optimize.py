@@ -86,7 +86,7 @@ def test_eager_inference_calls_the_operator_body_and_everything_else_the_operato
     monkeypatch, decisions_for
 ):
     """Autograd off on a plain tensor: the layer calls `library.forward` itself (the
-    operator's dispatch costs ~80 µs a call); with autograd on it goes through
+    operator's dispatch would buy nothing); with autograd on it goes through
     ``convbench::conv``, whose autograd the backward needs. The same answer either way."""
     from convbench.backends import library
 
