@@ -239,7 +239,7 @@ def comparison_table(
 def model_table(totals: pd.DataFrame) -> tuple[list[str], list[list[dict]]]:
     """Whole-model rows (`convbench.analysis.modeltime.model_totals`): per group and backend the
     model's convolution time (Σ count × median), the best per-layer mix and its speedup."""
-    keys = [k for k in ("run_id", "device", "dtype", "direction", "batch") if k in totals]
+    keys = [k for k in ("run_id", "device", "dtype", "direction", "layout", "batch") if k in totals]
     columns = [
         *keys,
         "backend",

@@ -165,6 +165,7 @@ def test_whole_model_section_only_with_layer_counts(row, no_svg):
     total, mix, speedup = (float(v) for v in re.findall(r'data-v="([0-9.e+-]+)"', wino)[1:4])
     assert total == pytest.approx(2.0, rel=0.05) and mix == total and speedup == 1.0
     assert "&lt;script&gt;alert(1)&lt;/script&gt;, plain" in section
+    assert "<th>layout</th>" in section and "<td>contiguous</td>" in wino  # one row per layout
 
 
 def test_a_cpu_only_run_shows_no_cuda_switches(row, no_svg):
