@@ -198,8 +198,8 @@ def _widened(cmp: pd.DataFrame) -> pd.DataFrame:
     (1.4826 × the median absolute deviation) of the comparison's `_deviations`, less the
     part of it that each result's own interval already holds (the median within-run
     variance, taken off in quadrature), added in quadrature to each interval's half-width
-    at 95%. Needs `MIN_SPREAD_RESULTS` anchored
-    results; ``anchored_spread`` says what was added (0 with fewer)."""
+    at 95%. Needs `MIN_SPREAD_RESULTS` anchored results; ``anchored_spread`` says what was
+    added (0 with fewer)."""
     found = _deviations(cmp)
     spread = 0.0
     if len(found) >= MIN_SPREAD_RESULTS:

@@ -52,8 +52,7 @@ class TimingConfig:
     (`convbench.analysis.gate.round_ratio`); the ratio of two fast kernels measured over 3
     turns moved by 0.6–2.1% (standard deviation) between back-to-back measurements on the
     development VM, over 20 turns 0.25–0.46% (``benchmarks/round_span.py``). A function
-    with one sample per turn (a slow call) is governed by
-    ``min_samples``.
+    with one sample per turn (a slow call) is governed by ``min_samples``.
     ``max_pace``: a CPU measurement during which the host ran a fixed reference kernel more
     than this share slower (or faster) than it usually does is flagged off-pace
     (`convbench.measure.pace`).

@@ -61,7 +61,9 @@ class Tuning:
         self.layer: Callable[[], nn.Module | None] = lambda: None  # set by `tune_layer`
         self.routes: dict = {}
         self.warned: set[str] = set()
-        self.pads: list[int] = []  # explicit (before, after) padding pairs, set by `tune_layer`
+        self.pads: list[int] = []  # explicit (before, after) padding pairs, set by `_bind`
+        #: The layer's stride, pads, dilation and groups as `library.forward` takes them.
+        self.conv: library.Conv = ((), (), (), 1)
         self.plans = library.LayerPlans()
         self.key = self.plans.key
         _TUNINGS[self.key] = self
@@ -142,9 +144,8 @@ class _TunedConv:
             )
         folded = () if bn is None else (bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
         if _eager_inference(input):  # the operator's body, without its dispatch
-            conv = (tuple(self.stride), tuple(tuning.pads), tuple(self.dilation), self.groups)
             return library.forward(
-                input, weight, bias, conv, backends[0], tuning.key, folded or None
+                input, weight, bias, tuning.conv, backends[0], tuning.key, folded or None
             )
         keep = backends[0] == backends[2] and torch.is_grad_enabled() and weight.requires_grad
         return torch.ops.convbench.conv(
@@ -155,8 +156,7 @@ class _TunedConv:
     def __setstate__(self, state):  # a copy, or an unpickled layer
         super().__setstate__(state)
         if "_convbench" in state:
-            self._convbench.layer = weakref.ref(self)
-            self._convbench.pads = _pads(self)
+            _bind(self._convbench, self)
 
 
 def _eager_inference(input: torch.Tensor) -> bool:
@@ -187,8 +187,15 @@ def tune_layer(module: nn.Module, tuning: Tuning) -> None:
     if not isinstance(module, _TunedConv):
         module.__class__ = TUNED[type(module)]
     module._convbench = tuning
+    _bind(tuning, module)
+
+
+def _bind(tuning: Tuning, module: nn.Module) -> None:
+    """What ``tuning`` keeps of its layer: a weak reference, and its padding and convolution
+    arguments, worked out once rather than per call."""
     tuning.layer = weakref.ref(module)
     tuning.pads = _pads(module)
+    tuning.conv = (tuple(module.stride), tuple(tuning.pads), tuple(module.dilation), module.groups)
 
 
 #: Where the frames a warning should skip live: torch's package and convbench's.
