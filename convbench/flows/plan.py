@@ -2,12 +2,13 @@
 from the layers measured in both layouts, the layouts the model really hands its layers, and
 the measured cost of converting between layouts (`convbench.analysis.layout_plan` solves it).
 
-1. **where inputs arrive** (`layer_layouts`): one eager forward of the model with hooks on its
-   convolutions records the layout each call's input arrives in and its output leaves in.
-   Between two calls, the ops are taken to keep the layout where the second call's input is
-   in the layout the first call's output was in; otherwise they impose the layout the trace
-   saw (a ``LayerNorm2d`` written with permutes hands channels-last strides on, whatever
-   came before it).
+1. **where inputs arrive** (`layer_layouts`): an eager forward of the model with hooks on its
+   convolutions records the layout each call's input arrives in and its output leaves in;
+   a second, with every convolution's output flipped to the other layout, shows where the
+   ops between two calls keep the layout (the second call's input follows the flip) and
+   where they impose one whatever came before (a ``LayerNorm2d`` written with permutes
+   hands channels-last strides on; so does a ConvNeXt block's residual sum, whose MLP
+   branch comes back through a permute).
 2. **the options** (`layer_options`): per call and layout, the forward decision for that
    layout (`convbench.analysis.decisions`: torch unless a candidate within tolerance is
    significantly faster there) and its measured time. A tuned layer returns its output in the
@@ -19,14 +20,17 @@ the measured cost of converting between layouts (`convbench.analysis.layout_plan
 4. **the plan** (`make_plan`): the dynamic programme over the calls in execution order, and
    its record for the decisions file (`convbench.store.decisions`: ``plan``).
 
-What the plan predicts is the convolutions' time and the conversions' — not the model's:
-pointwise ops, pooling and the other layers run around them, and a layout change also changes
-their speed. `convbench tune` prints the prediction beside the model's measured time.
+The plan minimises the layers' times as measured apart (warm, back to back); its predicted
+convolution time comes from replaying the planned layers in execution order
+(`convbench.flows.replay`). Either is the convolutions' time and the conversions' — not the
+model's: pointwise ops, pooling and the other layers run around them, and a layout change also
+changes their speed. `convbench tune` prints the prediction beside the model's measured time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -44,21 +48,27 @@ from convbench.problem.trace import ConvCall, layer_names
 Shape = tuple[int, ...]
 
 
-def layer_layouts(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str, str]]:
-    """Each convolution call of one eager forward of ``model`` on ``x``, in order: (layer
-    name, the layout its input arrived in, the layout its output left in)."""
-    calls: list[list[str]] = []
+class Traced(NamedTuple):
+    """One convolution call of the model's eager forward: its layer, the layout its input
+    arrived in and its output left in, and whether its input followed the layout of the call
+    before it when that call's output was flipped (`layer_layouts`; None: not known)."""
+
+    name: str
+    source: str
+    out: str
+    follows: bool | None = None
+
+
+def hooked_forward(model: nn.Module, x: torch.Tensor, before, after=None) -> None:
+    """One eager inference forward of ``model`` on ``x`` with ``before(name, module, input)``
+    called as each convolution is entered and ``after(output)`` as it returns (its result
+    replaces the output); the hooks removed and the model's mode restored after."""
     handles = []
     for module, name in layer_names(model).items():
-
-        def before(mod, args, name=name):
-            calls.append([name, layout_of(args[0]), ""])
-
-        def after(mod, args, output):
-            calls[-1][2] = layout_of(output)
-
-        handles.append(module.register_forward_pre_hook(before))
-        handles.append(module.register_forward_hook(after))
+        handles.append(module.register_forward_pre_hook(
+            lambda mod, args, name=name: before(name, mod, args[0])))  # fmt: skip
+        if after is not None:
+            handles.append(module.register_forward_hook(lambda mod, args, out: after(out)))
     training = model.training
     model.eval()
     try:
@@ -68,18 +78,70 @@ def layer_layouts(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str, str
         for handle in handles:
             handle.remove()
         model.train(training)
-    return [tuple(call) for call in calls]
 
 
-def arrivals(traced: Sequence[tuple[str, str, str]]) -> list[str | None]:
+def _forward(model: nn.Module, x: torch.Tensor, post) -> list[list]:
+    """Each convolution call of an eager inference forward of ``model``, in order: [name,
+    its input's layout, its output's layout], the output of the i-th call replaced by
+    ``post(i, output)``."""
+    calls: list[list] = []
+
+    def after(out):
+        out = post(len(calls) - 1, out)
+        calls[-1].append(layout_of(out))
+        return out
+
+    hooked_forward(model, x, lambda name, mod, t: calls.append([name, layout_of(t)]), after)
+    return calls
+
+
+def layer_layouts(model: nn.Module, x: torch.Tensor) -> list[Traced]:
+    """Each convolution call of an eager forward of ``model`` on ``x``, in order, as it
+    arrives and leaves (`Traced`). A second forward, with every convolution's output
+    converted to the other layout than it had in the first, shows which inputs follow the
+    layout of the calls before them (the ops between keep it) and which arrive in one the
+    ops impose whatever the convolutions returned (a ``LayerNorm2d`` written with permutes;
+    a residual sum whose other term comes from such a norm). Where the second forward fails
+    or calls other layers, or the conversion does not change an output's layout (a 1×1
+    image), ``follows`` is None.
+
+    All outputs change at once: an input that depends on an earlier call than the one
+    before it (a residual stream) follows where the calls of its region share a layout, as
+    the plan mostly has them; it is then taken to follow the call before it. The replay and
+    the end-to-end rounds judge the plan as built."""
+    first = _forward(model, x, lambda i, out: out)
+
+    def flipped(i: int, out: torch.Tensor) -> torch.Tensor:
+        other = "contiguous" if i < len(first) and first[i][2] == "channels_last" else None
+        return to_layout(out, other or "channels_last")
+
+    try:
+        second = _forward(model, x, flipped)
+    except (RuntimeError, ValueError):  # an op that needs the layout it was written for
+        second = []
+    same = [c[0] for c in second] == [c[0] for c in first]
+    found = []
+    for i, (name, source, out) in enumerate(first):
+        follows = None
+        if same and i and second[i - 1][2] != first[i - 1][2]:
+            follows = second[i][1] == second[i - 1][2] and second[i][1] != source
+        found.append(Traced(name, source, out, follows))
+    return found
+
+
+def arrivals(traced: Sequence[Traced]) -> list[str | None]:
     """Per call: the layout the ops before it impose, or None where they keep the previous
-    call's output layout (module docstring); the first call's input is the model's."""
+    call's output layout; the first call's input is the model's. Where the probe did not
+    say (``follows`` None), the ops are taken to keep the layout where the input arrived in
+    the layout the previous call's output left in."""
     found: list[str | None] = []
-    for i, (_, source, _) in enumerate(traced):
-        if i and source == traced[i - 1][2]:
-            found.append(None)
+    for i, call in enumerate(traced):
+        if not i:
+            found.append(call.source)
+        elif call.follows is not None:
+            found.append(None if call.follows else call.source)
         else:
-            found.append(source)
+            found.append(None if call.source == traced[i - 1].out else call.source)
     return found
 
 
@@ -129,7 +191,7 @@ def layer_options(
 
 def make_plan(
     calls: Sequence[ConvCall],
-    traced: Sequence[tuple[str, str, str]],
+    traced: Sequence[Traced],
     decisions: Sequence[Decision],
     out_layouts: dict[tuple[str, str, str], str],
     costs: dict[Shape, dict[tuple[str, str], float]],
@@ -146,14 +208,14 @@ def make_plan(
         if p is None:
             continue
         if i and calls[i - 1].problem is None:
-            arrives = traced[i][1]
+            arrives = traced[i].source
         options = layer_options(call, forward, out_layouts, costs.get(p.output_shape, {}))
         if not options:  # nothing measured: torch as it arrives, at no predicted cost
             as_is = "contiguous" if arrives in (None, STRIDED) else arrives
             options = (Option(BASELINE, as_is, 0.0, as_is),)
         layers.append(Layer(call.path, options, arrives, costs.get(p.input_shape, {})))
         planned.append(call)
-    start = traced[0][1] if traced else "contiguous"
+    start = traced[0].source if traced else "contiguous"
     return plan_chain(layers, "contiguous" if start == STRIDED else start), planned
 
 
@@ -207,7 +269,7 @@ def summary(plan: Plan) -> str:
     per = ", ".join(f"{n} in {layout}" for layout, n in counts.items() if n)
     return (
         f"per-layer plan: {per}; {switches} conversion(s) ({plan.convert_ms:.2f} ms); "
-        f"predicted convolution time {plan.total_ms:.2f} ms"
+        f"{plan.total_ms:.2f} ms of layers and conversions, measured apart"
     )
 
 
