@@ -12,7 +12,9 @@ the model measured end to end with them.
    ``torch``, else ``torch``) and write the decisions file (`convbench.store.decisions`);
 4. **measure the model end to end**: the original against `convbench.optimize`'s version, in
    interleaved rounds (`convbench.measure.endtoend`), for inference and, when asked, one
-   training step; the record goes into the store for the report's "Tuned model" section.
+   training step, with the process's C allocator in the state the workers keep theirs
+   (`convbench.measure.malloc.steady_state`, fixed when tune starts); the record goes into
+   the store for the report's "Tuned model" section.
 5. **choose at the model level** in the same rounds (`convbench.flows.variants`): the
    memory format (contiguous, or ``channels_last`` with the decisions or with torch
    throughout, kept only if significantly faster in every mode); the decisions back to
@@ -46,9 +48,11 @@ from convbench.analysis.flags import is_flagged
 from convbench.errors import UserError
 from convbench.flows import variants
 from convbench.flows.plan import per_layer_plan, predicted_line
+from convbench.flows.replay import replay_plan
 from convbench.measure.config import TimingConfig
 from convbench.measure.endtoend import DEFAULT_TIMING, EndToEnd, compare_variants
 from convbench.measure.envinfo import decision_context
+from convbench.measure.malloc import steady_state
 from convbench.measure.options import DEFAULTS, measure_options
 from convbench.problem.axes import DTYPES, LAYOUTS
 from convbench.problem.trace import load_factory, suite_from_trace, trace_convs
@@ -247,6 +251,7 @@ def tune(
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # like `python -m`: the current directory imports
     check_not_shadowed()
+    steady_state()  # the allocator the models are timed in, as the workers keep theirs
     with contextlib.ExitStack() as stack:
         # the worker's start-up overlaps loading and tracing the model
         workers = stack.enter_context(Prelaunched(threads))
@@ -291,6 +296,8 @@ def tune(
             trace, original, x, decisions, frame, options.timing, say
         )  # fmt: skip
         table = DecisionTable(str(path or "<tune>"), entries, spec, plan=planned)
+        if planned is not None:
+            say(replay_plan(original, table, x))
         config = replace(rules.end_to_end or DEFAULT_TIMING, max_pace=rules.max_pace)
         config = replace(config, floor_samples=max(config.floor_samples, FLOOR_SAMPLES))
         e2e, layout, every, records = variants.end_to_end(

@@ -30,8 +30,9 @@ A JSON document, indented and with sorted keys so that two tunes diff line by li
                "layers": [{"layer": "layer1.0.conv2", "problem": "3f2a…",
                            "backend": "winograd", "layout": "channels_last",
                            "arrives": "contiguous", "convert": true,
-                           "ms": 4.1, "convert_ms": 0.3}, …],
-               "conv_ms": 61.2, "convert_ms": 1.1, "predicted_ms": 62.3}
+                           "ms": 4.1, "convert_ms": 0.3, "replay_ms": 4.6}, …],
+               "conv_ms": 61.2, "convert_ms": 1.1, "plan_ms": 62.3, "predicted_ms": 66.0,
+               "replay_pace_us": 61.5}
     }
 
 An entry is keyed by (problem, dtype, device, pass) and made stale by its ``context``: a
@@ -52,8 +53,12 @@ arguments of `torch.compile` it was measured with (null or absent: not compiled)
 ``plan`` is the per-layer plan of an inference tune (`convbench.flows.plan`): each
 convolution call's backend for the forward and the layout it computes in, the layout its
 input arrives in, and whether it converts it (``convert``: exactly where the plan switches),
-with the predicted times. `convbench.optimize` applies it where the layout record's
-``per_layer`` is true (the kept variant is the plan); absent, or stale by its ``context``,
+with its times: ``ms`` and ``convert_ms``, the layer and its conversion measured apart (what
+the plan minimised, summed in ``plan_ms``), and ``replay_ms``, the layer replayed in execution
+order (`convbench.flows.replay`), summed in ``predicted_ms``, with the host's pace during the
+replay on the CPU (``replay_pace_us``, `convbench.measure.pace`); files from before the replay
+have no ``replay_ms`` and predict ``plan_ms``. `convbench.optimize` applies it where the layout
+record's ``per_layer`` is true (the kept variant is the plan); absent, or stale by its ``context``,
 every layer runs as the entries say, in the model's memory format.
 """
 

@@ -127,3 +127,53 @@ def test_an_unknown_backend_in_the_plan_is_a_one_line_error():
     table = plan_for(chain(), LAYOUTS, ["torch", "nosuch", "im2col", "torch"])
     with pytest.raises(UserError, match=r"<plan>: plan: layer #2: field 'backend': unknown"):
         load_decisions(table)
+
+
+def replayed_table(model):
+    table = plan_for(model, LAYOUTS, ["torch", "winograd", "im2col", "torch"])
+    table.plan.update(conv_ms=4.0, convert_ms=0.5, predicted_ms=4.5)
+    return table
+
+
+def test_the_replay_runs_each_planned_call_once_a_round_in_order_as_it_arrives():
+    from convbench.flows import replay
+    from convbench.flows.replay import MIN_ROUNDS, arriving
+
+    model = chain()
+    table = replayed_table(model)
+    order, seen = [], []
+    real = layers._TunedConv._conv_forward
+
+    def spy(self, input, weight, bias):
+        order.append(self._convbench.name)
+        seen.append(layout_of(input))
+        return real(self, input, weight, bias)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(layers._TunedConv, "_conv_forward", spy)
+        mp.setattr(replay, "REPLAY_S", 0.0)
+        line = replay.replay_plan(model, table, X)
+    names = [s["layer"] for s in table.plan["layers"]]
+    # one forward to record the arrivals, an untimed round, then the rounds
+    assert order == names * (2 + MIN_ROUNDS)
+    # under the plan the third call's input arrives channels_last (the second's output), and
+    # the replay hands it those strides, as the model does
+    assert seen[-4:] == ["contiguous", "contiguous", "channels_last", "channels_last"]
+    plan = table.plan
+    assert all(s["replay_ms"] > 0 for s in plan["layers"])
+    assert plan["predicted_ms"] == pytest.approx(sum(s["replay_ms"] for s in plan["layers"]))
+    assert plan["plan_ms"] == 4.5 and "replayed in execution order" in line
+    assert plan["replay_pace_us"] > 0  # the host's pace over the rounds, for later figures
+    tuned = optimize(copy.deepcopy(model), table)
+    strides = [stride for *_, stride in arriving(tuned, X)]
+    assert strides[2] == torch.empty(2, 8, 12, 12).to(memory_format=torch.channels_last).stride()
+
+
+def test_a_plan_in_another_order_than_the_model_calls_is_not_replayed():
+    from convbench.flows.replay import replay_plan
+
+    table = replayed_table(chain())
+    table.plan["layers"].reverse()
+    line = replay_plan(chain(), table, X)
+    assert "not replayed" in line and table.plan["predicted_ms"] == 4.5
+    assert not any("replay_ms" in s for s in table.plan["layers"])
