@@ -111,9 +111,9 @@ def layer_layouts(model: nn.Module, x: torch.Tensor) -> list[Traced]:
     the end-to-end rounds judge the plan as built."""
     first = _forward(model, x, lambda i, out: out)
 
-    def flipped(i: int, out: torch.Tensor) -> torch.Tensor:
-        other = "contiguous" if i < len(first) and first[i][2] == "channels_last" else None
-        return to_layout(out, other or "channels_last")
+    def flipped(i: int, out: torch.Tensor) -> torch.Tensor:  # the other layout than first's
+        was = first[i][2] if i < len(first) else None
+        return to_layout(out, "contiguous" if was == "channels_last" else "channels_last")
 
     try:
         second = _forward(model, x, flipped)
@@ -258,7 +258,8 @@ def plan_record(plan: Plan, calls: Sequence[ConvCall], x: torch.Tensor, context:
     ]  # fmt: skip
     return dict(
         dtype=dtype_name(x.dtype), device=device_name(x.device), context=context, layers=layers,
-        conv_ms=plan.conv_ms, convert_ms=plan.convert_ms, predicted_ms=plan.total_ms,
+        conv_ms=plan.conv_ms, convert_ms=plan.convert_ms, plan_ms=plan.total_ms,
+        predicted_ms=plan.total_ms,  # until `convbench.flows.replay` replays the plan
     )  # fmt: skip
 
 

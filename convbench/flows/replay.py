@@ -104,9 +104,8 @@ def replay_plan(original: nn.Module, table: DecisionTable, x: torch.Tensor) -> s
     """Replay ``table``'s per-layer plan (module docstring) and record, in the plan, each
     step's ``replay_ms`` and the prediction, ``predicted_ms`` (their sum), with the host's
     pace during the replay (``replay_pace_us``, on the CPU: a figure taken in another minute
-    compares at equal pace); ``plan_ms`` keeps what the plan minimised (the layers measured
-    apart, and the conversions). Returns one
-    line saying what was predicted, or why nothing was."""
+    compares at equal pace); ``plan_ms`` keeps what the plan minimised. Returns one line
+    saying what was predicted, or why nothing was."""
     from convbench.flows.build import PLANNED, VARIANTS, build
 
     plan = table.plan
@@ -114,7 +113,6 @@ def replay_plan(original: nn.Module, table: DecisionTable, x: torch.Tensor) -> s
     names = {s["layer"] for s in steps}
     model = build(original, table, VARIANTS[PLANNED], str(x.device), (), None).eval()
     calls = [call for call in arriving(model, x) if call[0] in names]
-    plan["plan_ms"] = plan["conv_ms"] + plan["convert_ms"]
     if [name for name, *_ in calls] != [s["layer"] for s in steps]:
         return ("per-layer plan: not replayed — the planned model called its convolutions in "
                 "another order than the plan; predicted as measured apart")  # fmt: skip

@@ -131,7 +131,7 @@ def test_an_unknown_backend_in_the_plan_is_a_one_line_error():
 
 def replayed_table(model):
     table = plan_for(model, LAYOUTS, ["torch", "winograd", "im2col", "torch"])
-    table.plan.update(conv_ms=4.0, convert_ms=0.5, predicted_ms=4.5)
+    table.plan.update(conv_ms=4.0, convert_ms=0.5, plan_ms=4.5, predicted_ms=4.5)
     return table
 
 
