@@ -95,10 +95,15 @@ class Replacing(Recorder):
                 self.clean += first is not None and not row.get("disturbed")
 
 
+def task_s(options: MeasureOptions) -> float:
+    """The seconds `remeasure` budgets per task: its warm-up and sampling cap, plus
+    `OVERHEAD_S`."""
+    return options.timing.warmup_s + options.timing.max_time_s + OVERHEAD_S
+
+
 def budgeted(groups: Sequence[list[Task]], options: MeasureOptions, budget_s: float) -> list:
-    """The first of ``groups`` whose tasks' sampling caps (plus `OVERHEAD_S` each) fit
-    ``budget_s`` together."""
-    per_task = options.timing.warmup_s + options.timing.max_time_s + OVERHEAD_S
+    """The first of ``groups`` whose tasks' budgets (`task_s`) fit ``budget_s`` together."""
+    per_task = task_s(options)
     chosen, spent = [], 0.0
     for group in groups:
         spent += per_task * len(group)

@@ -25,7 +25,7 @@ from convbench.problem.shard import shard_tasks
 from convbench.problem.suite import Suite, Task
 from convbench.runner.progress import sweep_progress
 from convbench.runner.recorder import Recorder, SweepResult
-from convbench.runner.remeasure import remeasure
+from convbench.runner.remeasure import remeasure, task_s
 from convbench.runner.sweep import Execution, sweep
 from convbench.runner.worker import Worker
 from convbench.store import Store
@@ -229,7 +229,10 @@ def execute(
                 )
                 bar.finish(result.interrupted)
         if not result.interrupted and plan.remeasure_s > 0 and plan.executor == "local":
-            budget = min(plan.remeasure_s, max(MIN_REMEASURE_S, SHARE * (time.time() - began)))
+            swept = time.time() - began
+            if resume:  # the run's sweep was done before: its share is of the sweep as budgeted
+                swept = max(swept, task_s(options) * len(tasks))
+            budget = min(plan.remeasure_s, max(MIN_REMEASURE_S, SHARE * swept))
             result.remeasured = again = remeasure(
                 store, run_id, plan.suite.name, tasks, options, execution, budget,
                 _first_then(worker, make),

@@ -12,7 +12,7 @@ from convbench.measure.result import new_result
 from convbench.measure.task import Samples
 from convbench.problem.files import load_suite
 from convbench.runner import session
-from convbench.runner.remeasure import budgeted
+from convbench.runner.remeasure import budgeted, task_s
 from convbench.runner.session import RunPlan, execute
 from convbench.store import Store
 from convbench.store.frames import load
@@ -162,3 +162,20 @@ def test_resume_of_a_finished_run_measures_its_flagged_results_again(roomy):
                         workers=lambda: worker)  # fmt: skip
         assert third.remeasured.clean == third.remeasured.flagged > 0
         assert (load(store, "r").disturbed == 0).all()
+
+
+def test_resume_budgets_a_share_of_the_run_s_sweep_not_of_this_session_s(monkeypatch):
+    """A resumed finished run sweeps nothing in this session, so a share of this session's
+    sweep would be nothing: the share is of the whole sweep, as budgeted per task."""
+    monkeypatch.setattr(session, "MIN_REMEASURE_S", 0.0)
+    worker = ScriptedWorker({"im2col": ["flagged", "clean"]})
+    with Store(None) as store:
+        execute(store, plan(remeasure_s=0.0), "r", command="t", progress=False,
+                workers=lambda: worker)  # fmt: skip
+        n_tasks = len(load(store, "r"))
+        n_cases = n_tasks // 3
+        again = execute(store, plan(), "r", command="t", resume=True, progress=False,
+                        workers=lambda: worker)  # fmt: skip
+        fits = int(session.SHARE * task_s(OPTIONS) * n_tasks // (3 * task_s(OPTIONS)))
+        assert 0 < fits < n_cases
+        assert (again.remeasured.tried, again.remeasured.clean) == (fits, fits)
