@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from convbench.flows.plan import hooked_forward
+from convbench.flows.arrivals import hooked_forward
 from convbench.measure.clocks import clock_for
 from convbench.measure.pace import reference
 from convbench.store.decisions import DecisionTable
@@ -122,5 +122,6 @@ def replay_plan(original: nn.Module, table: DecisionTable, x: torch.Tensor) -> s
     plan["predicted_ms"] = sum(s["replay_ms"] for s in steps)
     return (
         f"per-layer plan: predicted convolution time {plan['predicted_ms']:.2f} ms, its layers "
-        f"replayed in execution order ({plan['plan_ms']:.2f} ms measured apart, back to back)"
+        f"replayed in execution order ({plan['conv_ms'] + plan['convert_ms']:.2f} ms measured "
+        "apart, back to back)"
     )

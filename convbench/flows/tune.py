@@ -47,7 +47,7 @@ from convbench.analysis.decisions import BASELINE, PASSES, Decision, decide
 from convbench.analysis.flags import is_flagged
 from convbench.errors import UserError
 from convbench.flows import variants
-from convbench.flows.plan import per_layer_plan, predicted_line
+from convbench.flows.plan import headroom_line, per_layer_plan, predicted_line
 from convbench.flows.replay import replay_plan
 from convbench.measure.config import TimingConfig
 from convbench.measure.endtoend import DEFAULT_TIMING, EndToEnd, compare_variants
@@ -312,6 +312,7 @@ def tune(
                          end_to_end=e2e_dicts, layout=layout_record, plan=planned)  # fmt: skip
         if planned is not None:
             say(predicted_line(planned, every))
+            say(headroom_line(planned, every))
         store.add_tune(
             run_id, run_id, model=spec, input_shape=input_shape, decisions_path=path,
             decisions=entries, end_to_end=records,

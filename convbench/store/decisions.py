@@ -31,8 +31,9 @@ A JSON document, indented and with sorted keys so that two tunes diff line by li
                            "backend": "winograd", "layout": "channels_last",
                            "arrives": "contiguous", "convert": true,
                            "ms": 4.1, "convert_ms": 0.3, "replay_ms": 4.6}, …],
-               "conv_ms": 61.2, "convert_ms": 1.1, "plan_ms": 62.3, "predicted_ms": 66.0,
-               "replay_pace_us": 61.5}
+               "conv_ms": 61.2, "convert_ms": 1.1, "join_ms": 0.0, "plan_ms": 62.3,
+               "predicted_ms": 66.0, "replay_pace_us": 61.5, "original_ms": 70.4,
+               "floor_ms": 58.9}
     }
 
 An entry is keyed by (problem, dtype, device, pass) and made stale by its ``context``: a
@@ -54,10 +55,13 @@ arguments of `torch.compile` it was measured with (null or absent: not compiled)
 convolution call's backend for the forward and the layout it computes in, the layout its
 input arrives in, and whether it converts it (``convert``: exactly where the plan switches),
 with its times: ``ms`` and ``convert_ms``, the layer and its conversion measured apart (what
-the plan minimised, summed in ``plan_ms``), and ``replay_ms``, the layer replayed in execution
-order (`convbench.flows.replay`), summed in ``predicted_ms``, with the host's pace during the
-replay on the CPU (``replay_pace_us``, `convbench.measure.pace`); files from before the replay
-have no ``replay_ms`` and predict ``plan_ms``. `convbench.optimize` applies it where the layout
+the plan minimised, summed in ``plan_ms`` with ``join_ms``, the residual sums' reads of a term
+across layouts), and ``replay_ms``, the layer replayed in execution order
+(`convbench.flows.replay`), summed in ``predicted_ms``, with the host's pace during the replay
+on the CPU (``replay_pace_us``, `convbench.measure.pace`); files from before the replay have no
+``replay_ms`` and predict ``plan_ms``. ``original_ms`` and ``floor_ms``: the original model's
+convolutions (torch, in the layouts the model hands them) and each one's fastest measured
+option, measured apart (`convbench.flows.plan.headroom`). `convbench.optimize` applies it where the layout
 record's ``per_layer`` is true (the kept variant is the plan); absent, or stale by its ``context``,
 every layer runs as the entries say, in the model's memory format.
 """

@@ -100,7 +100,7 @@ def test_tune_refuses_the_fast_wrong_backend_and_reuses_its_run(tune_here):
     assert [s["layer"] for s in plan["layers"]] == ["conv1@0", "conv2@2", "conv3@4", "conv4@5"]
     assert {s["backend"] for s in plan["layers"]} <= {"im2col", "torch"}
     assert {s["layout"] for s in plan["layers"]} <= {"contiguous", "channels_last"}
-    assert plan["plan_ms"] == pytest.approx(plan["conv_ms"] + plan["convert_ms"])
+    assert plan["plan_ms"] == pytest.approx(plan["conv_ms"] + plan["convert_ms"] + plan["join_ms"])
     # the prediction: the planned layers replayed in execution order, each timed
     assert all(s["replay_ms"] > 0 for s in plan["layers"])
     assert plan["predicted_ms"] == pytest.approx(sum(s["replay_ms"] for s in plan["layers"]))
