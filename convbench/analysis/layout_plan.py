@@ -34,6 +34,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
+#: The end-to-end variant of `convbench tune` that runs the plan (`convbench.flows.build`).
+PLANNED = "tuned, per-layer layouts"
+
 
 @dataclass(frozen=True)
 class Option:

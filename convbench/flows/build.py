@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from convbench.analysis.decisions import BASELINE
+from convbench.analysis.layout_plan import PLANNED
 from convbench.measure.endtoend import ORIGINAL
 from convbench.measure.envinfo import decision_context
 from convbench.store.decisions import DecisionTable
 
 TUNED, FOLDED = "tuned", "tuned, folded"
-PLANNED = "tuned, per-layer layouts"
 TUNED_CL, TORCH_CL = "tuned, channels_last", "torch, channels_last"
 COMPILED, TUNED_COMPILED = "torch.compile(original)", "torch.compile(tuned)"
 PLANNED_COMPILED = "torch.compile(per-layer plan)"

@@ -315,7 +315,7 @@ def tune(
             say(headroom_line(planned, every))
         store.add_tune(
             run_id, run_id, model=spec, input_shape=input_shape, decisions_path=path,
-            decisions=entries, end_to_end=records,
+            decisions=entries, end_to_end=records, plan=planned,
         )  # fmt: skip
         return TuneResult(
             run_id, decisions, entries, path, e2e, layout=layout, variants=every,

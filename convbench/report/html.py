@@ -33,6 +33,7 @@ from convbench.report.environment import env_rows
 from convbench.report.figure import to_svg
 from convbench.report.format import format_ratio, memory_unit
 from convbench.report.history import history_section
+from convbench.report.plan import plan_view
 from convbench.report.summary import case_summaries, flag_count, with_flags
 from convbench.report.tables import (
     comparison_table,
@@ -239,7 +240,7 @@ def render_report(
         "sections": sections,
         "comparisons": comparisons,
         "statuses": STATUSES,
-        "tunes": [tune_tables(t) for t in tunes],
+        "tunes": [dict(tune_tables(t), plan=plan_view(t)) for t in tunes],
         "history": _history(history, run_ids),
         "table": results_table(df, peaks, tolerances, labels, mem_unit),
         "css": Markup(_read("report.css")),

@@ -16,8 +16,9 @@ STATUSES = ("ok", "unsupported", "oom", "error", "timeout")
 #: 1: version 1's columns. 2: adds saved_bytes (the training passes), dispatch and
 #: options_json (what each plan chose), the tunes table (`convbench tune`), and the columns
 #: of disturbance-aware and CUDA timing. 3: adds layout and out_layout (the layouts axis; the
-#: rows of an older store read as contiguous). `Store` upgrades an older store when it opens it.
-SCHEMA_VERSION = 3
+#: rows of an older store read as contiguous). 4: adds a tune's per-layer plan (``plan_json``;
+#: null for older tunes). `Store` upgrades an older store when it opens it.
+SCHEMA_VERSION = 4
 DEFAULT_DB = Path("results") / "convbench.sqlite"
 
 #: Every stored result column as (name, SQL type), from the registry (`convbench.store.columns`).
@@ -52,11 +53,27 @@ SAMPLE_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 SAMPLE_FIELDS = tuple(name for name, _ in SAMPLE_COLUMNS)
 
+# One row per `convbench tune`: the model, its decisions, the end-to-end comparisons and the
+# per-layer plan (JSON), as the decisions file holds them.
+TUNE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("tune_id", "TEXT PRIMARY KEY"),
+    ("run_id", "TEXT NOT NULL"),
+    ("model", "TEXT"),
+    ("input_shape_json", "TEXT"),
+    ("decisions_path", "TEXT"),
+    ("decisions_json", "TEXT"),
+    ("end_to_end_json", "TEXT"),
+    ("created_at", "REAL"),
+    ("plan_json", "TEXT"),
+)
+TUNE_FIELDS = tuple(name for name, _ in TUNE_COLUMNS)
+
 
 def ddl() -> str:
     results = ",\n    ".join(f"{n} {t}" for n, t in RESULT_COLUMNS)
     runs = ",\n    ".join(f"{n} {t}" for n, t in RUN_COLUMNS)
     samples = ",\n    ".join(f"{n} {t}" for n, t in SAMPLE_COLUMNS)
+    tunes = ",\n    ".join(f"{n} {t}" for n, t in TUNE_COLUMNS)
     return f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs (
@@ -71,13 +88,6 @@ CREATE TABLE IF NOT EXISTS samples (
     PRIMARY KEY (run_id, result_key)
 );
 CREATE TABLE IF NOT EXISTS tunes (
-    tune_id TEXT PRIMARY KEY,
-    run_id TEXT NOT NULL,
-    model TEXT,
-    input_shape_json TEXT,
-    decisions_path TEXT,
-    decisions_json TEXT,
-    end_to_end_json TEXT,
-    created_at REAL
+    {tunes}
 );
 """

@@ -33,6 +33,8 @@ from convbench.store.schema import (
     RUN_FIELDS,
     SAMPLE_COLUMNS,
     SCHEMA_VERSION,
+    TUNE_COLUMNS,
+    TUNE_FIELDS,
     ddl,
 )
 
@@ -109,7 +111,8 @@ class Store:
     def _upgrade(self, version: int) -> None:
         """Bring an older store up to `SCHEMA_VERSION`: versions only ever add columns, so
         the missing ones are added (NULL in the rows already stored) — nothing is lost."""
-        tables = (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS), ("samples", SAMPLE_COLUMNS))
+        tables = (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS), ("samples", SAMPLE_COLUMNS),
+                  ("tunes", TUNE_COLUMNS))  # fmt: skip
         present = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
         changed = version < SCHEMA_VERSION
         for table, columns in tables:
@@ -311,37 +314,33 @@ class Store:
 
     # -- tunes ---------------------------------------------------------------------------
     def add_tune(self, tune_id: str, run_id: str, *, model: str, input_shape, decisions_path,
-                 decisions: list, end_to_end: list) -> None:  # fmt: skip
+                 decisions: list, end_to_end: list, plan: dict | None = None) -> None:  # fmt: skip
         """Record a `convbench tune` (replacing an earlier record of the same id)."""
+        path = str(decisions_path) if decisions_path else None
+        values = (tune_id, run_id, model, json.dumps(list(input_shape)), path,
+                  json.dumps(decisions), json.dumps(end_to_end), time.time(),
+                  json.dumps(plan) if plan else None)  # fmt: skip
         with self.lock, self.conn:
             self.conn.execute(
-                "INSERT OR REPLACE INTO tunes VALUES (?,?,?,?,?,?,?,?)",
-                (
-                    tune_id,
-                    run_id,
-                    model,
-                    json.dumps(list(input_shape)),
-                    str(decisions_path) if decisions_path else None,
-                    json.dumps(decisions),
-                    json.dumps(end_to_end),
-                    time.time(),
-                ),
+                f"INSERT OR REPLACE INTO tunes ({', '.join(TUNE_FIELDS)}) "
+                f"VALUES ({', '.join('?' * len(TUNE_FIELDS))})",
+                values,
             )
 
     def tunes(self, run_id: str | None = None) -> list[dict]:
         """The tune records (of one run), oldest first."""
-        sql = "SELECT tune_id, run_id, model, input_shape_json, decisions_path, decisions_json,"
-        sql += " end_to_end_json, created_at FROM tunes"
+        sql = f"SELECT {', '.join(TUNE_FIELDS)} FROM tunes"
         params: tuple = ()
         if run_id is not None:
             sql, params = sql + " WHERE run_id=?", (run_id,)
         records = []
         for row in self.conn.execute(sql + " ORDER BY created_at", params):
-            tune_id, run, model, shape, path, decisions, e2e, created = row
+            tune_id, run, model, shape, path, decisions, e2e, created, plan = row
             records.append(
                 dict(tune_id=tune_id, run_id=run, model=model, input_shape=json.loads(shape),
                      decisions_path=path, decisions=json.loads(decisions),
-                     end_to_end=json.loads(e2e), created_at=created)
+                     end_to_end=json.loads(e2e), created_at=created,
+                     plan=json.loads(plan) if plan else None)
             )  # fmt: skip
         return records
 

@@ -113,6 +113,8 @@ def test_tune_refuses_the_fast_wrong_backend_and_reuses_its_run(tune_here):
     report = proc.stdout.split("report: ")[1].split()[0]
     html = (tmp / report).read_text()
     assert "Tuned model" in html and "cbmodels:tiny" in html and "channels_last" in html
+    assert "Per-layer plan" in html and "Predicted convolution time" in html
+    assert "the original's convolutions take" in proc.stderr  # the headroom line
     again = run(args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "measured before; measuring only what is missing" in again.stderr

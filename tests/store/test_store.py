@@ -114,6 +114,23 @@ def test_a_store_missing_columns_is_upgraded_keeping_its_rows(tmp_path, version)
     assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
 
 
+def test_a_version_3_tune_gains_its_plan_column_and_reads_without_a_plan(tmp_path):
+    db = tmp_path / "v3.sqlite"
+    record = dict(model="m:f", input_shape=(1, 3, 8, 8), decisions_path=None, decisions=[],
+                  end_to_end=[])  # fmt: skip
+    with Store(db) as store:
+        store.add_tune("t1", "r1", **record)
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE tunes DROP COLUMN plan_json")
+    conn.execute("UPDATE meta SET value='3'")
+    conn.commit()
+    conn.close()
+    with Store.open_existing(db) as store:
+        assert [(t["tune_id"], t["plan"]) for t in store.tunes()] == [("t1", None)]
+        store.add_tune("t2", "r1", **record, plan={"layers": [], "predicted_ms": 1.5})
+        assert store.tunes()[-1]["plan"] == {"layers": [], "predicted_ms": 1.5}
+
+
 def test_not_a_store(tmp_path):
     bad = tmp_path / "bad.sqlite"
     bad.write_text("this is not sqlite")
