@@ -128,8 +128,7 @@ def _forward(model: nn.Module, x: torch.Tensor, flip: Sequence[int] = (), was=No
 
 def _flipped(model: nn.Module, x: torch.Tensor, flip: Sequence[int], was: list):
     """`_forward` with the outputs in ``flip`` converted; None where that forward fails (an
-    op that needs the layout it was written for) or calls other layers than ``was``, or
-    other joins."""
+    op that needs the layout it was written for) or calls other layers than ``was``."""
     try:
         calls, terms = _forward(model, x, [i for i in flip if i < len(was)], was)
     except (RuntimeError, ValueError):

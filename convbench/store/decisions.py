@@ -61,9 +61,10 @@ across layouts), and ``replay_ms``, the layer replayed in execution order
 on the CPU (``replay_pace_us``, `convbench.measure.pace`); files from before the replay have no
 ``replay_ms`` and predict ``plan_ms``. ``original_ms`` and ``floor_ms``: the original model's
 convolutions (torch, in the layouts the model hands them) and each one's fastest measured
-option, measured apart (`convbench.flows.plan.headroom`). `convbench.optimize` applies it where the layout
-record's ``per_layer`` is true (the kept variant is the plan); absent, or stale by its ``context``,
-every layer runs as the entries say, in the model's memory format.
+option, measured apart (`convbench.flows.plan.headroom`). `convbench.optimize` applies the
+plan where the layout record's ``per_layer`` is true (the kept variant is the plan); absent,
+or stale by its ``context``, every layer runs as the entries say, in the model's memory
+format.
 """
 
 from __future__ import annotations
