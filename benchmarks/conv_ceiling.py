@@ -23,19 +23,16 @@ forward hook). It prints per variant:
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
 import statistics
-import sys
 from collections import defaultdict
 
 import torch
+from bench_args import model_args  # benchmarks/bench_args.py, beside this script
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
-from convbench.measure.malloc import steady_state
-from convbench.problem.trace import describe_call, layer_names, load_factory
+from convbench.problem.trace import describe_call, layer_names
 
 CONV = "convbench.conv"
 GEMM_N = 1024
@@ -93,18 +90,7 @@ def measured(variants: dict, rounds: int, now: dict) -> tuple[dict, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="PACKAGE.MODULE:FACTORY")
-    parser.add_argument("--input-shape", required=True)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--rounds", type=int, default=10)
-    args = parser.parse_args()
-    steady_state()  # the allocator as convbench's workers and tune's end-to-end rounds keep it
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sys.path.insert(0, os.getcwd())
-    original = load_factory(args.model)().eval()
-    x = torch.randn([int(v) for v in args.input_shape.split(",")])
+    args, original, x = model_args(__doc__, rounds=10)
     nhwc = torch.channels_last
     variants = {
         "as written": (original, x),

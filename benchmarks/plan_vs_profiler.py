@@ -21,22 +21,19 @@ median reading, `convbench.measure.pace`, one reading a round here).
 
 from __future__ import annotations
 
-import argparse
 import copy
-import os
 import statistics
-import sys
 from collections import defaultdict
 
 import torch
+from bench_args import model_args  # benchmarks/bench_args.py, beside this script
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
 from convbench.flows.replay import arriving, seeded_like, written
-from convbench.measure.malloc import steady_state
 from convbench.measure.pace import reference
 from convbench.nn import load_decisions, optimize
-from convbench.problem.trace import layer_names, load_factory
+from convbench.problem.trace import layer_names
 from convbench.store.decisions import DecisionTable
 
 PREFIX = "convbench.layer:"
@@ -112,20 +109,7 @@ def measured_ms(model, x, alone: dict, rounds: int) -> tuple[dict, dict, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="PACKAGE.MODULE:FACTORY")
-    parser.add_argument("decisions")
-    parser.add_argument("--input-shape", required=True)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
-    steady_state()  # the allocator as convbench's workers and tune's end-to-end rounds keep it
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sys.path.insert(0, os.getcwd())
-    shape = [int(v) for v in args.input_shape.split(",")]
-    original = load_factory(args.model)().eval()
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    args, original, x = model_args(__doc__, "decisions")
     table = planned_table(args.decisions)
     model = optimize(copy.deepcopy(original), table, compile=False)
     alone = layers_alone(optimize(copy.deepcopy(original), table, compile=False), table, x)
