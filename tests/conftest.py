@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,15 @@ from hypothesis import settings
 # (the examples are a function of the test alone) and no example database between runs.
 settings.register_profile("convbench", derandomize=True, database=None, deadline=None)
 settings.load_profile("convbench")
+
+
+def pytest_configure(config):
+    """Ctrl-C as a terminal delivers it. A shell that starts the tests in the background
+    (``cmd &``, ``nohup``) hands the process SIGINT ignored, and Python then keeps ignoring it
+    — as does every process started from it: the tests of Ctrl-C handling need the
+    interpreter's own handler, which a child's exec resets to the default."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(config, items):
