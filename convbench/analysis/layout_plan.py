@@ -145,15 +145,17 @@ def _sources(layers: Sequence[Layer]) -> list[int | None]:
     return found
 
 
-# A term of the objective at a layer i: (an earlier layer e or None, its cost from e's output
-# layout (None where there is no e) and i's option).
+def _incoming(layer: Layer, source: int | None, outs: Mapping[int, str], start: str) -> str:
+    """The layout ``layer``'s input arrives in: the one imposed, else its source's output
+    layout (``outs``), else the model's input's."""
+    if layer.arrives is not None:
+        return layer.arrives
+    return start if source is None else outs[source]
+
+
+# A join charged at a layer i: (an earlier layer e or None, its cost from e's output layout
+# (None where the other term's layout is imposed) and i's option).
 Term = tuple[int | None, Callable[[str | None, Option], float]]
-
-
-def _input(layer: Layer, fixed: str | None, out: str | None, option: Option) -> float:
-    """Converting ``layer``'s input, arriving in ``fixed`` or else in ``out``, to
-    ``option``'s layout."""
-    return layer.conversion(fixed if fixed is not None else out, option.layout)
 
 
 def _joined(join: Join, mine_first: bool, fixed: str | None, out: str | None, option) -> float:
@@ -165,17 +167,13 @@ def _joined(join: Join, mine_first: bool, fixed: str | None, out: str | None, op
     return join.cost(other, option.out_layout)
 
 
-def _terms(layers: Sequence[Layer], joins: Sequence[Join], start: str) -> list[list[Term]]:
-    """Per layer, the terms charged where it is planned: first its input's conversion (from
-    its source's output layout, or from the layout imposed), then the joins whose later
-    term it decides. ValueError naming a join with a layer that is not in ``layers``."""
-    terms: list[list[Term]] = []
-    for layer, source in zip(layers, _sources(layers), strict=True):
-        fixed = None if source is not None else layer.arrives or start
-        terms.append([(source, partial(_input, layer, fixed))])
+def _join_terms(n: int, joins: Sequence[Join]) -> list[list[Term]]:
+    """Per layer of ``n``, the joins whose later term it decides, charged where it is
+    planned. ValueError naming a join with a layer that is not one of the ``n``."""
+    terms: list[list[Term]] = [[] for _ in range(n)]
     for join in joins:
         ends = [t for t in (join.first, join.second) if isinstance(t, int)]
-        if any(not 0 <= t < len(layers) for t in ends):
+        if any(not 0 <= t < n for t in ends):
             raise ValueError(f"join {join.first!r} + {join.second!r}: no such layer")
         if not ends or join.first == join.second:
             continue
@@ -197,38 +195,34 @@ def plan_layers(
     ``start``, with ``joins`` charged. Ties go to the earlier option. ValueError naming a
     layer with no option, or where more than `MAX_LIVE` layers' output layouts are still
     to be used at once."""
-    terms = _terms(layers, joins, start)
+    sources = _sources(layers)
+    terms = _join_terms(len(layers), joins)
     last = {e: i for i, found in enumerate(terms) for e, _ in found if e is not None}
-    live: list[int] = []  # the layers whose output layout a later term still needs
+    last.update({s: max(i, last.get(s, -1)) for i, s in enumerate(sources) if s is not None})
+    live: list[int] = []  # the layers whose output layout a later layer or join still needs
     # states[their output layouts] = (cost so far, join cost so far, steps so far)
     states: dict[tuple, tuple[float, float, tuple[Step, ...]]] = {(): (0.0, 0.0, ())}
-    for i, layer in enumerate(layers):
+    for i, (layer, source) in enumerate(zip(layers, sources, strict=True)):
         after = [e for e in [*live, i] if last.get(e, -1) > i]
         if len(after) > MAX_LIVE:
             raise ValueError(f"layer {layer.name!r}: over {MAX_LIVE} layouts live at once")
         nxt: dict[tuple, tuple[float, float, tuple[Step, ...]]] = {}
         for key, (total, joined, steps) in states.items():
             outs = dict(zip(live, key, strict=True))
+            incoming = _incoming(layer, source, outs, start)
             for option in layer.options:
-                convert = terms[i][0][1](outs.get(terms[i][0][0]), option)
-                extra = sum(cost(outs.get(e), option) for e, cost in terms[i][1:])
+                convert = layer.conversion(incoming, option.layout)
+                extra = sum(cost(outs.get(e), option) for e, cost in terms[i])
                 cost = total + option.ms + convert + extra
                 outs[i] = option.out_layout
                 state = tuple(outs[e] for e in after)
                 if state not in nxt or cost < nxt[state][0]:
-                    arrives = _arrives(layer, terms[i][0][0], outs, start)
                     step = Step(layer.name, option.backend, option.layout, option.ms,
-                                option.out_layout, arrives, convert)  # fmt: skip
+                                option.out_layout, incoming, convert)  # fmt: skip
                     nxt[state] = (cost, joined + extra, (*steps, step))
         states, live = nxt, after
     _, joined, steps = min(states.values(), key=lambda found: found[0])
     return Plan(steps, joined)
-
-
-def _arrives(layer: Layer, source: int | None, outs: Mapping[int, str], start: str) -> str:
-    if layer.arrives is not None:
-        return layer.arrives
-    return start if source is None else outs[source]
 
 
 def plan_cost(
@@ -240,8 +234,9 @@ def plan_cost(
     """The total time of running ``layers`` with ``choice`` (one option each), conversions
     and joins included: what `plan_layers` minimises (for tests and for pricing a plan)."""
     outs = {i: option.out_layout for i, option in enumerate(choice)}
-    terms = _terms(layers, joins, start)
-    return sum(
-        option.ms + sum(cost(outs.get(e), option) for e, cost in terms[i])
-        for i, option in enumerate(choice)
-    )
+    terms = _join_terms(len(layers), joins)
+    total = 0.0
+    for i, (layer, option, source) in enumerate(zip(layers, choice, _sources(layers), strict=True)):
+        total += option.ms + layer.conversion(_incoming(layer, source, outs, start), option.layout)
+        total += sum(cost(outs.get(e), option) for e, cost in terms[i])
+    return total

@@ -90,6 +90,11 @@ def layer_options(
     return tuple(options)
 
 
+def forward_decisions(decisions: Sequence[Decision]) -> dict[tuple[str, str], Decision]:
+    """The forward decisions by (problem key, layout): each layer's options per layout."""
+    return {(d.problem, d.layout): d for d in decisions if d.pass_ == "forward"}
+
+
 def make_plan(
     calls: Sequence[ConvCall],
     traced: Sequence[Traced],
@@ -103,7 +108,7 @@ def make_plan(
     the same forward; ``joined``: its joins), and the calls it plans. A call whose input
     follows one the trace could not describe takes its input as the trace saw it arrive;
     a join's term carried by such a call, its layout as the trace saw it."""
-    forward = {(d.problem, d.layout): d for d in decisions if d.pass_ == "forward"}
+    forward = forward_decisions(decisions)
     layers: list[Layer] = []
     planned: list[ConvCall] = []
     index: dict[int, int] = {}  # call → its layer
@@ -140,8 +145,9 @@ def headroom(
 ) -> tuple[float, float]:
     """Milliseconds measured apart, summed over the calls with both: torch's in the layout
     the eager model hands each call (what the original runs), and the least of that and each
-    layout's decided option, with no conversion — what no plan of these options beats."""
-    forward = {(d.problem, d.layout): d for d in decisions if d.pass_ == "forward"}
+    layout's decided option, with no conversion — what no plan of these options beats as
+    measured apart (inside the model a layer costs more or less)."""
+    forward = forward_decisions(decisions)
     original = best = 0.0
     for call, seen in zip(calls, traced, strict=True):
         if call.problem is None:
